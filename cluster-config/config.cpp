@@ -1,0 +1,579 @@
+#include "cluster-config/config.hpp"
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <algorithm>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace troupe::config {
+
+namespace {
+
+// -- values ------------------------------------------------------------------
+
+/// One raw setting: its text, or a list of texts for arrays.
+struct raw_value {
+  std::string text;
+  std::vector<std::string> list;
+  bool is_list = false;
+};
+
+using setter = std::function<caf::error(node_config&, const std::string& key,
+                                        const raw_value&)>;
+using getter = std::function<std::string(const node_config&)>;
+
+caf::error bad(const std::string& key, const std::string& what) {
+  return make_config_error(errc::invalid_value, key + ": " + what);
+}
+
+caf::error parse_int(const std::string& key, const std::string& s,
+                     int64_t lo, int64_t hi, int64_t& out) {
+  if (s.empty())
+    return bad(key, "expected an integer, got nothing");
+  errno = 0;
+  char* end = nullptr;
+  auto v = std::strtoll(s.c_str(), &end, 10);
+  // Accept "_" separators as TOML does.
+  if (*end != '\0') {
+    std::string clean;
+    for (auto c : s)
+      if (c != '_')
+        clean += c;
+    errno = 0;
+    v = std::strtoll(clean.c_str(), &end, 10);
+    if (*end != '\0' || clean.empty())
+      return bad(key, "expected an integer, got '" + s + "'");
+  }
+  if (errno == ERANGE || v < lo || v > hi)
+    return bad(key, "must be between " + std::to_string(lo) + " and "
+                      + std::to_string(hi) + ", got " + s);
+  out = v;
+  return caf::none;
+}
+
+// Builds a setter/getter pair for an integer member of a section.
+template <class Section, class Int>
+std::pair<setter, getter> int_member(Section node_config::*sec,
+                                     Int Section::*mem, int64_t lo,
+                                     int64_t hi) {
+  setter s = [=](node_config& cfg, const std::string& key,
+                 const raw_value& v) -> caf::error {
+    if (v.is_list)
+      return bad(key, "expected an integer, got a list");
+    int64_t x = 0;
+    if (auto err = parse_int(key, v.text, lo, hi, x))
+      return err;
+    (cfg.*sec).*mem = static_cast<Int>(x);
+    return caf::none;
+  };
+  getter g = [=](const node_config& cfg) {
+    return std::to_string((cfg.*sec).*mem);
+  };
+  return {s, g};
+}
+
+template <class Section>
+std::pair<setter, getter> str_member(Section node_config::*sec,
+                                     std::string Section::*mem) {
+  setter s = [=](node_config& cfg, const std::string& key,
+                 const raw_value& v) -> caf::error {
+    if (v.is_list)
+      return bad(key, "expected a string, got a list");
+    (cfg.*sec).*mem = v.text;
+    return caf::none;
+  };
+  getter g = [=](const node_config& cfg) {
+    return "\"" + (cfg.*sec).*mem + "\"";
+  };
+  return {s, g};
+}
+
+template <class Section>
+std::pair<setter, getter> list_member(Section node_config::*sec,
+                                      std::vector<std::string> Section::*mem) {
+  setter s = [=](node_config& cfg, const std::string&,
+                 const raw_value& v) -> caf::error {
+    auto& dst = (cfg.*sec).*mem;
+    dst.clear();
+    if (v.is_list) {
+      dst = v.list;
+    } else {
+      // Environment and flags give a comma-separated list.
+      std::stringstream ss{v.text};
+      std::string item;
+      while (std::getline(ss, item, ','))
+        if (!item.empty())
+          dst.push_back(item);
+    }
+    return caf::none;
+  };
+  getter g = [=](const node_config& cfg) {
+    std::string out = "[";
+    for (auto& x : (cfg.*sec).*mem) {
+      if (out.size() > 1)
+        out += ", ";
+      out += "\"" + x + "\"";
+    }
+    return out + "]";
+  };
+  return {s, g};
+}
+
+struct field {
+  std::string key;
+  std::pair<setter, getter> io;
+  bool secret = false;
+};
+
+constexpr int64_t max_i = std::numeric_limits<int32_t>::max();
+
+const std::vector<field>& fields() {
+  using nc = node_config;
+  static const std::vector<field> table = {
+    {"http.listen", str_member(&nc::http, &http_config::listen)},
+    {"http.threads", int_member(&nc::http, &http_config::threads, 4, 4096)},
+    {"http.max_body_bytes",
+     int_member(&nc::http, &http_config::max_body_bytes, 1024, 1 << 30)},
+    {"http.max_long_polls",
+     int_member(&nc::http, &http_config::max_long_polls, 0, 100000)},
+    {"http.request_timeout_ms",
+     int_member(&nc::http, &http_config::request_timeout_ms, 100, 600000)},
+    {"http.gzip_min_bytes",
+     int_member(&nc::http, &http_config::gzip_min_bytes, 0, max_i)},
+    {"http.keep_alive_s",
+     int_member(&nc::http, &http_config::keep_alive_s, 1, 3600)},
+    {"http.keep_alive_max_count",
+     int_member(&nc::http, &http_config::keep_alive_max_count, 1, max_i)},
+    {"storage.database_url",
+     str_member(&nc::storage, &storage_config::database_url), true},
+    {"storage.data_dir", str_member(&nc::storage, &storage_config::data_dir)},
+    {"storage.pool_size",
+     int_member(&nc::storage, &storage_config::pool_size, 1, 256)},
+    {"storage.connect_timeout_s",
+     int_member(&nc::storage, &storage_config::connect_timeout_s, 1, 600)},
+    {"storage.spool_max_bytes",
+     int_member(&nc::storage, &storage_config::spool_max_bytes, 0,
+                std::numeric_limits<int64_t>::max())},
+    {"storage.partition_days_ahead",
+     int_member(&nc::storage, &storage_config::partition_days_ahead, 1, 60)},
+    {"storage.retention_days",
+     int_member(&nc::storage, &storage_config::retention_days, 1, 36500)},
+    {"ingest.importers",
+     int_member(&nc::ingest, &ingest_config::importers, 1, 64)},
+    {"ingest.max_batch_points",
+     int_member(&nc::ingest, &ingest_config::max_batch_points, 1, 1000000)},
+    {"ingest.flush_interval_ms",
+     int_member(&nc::ingest, &ingest_config::flush_interval_ms, 0, 10000)},
+    {"ingest.max_points_per_request",
+     int_member(&nc::ingest, &ingest_config::max_points_per_request, 1,
+                1000000)},
+    {"ingest.max_queued_points",
+     int_member(&nc::ingest, &ingest_config::max_queued_points, 1, max_i)},
+    {"ingest.max_age_days",
+     int_member(&nc::ingest, &ingest_config::max_age_days, 1, 36500)},
+    {"ingest.max_future_s",
+     int_member(&nc::ingest, &ingest_config::max_future_s, 0, 86400 * 365)},
+    {"actors.passivate_after_s",
+     int_member(&nc::actors, &actors_config::passivate_after_s, 1, max_i)},
+    {"actors.session_idle_s",
+     int_member(&nc::actors, &actors_config::session_idle_s, 1, max_i)},
+    {"actors.device_token_ttl_s",
+     int_member(&nc::actors, &actors_config::device_token_ttl_s, 1, max_i)},
+    {"actors.command_ttl_s",
+     int_member(&nc::actors, &actors_config::command_ttl_s, 1, max_i)},
+    {"actors.online_window_s",
+     int_member(&nc::actors, &actors_config::online_window_s, 1, max_i)},
+    {"actors.db_workers",
+     int_member(&nc::actors, &actors_config::db_workers, 1, 256)},
+    {"cluster.node_id", str_member(&nc::cluster, &cluster_config::node_id)},
+    {"cluster.shards",
+     int_member(&nc::cluster, &cluster_config::shards, 1, 65536)},
+    {"cluster.listen", str_member(&nc::cluster, &cluster_config::listen)},
+    {"cluster.join", list_member(&nc::cluster, &cluster_config::join)},
+    {"cluster.heartbeat_ms",
+     int_member(&nc::cluster, &cluster_config::heartbeat_ms, 10, 600000)},
+    {"cluster.lease_ms",
+     int_member(&nc::cluster, &cluster_config::lease_ms, 100, 3600000)},
+    {"log.level", str_member(&nc::log, &log_config::level)},
+  };
+  return table;
+}
+
+const field* find_field(const std::string& key) {
+  for (auto& f : fields())
+    if (f.key == key)
+      return &f;
+  return nullptr;
+}
+
+// -- TOML subset ---------------------------------------------------------------
+
+std::string trim(const std::string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b])))
+    ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1])))
+    --e;
+  return s.substr(b, e - b);
+}
+
+// Parses a scalar: "string", 'string', integer, bool. Returns false if bad.
+bool parse_scalar(const std::string& in, std::string& out) {
+  if (in.size() >= 2 && (in.front() == '"' || in.front() == '\'')) {
+    auto q = in.front();
+    if (in.back() != q)
+      return false;
+    out.clear();
+    for (size_t i = 1; i + 1 < in.size(); ++i) {
+      if (q == '"' && in[i] == '\\' && i + 2 < in.size()) {
+        auto c = in[++i];
+        out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+      } else {
+        out += in[i];
+      }
+    }
+    return true;
+  }
+  if (in.empty())
+    return false;
+  for (auto c : in)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
+          || c == '+' || c == '.'))
+      return false;
+  out = in;
+  return true;
+}
+
+// Strips a trailing comment that is not inside a string.
+std::string strip_comment(const std::string& line) {
+  char quote = 0;
+  for (size_t i = 0; i < line.size(); ++i) {
+    auto c = line[i];
+    if (quote) {
+      if (c == '\\' && quote == '"')
+        ++i;
+      else if (c == quote)
+        quote = 0;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '#') {
+      return line.substr(0, i);
+    }
+  }
+  return line;
+}
+
+caf::error parse_toml(const std::string& text,
+                      std::vector<std::pair<std::string, raw_value>>& out) {
+  std::istringstream in{text};
+  std::string line, section;
+  int lineno = 0;
+  auto fail = [&](const std::string& what) {
+    return make_config_error(errc::bad_file, "config file line "
+                                               + std::to_string(lineno) + ": "
+                                               + what);
+  };
+  while (std::getline(in, line)) {
+    ++lineno;
+    line = trim(strip_comment(line));
+    if (line.empty())
+      continue;
+    if (line.front() == '[') {
+      if (line.back() != ']' || line.size() < 3)
+        return fail("malformed section header");
+      section = trim(line.substr(1, line.size() - 2));
+      continue;
+    }
+    auto eq = line.find('=');
+    if (eq == std::string::npos)
+      return fail("expected key = value");
+    auto key = trim(line.substr(0, eq));
+    auto val = trim(line.substr(eq + 1));
+    if (key.empty())
+      return fail("empty key");
+    auto full = section.empty() ? key : section + "." + key;
+    raw_value rv;
+    if (!val.empty() && val.front() == '[') {
+      if (val.back() != ']')
+        return fail("arrays must be on one line");
+      rv.is_list = true;
+      auto body = trim(val.substr(1, val.size() - 2));
+      std::string item;
+      char quote = 0;
+      for (size_t i = 0; i <= body.size(); ++i) {
+        char c = i < body.size() ? body[i] : ',';
+        if (quote) {
+          item += c;
+          if (c == quote)
+            quote = 0;
+        } else if (c == ',') {
+          auto t = trim(item);
+          item.clear();
+          if (t.empty())
+            continue;
+          std::string s;
+          if (!parse_scalar(t, s))
+            return fail("bad array element for " + full);
+          rv.list.push_back(s);
+        } else {
+          if (c == '"' || c == '\'')
+            quote = c;
+          item += c;
+        }
+      }
+    } else if (!parse_scalar(val, rv.text)) {
+      return fail("bad value for " + full);
+    }
+    out.emplace_back(full, std::move(rv));
+  }
+  return caf::none;
+}
+
+caf::error apply(node_config& cfg, const std::string& key, const raw_value& v) {
+  auto f = find_field(key);
+  if (!f)
+    return make_config_error(errc::unknown_key, key + ": unknown setting");
+  return f->io.first(cfg, key, v);
+}
+
+} // namespace
+
+std::string describe(const caf::error& err) {
+  if (!err)
+    return "no error";
+  auto& ctx = err.context();
+  if (ctx.size() > 0 && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  return "error " + std::to_string(err.code()) + " in "
+         + caf::to_string(err.category());
+}
+
+std::string env_name(const std::string& key) {
+  std::string out = "TROUPE_";
+  for (auto c : key)
+    out += c == '.' ? '_' : static_cast<char>(std::toupper(c));
+  return out;
+}
+
+bool split_host_port(const std::string& in, std::string& host,
+                     uint16_t& port) {
+  auto colon = in.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == in.size())
+    return false;
+  host = in.substr(0, colon);
+  int64_t p = 0;
+  if (parse_int("port", in.substr(colon + 1), 0, 65535, p))
+    return false;
+  port = static_cast<uint16_t>(p);
+  return true;
+}
+
+caf::expected<node_config>
+load_from_text(const std::string& file_text,
+               const std::map<std::string, std::string>& overrides,
+               const env_lookup& env) {
+  node_config cfg;
+  std::vector<std::pair<std::string, raw_value>> items;
+  if (auto err = parse_toml(file_text, items))
+    return err;
+  for (auto& [key, value] : items)
+    if (auto err = apply(cfg, key, value))
+      return err;
+  // Environment overrides the file.
+  for (auto& f : fields()) {
+    if (auto v = env(env_name(f.key))) {
+      raw_value rv;
+      rv.text = *v;
+      if (auto err = f.io.first(cfg, env_name(f.key) + " (" + f.key + ")", rv))
+        return err;
+    }
+  }
+  // A few settings have their own well-known variables.
+  if (auto v = env("TROUPE_DATABASE_URL"))
+    cfg.storage.database_url = *v;
+  if (auto v = env("TROUPE_ADMIN_USER"))
+    cfg.bootstrap.admin_user = *v;
+  if (auto v = env("TROUPE_ADMIN_PASSWORD"))
+    cfg.bootstrap.admin_password = *v;
+  // Command-line flags override everything.
+  for (auto& [key, text] : overrides) {
+    raw_value rv;
+    rv.text = text;
+    if (auto err = apply(cfg, key, rv))
+      return err;
+  }
+  if (auto err = validate(cfg))
+    return err;
+  return cfg;
+}
+
+caf::expected<node_config> load(const command_line& cl, const env_lookup& env) {
+  std::string text;
+  if (!cl.config_file.empty()) {
+    std::ifstream in{cl.config_file};
+    if (!in)
+      return make_config_error(errc::bad_file, "cannot read config file "
+                                                 + cl.config_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  return load_from_text(text, cl.overrides, env);
+}
+
+caf::error validate(const node_config& cfg) {
+  auto invalid = [](const std::string& key, const std::string& what) {
+    return make_config_error(errc::invalid_value, key + ": " + what);
+  };
+  std::string host;
+  uint16_t port = 0;
+  if (!split_host_port(cfg.http.listen, host, port))
+    return invalid("http.listen", "expected HOST:PORT, got '"
+                                    + cfg.http.listen + "'");
+  if (!cfg.cluster.listen.empty()
+      && !split_host_port(cfg.cluster.listen, host, port))
+    return invalid("cluster.listen", "expected HOST:PORT, got '"
+                                       + cfg.cluster.listen + "'");
+  for (auto& seed : cfg.cluster.join)
+    if (!split_host_port(seed, host, port))
+      return invalid("cluster.join", "expected HOST:PORT, got '" + seed + "'");
+  if (cfg.storage.data_dir.empty())
+    return invalid("storage.data_dir", "must not be empty");
+  static const std::vector<std::string> levels
+    = {"trace", "debug", "info", "warn", "error", "off"};
+  if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end())
+    return invalid("log.level", "expected one of trace, debug, info, warn, "
+                                "error, off; got '"
+                                  + cfg.log.level + "'");
+  if (cfg.ingest.max_points_per_request > cfg.ingest.max_queued_points)
+    return make_config_error(errc::contradiction,
+                             "ingest.max_points_per_request: larger than "
+                             "ingest.max_queued_points, so no request could "
+                             "ever be accepted");
+  if (cfg.cluster.heartbeat_ms * 2 > cfg.cluster.lease_ms)
+    return make_config_error(errc::contradiction,
+                             "cluster.lease_ms: must be at least twice "
+                             "cluster.heartbeat_ms");
+  if (cfg.bootstrap.admin_user.empty() != cfg.bootstrap.admin_password.empty())
+    return make_config_error(errc::contradiction,
+                             "TROUPE_ADMIN_USER and TROUPE_ADMIN_PASSWORD: "
+                             "set both or neither");
+  return caf::none;
+}
+
+std::string render(const node_config& cfg) {
+  std::string out, section;
+  for (auto& f : fields()) {
+    auto dot = f.key.find('.');
+    auto sec = f.key.substr(0, dot);
+    if (sec != section) {
+      out += (out.empty() ? "[" : "\n[") + sec + "]\n";
+      section = sec;
+    }
+    out += f.key.substr(dot + 1) + " = "
+           + (f.secret ? std::string{"\"<hidden>\""} : f.io.second(cfg))
+           + "\n";
+  }
+  return out;
+}
+
+std::string usage() {
+  std::string out = R"(troupe: a device-fleet platform on an actor runtime.
+
+usage: troupe [serve|config|help|version] [flags]
+
+  serve                 run a node (the default)
+  config                print the effective configuration and exit
+flags:
+  --config FILE         config file (TOML: [section] key = value)
+  --listen HOST:PORT    HTTP edge address      (http.listen)
+  --data-dir DIR        data directory         (storage.data_dir)
+  --database-url URL    PostgreSQL libpq URL   (storage.database_url)
+  --node-id ID          this node's id         (cluster.node_id)
+  --cluster-listen H:P  CAF endpoint           (cluster.listen)
+  --join H:P[,H:P]      seed nodes             (cluster.join)
+  --log-level LEVEL     trace..error           (log.level)
+  --set KEY=VALUE       any setting by its dotted name
+
+Every setting can also come from the environment: http.listen is
+TROUPE_HTTP_LISTEN, and so on; TROUPE_DATABASE_URL, TROUPE_ADMIN_USER and
+TROUPE_ADMIN_PASSWORD too. Precedence: flags > environment > file > default.
+
+settings:
+)";
+  for (auto& f : fields())
+    out += "  " + f.key + "\n";
+  return out;
+}
+
+caf::expected<command_line> parse_args(int argc, char** argv) {
+  static const std::map<std::string, std::string> aliases = {
+    {"--listen", "http.listen"},
+    {"--data-dir", "storage.data_dir"},
+    {"--database-url", "storage.database_url"},
+    {"--node-id", "cluster.node_id"},
+    {"--cluster-listen", "cluster.listen"},
+    {"--join", "cluster.join"},
+    {"--log-level", "log.level"},
+  };
+  command_line cl;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_value = false;
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0
+                                 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    auto need_value = [&]() -> caf::error {
+      if (has_value)
+        return caf::none;
+      if (i + 1 >= argc)
+        return make_config_error(errc::invalid_value,
+                                 arg + ": expects a value");
+      value = argv[++i];
+      return caf::none;
+    };
+    if (arg == "serve" || arg == "help" || arg == "version"
+        || arg == "config") {
+      cl.command = arg;
+    } else if (arg == "--help" || arg == "-h") {
+      cl.command = "help";
+    } else if (arg == "--version") {
+      cl.command = "version";
+    } else if (arg == "--config") {
+      if (auto err = need_value())
+        return err;
+      cl.config_file = value;
+    } else if (arg == "--set") {
+      if (auto err = need_value())
+        return err;
+      auto eq = value.find('=');
+      if (eq == std::string::npos)
+        return make_config_error(errc::invalid_value,
+                                 "--set: expects KEY=VALUE, got '" + value
+                                   + "'");
+      auto key = value.substr(0, eq);
+      if (!find_field(key))
+        return make_config_error(errc::unknown_key,
+                                 key + ": unknown setting");
+      cl.overrides[key] = value.substr(eq + 1);
+    } else if (auto it = aliases.find(arg); it != aliases.end()) {
+      if (auto err = need_value())
+        return err;
+      cl.overrides[it->second] = value;
+    } else {
+      return make_config_error(errc::unknown_key,
+                               "unknown argument '" + arg
+                                 + "' (see troupe --help)");
+    }
+  }
+  return cl;
+}
+
+} // namespace troupe::config

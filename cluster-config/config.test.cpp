@@ -1,0 +1,113 @@
+#include "cluster-config/config.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace troupe::config;
+
+namespace {
+
+env_lookup no_env = [](const std::string&) -> std::optional<std::string> {
+  return std::nullopt;
+};
+
+env_lookup env_of(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& k) -> std::optional<std::string> {
+    if (auto it = vars.find(k); it != vars.end())
+      return it->second;
+    return std::nullopt;
+  };
+}
+
+} // namespace
+
+TEST_CASE("defaults form a valid configuration") {
+  auto cfg = load_from_text("", {}, no_env);
+  REQUIRE(cfg);
+  CHECK(cfg->http.listen == "127.0.0.1:8080");
+  CHECK(cfg->cluster.shards == 1024);
+  CHECK(cfg->storage.database_url.empty());
+}
+
+TEST_CASE("file, environment and flags apply in order") {
+  std::string file = R"(
+# a comment
+[http]
+listen = "0.0.0.0:9000"   # trailing comment
+threads = 16
+[cluster]
+join = ["a:1", 'b:2']
+[storage]
+data_dir = "/tmp/x"
+)";
+  auto cfg = load_from_text(file, {}, no_env);
+  REQUIRE(cfg);
+  CHECK(cfg->http.listen == "0.0.0.0:9000");
+  CHECK(cfg->http.threads == 16);
+  CHECK(cfg->cluster.join == std::vector<std::string>{"a:1", "b:2"});
+  auto env = env_of({{"TROUPE_HTTP_THREADS", "32"},
+                     {"TROUPE_DATABASE_URL", "postgresql://x/y"}});
+  cfg = load_from_text(file, {}, env);
+  REQUIRE(cfg);
+  CHECK(cfg->http.threads == 32);
+  CHECK(cfg->storage.database_url == "postgresql://x/y");
+  cfg = load_from_text(file, {{"http.threads", "64"}}, env);
+  REQUIRE(cfg);
+  CHECK(cfg->http.threads == 64);
+}
+
+TEST_CASE("bad values are rejected naming the field") {
+  auto cfg = load_from_text("[http]\nthreads = \"many\"\n", {}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("http.threads") != std::string::npos);
+  cfg = load_from_text("[http]\nlisten = \"nohost\"\n", {}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("http.listen") != std::string::npos);
+  cfg = load_from_text("[http]\nthreads = 1\n", {}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("between") != std::string::npos);
+  cfg = load_from_text("[bogus]\nx = 1\n", {}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("bogus.x") != std::string::npos);
+  cfg = load_from_text("[http\n", {}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("line 1") != std::string::npos);
+  cfg = load_from_text("", {}, env_of({{"TROUPE_LOG_LEVEL", "loud"}}));
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("log.level") != std::string::npos);
+}
+
+TEST_CASE("contradictions are rejected") {
+  auto cfg = load_from_text("", {}, env_of({{"TROUPE_ADMIN_USER", "root"}}));
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("TROUPE_ADMIN_PASSWORD")
+        != std::string::npos);
+  cfg = load_from_text("[cluster]\nheartbeat_ms = 1000\nlease_ms = 1500\n",
+                       {}, no_env);
+  REQUIRE(!cfg);
+}
+
+TEST_CASE("command line flags map to settings") {
+  const char* argv[] = {"troupe", "serve", "--listen", "127.0.0.1:1",
+                        "--data-dir=/tmp/d", "--set", "ingest.importers=3"};
+  auto cl = parse_args(7, const_cast<char**>(argv));
+  REQUIRE(cl);
+  CHECK(cl->command == "serve");
+  CHECK(cl->overrides.at("http.listen") == "127.0.0.1:1");
+  CHECK(cl->overrides.at("storage.data_dir") == "/tmp/d");
+  auto cfg = load(*cl, no_env);
+  REQUIRE(cfg);
+  CHECK(cfg->ingest.importers == 3);
+  const char* bad[] = {"troupe", "--frobnicate"};
+  CHECK(!parse_args(2, const_cast<char**>(bad)));
+  const char* missing[] = {"troupe", "--listen"};
+  CHECK(!parse_args(2, const_cast<char**>(missing)));
+}
+
+TEST_CASE("render round-trips through the parser") {
+  auto cfg = load_from_text("[http]\nthreads = 77\n", {}, no_env);
+  REQUIRE(cfg);
+  auto text = render(*cfg);
+  auto again = load_from_text(text, {}, no_env);
+  REQUIRE(again);
+  CHECK(again->http.threads == 77);
+}

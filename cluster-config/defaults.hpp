@@ -1,0 +1,60 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+/// Default values of every setting in `node_config`, in one place (as
+/// caf/defaults.hpp does for CAF). Units are in the names.
+namespace troupe::config::defaults {
+
+namespace http {
+constexpr const char* listen = "127.0.0.1:8080";
+constexpr size_t threads = 128;
+constexpr size_t max_body_bytes = 1 << 20;
+constexpr size_t max_long_polls = 96;
+constexpr int64_t request_timeout_ms = 10'000;
+constexpr size_t gzip_min_bytes = 1024;
+constexpr int64_t keep_alive_s = 5;
+constexpr size_t keep_alive_max_count = 1000;
+} // namespace http
+
+namespace storage {
+constexpr const char* data_dir = "./troupe-data";
+constexpr size_t pool_size = 4;
+constexpr int64_t connect_timeout_s = 5;
+constexpr size_t spool_max_bytes = size_t{1} << 30;
+constexpr int64_t partition_days_ahead = 3;
+constexpr int64_t retention_days = 90;
+} // namespace storage
+
+namespace ingest {
+constexpr size_t importers = 2;
+constexpr size_t max_batch_points = 10'000;
+constexpr int64_t flush_interval_ms = 5;
+constexpr size_t max_points_per_request = 10'000;
+constexpr size_t max_queued_points = 500'000;
+constexpr int64_t max_age_days = 30;
+constexpr int64_t max_future_s = 300;
+} // namespace ingest
+
+namespace actors {
+constexpr int64_t passivate_after_s = 600;
+constexpr int64_t session_idle_s = 1800;
+constexpr int64_t device_token_ttl_s = 86'400;
+constexpr int64_t command_ttl_s = 86'400;
+constexpr int64_t online_window_s = 300;
+constexpr size_t db_workers = 4;
+} // namespace actors
+
+namespace cluster {
+constexpr size_t shards = 1024;
+constexpr int64_t heartbeat_ms = 1000;
+constexpr int64_t lease_ms = 5000;
+} // namespace cluster
+
+namespace log {
+constexpr const char* level = "info";
+} // namespace log
+
+} // namespace troupe::config::defaults

@@ -1,0 +1,126 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cluster-config/defaults.hpp"
+
+/// The whole configuration of one troupe node: one struct per section, each
+/// field with its meaning, unit and default. A module takes only its own
+/// section by const reference.
+namespace troupe::config {
+
+/// [http]: the HTTP edge.
+struct http_config {
+  /// Address the edge listens on, HOST:PORT. Default 127.0.0.1:8080.
+  std::string listen = defaults::http::listen;
+  /// Worker threads; each holds one connection at a time. Default 128.
+  size_t threads = defaults::http::threads;
+  /// Largest accepted request body in bytes (after gzip). Default 1 MiB.
+  size_t max_body_bytes = defaults::http::max_body_bytes;
+  /// Long-polls held at once; beyond it 429. Default 96.
+  size_t max_long_polls = defaults::http::max_long_polls;
+  /// Deadline for an actor to answer a request, ms. Default 10000.
+  int64_t request_timeout_ms = defaults::http::request_timeout_ms;
+  /// Responses at least this large are gzipped on request. Default 1024.
+  size_t gzip_min_bytes = defaults::http::gzip_min_bytes;
+  /// Idle keep-alive connections are closed after this, s. Default 5.
+  int64_t keep_alive_s = defaults::http::keep_alive_s;
+  /// Requests served on one connection before it is closed. Default 1000.
+  size_t keep_alive_max_count = defaults::http::keep_alive_max_count;
+};
+
+/// [storage]: PostgreSQL and the local spool.
+struct storage_config {
+  /// libpq URL; empty means the embedded default (a local PostgreSQL
+  /// managed under data_dir). Env TROUPE_DATABASE_URL.
+  std::string database_url;
+  /// Directory for the embedded PostgreSQL, the spool and node files.
+  std::string data_dir = defaults::storage::data_dir;
+  /// Connections used by query workers. Default 4.
+  size_t pool_size = defaults::storage::pool_size;
+  /// libpq connect timeout, s. Default 5.
+  int64_t connect_timeout_s = defaults::storage::connect_timeout_s;
+  /// Largest spool size in bytes before ingest answers 503. Default 1 GiB.
+  size_t spool_max_bytes = defaults::storage::spool_max_bytes;
+  /// Daily telemetry partitions created ahead of today. Default 3.
+  int64_t partition_days_ahead = defaults::storage::partition_days_ahead;
+  /// Telemetry partitions older than this many days are dropped. Default 90.
+  int64_t retention_days = defaults::storage::retention_days;
+};
+
+/// [ingest]: validation limits and the importers' group commit.
+struct ingest_config {
+  /// Importer actors, each with its own connection. Default 2.
+  size_t importers = defaults::ingest::importers;
+  /// Points per COPY before an early flush. Default 10000.
+  size_t max_batch_points = defaults::ingest::max_batch_points;
+  /// Longest wait before a partial batch is flushed, ms. Default 5.
+  int64_t flush_interval_ms = defaults::ingest::flush_interval_ms;
+  /// Points accepted in one request. Default 10000.
+  size_t max_points_per_request = defaults::ingest::max_points_per_request;
+  /// Points queued for import on this node before 429. Default 500000.
+  size_t max_queued_points = defaults::ingest::max_queued_points;
+  /// Oldest accepted point, days before now. Default 30.
+  int64_t max_age_days = defaults::ingest::max_age_days;
+  /// Newest accepted point, s after now. Default 300.
+  int64_t max_future_s = defaults::ingest::max_future_s;
+};
+
+/// [actors]: device and session actors.
+struct actors_config {
+  /// An actor idle this long is passivated, s. Default 600.
+  int64_t passivate_after_s = defaults::actors::passivate_after_s;
+  /// A user session idle this long ends, s. Default 1800.
+  int64_t session_idle_s = defaults::actors::session_idle_s;
+  /// Lifetime of a device token, s. Default 86400.
+  int64_t device_token_ttl_s = defaults::actors::device_token_ttl_s;
+  /// Default time to live of a command, s. Default 86400.
+  int64_t command_ttl_s = defaults::actors::command_ttl_s;
+  /// A device seen within this window is online, s. Default 300.
+  int64_t online_window_s = defaults::actors::online_window_s;
+  /// Detached workers running database queries. Default 4.
+  size_t db_workers = defaults::actors::db_workers;
+};
+
+/// [cluster]: membership and placement.
+struct cluster_config {
+  /// This node's id; empty means derived from host and HTTP port.
+  std::string node_id;
+  /// Fixed number of shards keys hash into. Default 1024.
+  size_t shards = defaults::cluster::shards;
+  /// CAF endpoint HOST:PORT for other nodes; empty for a single node.
+  std::string listen;
+  /// Seed nodes HOST:PORT to join.
+  std::vector<std::string> join;
+  /// Heartbeat period, ms. Default 1000.
+  int64_t heartbeat_ms = defaults::cluster::heartbeat_ms;
+  /// A member silent this long is dead, ms. Default 5000.
+  int64_t lease_ms = defaults::cluster::lease_ms;
+};
+
+/// [log]: logging.
+struct log_config {
+  /// trace, debug, info, warn, error. Default info.
+  std::string level = defaults::log::level;
+};
+
+/// The first admin, from TROUPE_ADMIN_USER / TROUPE_ADMIN_PASSWORD.
+struct bootstrap_config {
+  std::string admin_user;
+  std::string admin_password;
+};
+
+struct node_config {
+  http_config http;
+  storage_config storage;
+  ingest_config ingest;
+  actors_config actors;
+  cluster_config cluster;
+  log_config log;
+  bootstrap_config bootstrap;
+};
+
+} // namespace troupe::config

@@ -1,0 +1,62 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/atoms.hpp"
+#include "storage/pg.hpp"
+
+namespace troupe::runtime {
+
+/// A unit of blocking database work, run by one of the pool's detached
+/// workers on its own connection. Local only (it carries a closure).
+struct db_job {
+  std::function<caf::error(storage::connection&)> run;
+};
+
+} // namespace troupe::runtime
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::db_job)
+
+namespace troupe::runtime {
+
+/// Spawns the database pool: a dispatcher plus `workers` detached actors,
+/// each owning one connection to `url`. The dispatcher hands each job to an
+/// idle worker (a shared queue, so one slow job never holds up others) and
+/// queues at most `max_queued` jobs; beyond that it answers `overloaded`.
+/// Every actor that needs PostgreSQL outside the ingest path goes through
+/// it, with db_call below. Owner: runtime::node; stops with the system.
+caf::actor spawn_db_pool(caf::actor_system& sys, const std::string& url,
+                         size_t workers, int64_t connect_timeout_s,
+                         size_t max_queued = 10000);
+
+/// Runs `fn(connection&) -> caf::expected<T>` on the pool and calls
+/// `k(caf::expected<T>)` in `self`'s context with the outcome (including a
+/// request timeout). Use from event-based actors only.
+template <class T, class Self, class F, class K>
+void db_call(Self* self, const caf::actor& pool, F fn, K k,
+             std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto out = std::make_shared<std::optional<T>>();
+  db_job job{[fn = std::move(fn), out](storage::connection& c) mutable
+             -> caf::error {
+    auto r = fn(c);
+    if (!r)
+      return std::move(r.error());
+    out->emplace(std::move(*r));
+    return caf::none;
+  }};
+  self->request(pool, timeout, std::move(job))
+    .then([out, k](ok_atom) mutable { k(caf::expected<T>{std::move(**out)}); },
+          [k](caf::error& err) mutable { k(caf::expected<T>{std::move(err)}); });
+}
+
+} // namespace troupe::runtime

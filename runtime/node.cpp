@@ -1,0 +1,245 @@
+#include "runtime/node.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include "cluster-config/config.hpp"
+#include "runtime/db_pool.hpp"
+#include "runtime/logger.hpp"
+#include "runtime/metrics.hpp"
+#include "storage/crypto.hpp"
+#include "storage/embedded.hpp"
+#include "storage/migrations.hpp"
+#include "storage/pg.hpp"
+#include "storage/queries.hpp"
+
+namespace troupe::runtime {
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+struct node::impl {
+  std::unique_ptr<storage::embedded_postgres> embedded;
+  std::unique_ptr<caf::actor_system_config> caf_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::thread health;
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool health_stop = false;
+};
+
+node::node(config::node_config cfg)
+  : cfg_(std::move(cfg)), impl_(std::make_unique<impl>()) {
+  id_ = cfg_.cluster.node_id;
+  if (id_.empty()) {
+    char host[256] = "localhost";
+    gethostname(host, sizeof(host) - 1);
+    std::string h;
+    uint16_t port = 0;
+    config::split_host_port(cfg_.http.listen, h, port);
+    id_ = std::string{host} + "-" + std::to_string(port);
+  }
+}
+
+node::~node() = default;
+
+void node::add_service(std::string name, start_fn start, stop_fn stop) {
+  services_.push_back({std::move(name), std::move(start), std::move(stop)});
+}
+
+caf::actor_system& node::system() {
+  return *impl_->sys;
+}
+
+void node::set_actor(const std::string& name, caf::actor a) {
+  std::lock_guard<std::mutex> guard{actors_mtx_};
+  actors_[name] = std::move(a);
+}
+
+caf::actor node::actor(const std::string& name) const {
+  std::lock_guard<std::mutex> guard{actors_mtx_};
+  auto i = actors_.find(name);
+  return i == actors_.end() ? caf::actor{} : i->second;
+}
+
+bool node::ready(std::string* why) const {
+  auto set = [&](const char* reason) {
+    if (why)
+      *why = reason;
+    return false;
+  };
+  if (stopping_)
+    return set("node is shutting down");
+  if (!services_up_)
+    return set("node is starting");
+  if (!db_ok_)
+    return set("PostgreSQL is unreachable");
+  return true;
+}
+
+void node::request_stop() {
+  kill(getpid(), SIGTERM);
+}
+
+caf::error node::start_storage() {
+  if (!storage::crypto::init())
+    return storage::make_storage_error(storage::errc::embedded_failed,
+                                       "libsodium failed to initialize");
+  database_url_ = cfg_.storage.database_url;
+  if (database_url_.empty()) {
+    impl_->embedded
+      = std::make_unique<storage::embedded_postgres>(cfg_.storage.data_dir);
+    auto url = impl_->embedded->start();
+    if (!url)
+      return url.error();
+    database_url_ = *url;
+  }
+  storage::connection conn{database_url_, cfg_.storage.connect_timeout_s};
+  // A configured database may still be starting: retry for a while.
+  caf::error err;
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    if (!(err = conn.ensure()))
+      break;
+    if (attempt == 0)
+      log().warn("waiting for PostgreSQL: {}", config::describe(err));
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  if (err)
+    return err;
+  int version = 0;
+  if (auto err = storage::migrate(conn, version))
+    return err;
+  log().info("schema version={}", version);
+  if (auto err = storage::maintain_partitions(
+        conn, cfg_.ingest.max_age_days + 1, cfg_.storage.partition_days_ahead,
+        cfg_.storage.retention_days))
+    return err;
+  auto key = storage::secret_key(conn);
+  if (!key)
+    return key.error();
+  secret_key_ = *key;
+  db_ok_ = true;
+  return caf::none;
+}
+
+void node::health_loop() {
+  storage::connection conn{database_url_, 2};
+  auto& up = metrics().get_gauge("troupe_database_up",
+                                 "1 while PostgreSQL answers");
+  auto last_maintenance = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> guard{impl_->mtx};
+  while (!impl_->health_stop) {
+    guard.unlock();
+    auto res = conn.exec("SELECT 1");
+    bool ok = static_cast<bool>(res);
+    if (ok != db_ok_.load())
+      log().warn("PostgreSQL {}", ok ? "reachable again" : "unreachable");
+    db_ok_ = ok;
+    up.set(ok ? 1 : 0);
+    if (ok && std::chrono::steady_clock::now() - last_maintenance
+                > std::chrono::hours(1)) {
+      last_maintenance = std::chrono::steady_clock::now();
+      if (auto err = storage::maintain_partitions(
+            conn, 2, cfg_.storage.partition_days_ahead,
+            cfg_.storage.retention_days))
+        log().error("partition maintenance failed: {}",
+                    config::describe(err));
+    }
+    guard.lock();
+    impl_->cv.wait_for(guard, std::chrono::seconds(1),
+                       [&] { return impl_->health_stop; });
+  }
+}
+
+int node::run() {
+  // Signals go to sigwait below, not to arbitrary threads.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  setup_logging(cfg_.log.level, id_);
+  started_ms_ = now_ms();
+  log().info("starting troupe node id={} http={}", id_, cfg_.http.listen);
+  if (auto err = start_storage()) {
+    log().error("storage failed: {}", config::describe(err));
+    if (impl_->embedded)
+      impl_->embedded->stop();
+    return 1;
+  }
+  // -- actor system ------------------------------------------------------------
+  impl_->caf_cfg = std::make_unique<caf::actor_system_config>();
+  auto& cc = *impl_->caf_cfg;
+  auto cores = std::max(2u, std::thread::hardware_concurrency());
+  cc.set("scheduler.max-threads", static_cast<size_t>(std::max(4u, cores)));
+  cc.set("logger.verbosity", caf::atom("quiet"));
+  impl_->sys = std::make_unique<caf::actor_system>(cc);
+  db_ = spawn_db_pool(*impl_->sys, database_url_, cfg_.actors.db_workers,
+                      cfg_.storage.connect_timeout_s);
+  impl_->health = std::thread([this] { health_loop(); });
+  // -- services ----------------------------------------------------------------
+  size_t started = 0;
+  int rc = 0;
+  for (auto& s : services_) {
+    log().info("starting service {}", s.name);
+    if (auto err = s.start(*this)) {
+      log().error("service {} failed to start: {}", s.name,
+                  config::describe(err));
+      rc = 1;
+      break;
+    }
+    ++started;
+  }
+  if (rc == 0) {
+    services_up_ = true;
+    log().info("node ready id={} started_in_ms={}", id_,
+               now_ms() - started_ms_);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log().info("received signal {}, draining", sig);
+  }
+  // -- shutdown, in reverse ----------------------------------------------------
+  stopping_ = true;
+  for (size_t i = started; i-- > 0;) {
+    log().info("stopping service {}", services_[i].name);
+    services_[i].stop(*this);
+  }
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    impl_->health_stop = true;
+  }
+  impl_->cv.notify_all();
+  impl_->health.join();
+  {
+    std::lock_guard<std::mutex> guard{actors_mtx_};
+    actors_.clear();
+  }
+  caf::anon_send_exit(db_, caf::exit_reason::user_shutdown);
+  db_ = nullptr;
+  impl_->sys->await_all_actors_done();
+  impl_->sys.reset();
+  if (impl_->embedded)
+    impl_->embedded->stop();
+  log().info("node stopped id={}", id_);
+  spdlog::default_logger()->flush();
+  return rc;
+}
+
+} // namespace troupe::runtime

@@ -1,0 +1,95 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include "cluster-config/node_config.hpp"
+
+namespace troupe::runtime {
+
+/// One troupe node: owns the actor system, the storage setup (embedded
+/// PostgreSQL or a configured URL, migrations, partitions), the database
+/// pool, and the services that main() installs (actors, then http).
+///
+/// Lifecycle (run()): logging -> storage -> actor system -> db pool ->
+/// services in the order added -> wait for SIGTERM/SIGINT or request_stop()
+/// -> services stopped in reverse order (http drains first) -> actor system
+/// -> embedded PostgreSQL. A service registers its stop action together with
+/// its start action, so shutdown mirrors startup.
+///
+/// Thread-safety: accessors may be called from any thread once run() has
+/// started the services; set_actor() only from service start functions.
+class node {
+public:
+  using start_fn = std::function<caf::error(node&)>;
+  using stop_fn = std::function<void(node&)>;
+
+  explicit node(config::node_config cfg);
+  ~node();
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  /// Adds a service; started in order, stopped in reverse.
+  void add_service(std::string name, start_fn start, stop_fn stop);
+
+  /// Runs the node until a stop signal; returns the process exit code.
+  int run();
+
+  /// Asks run() to stop (as SIGTERM does).
+  void request_stop();
+
+  // -- accessors for services ------------------------------------------------
+
+  caf::actor_system& system();
+  const config::node_config& cfg() const { return cfg_; }
+  const std::string& id() const { return id_; }
+  const std::string& database_url() const { return database_url_; }
+  /// The cluster-wide key for keyed hashes of secrets and tokens.
+  const std::string& secret_key() const { return secret_key_; }
+  /// The database pool (see db_pool.hpp).
+  caf::actor db() const { return db_; }
+  int64_t started_ms() const { return started_ms_; }
+
+  /// Named actors shared between services ("devices", "sessions", ...).
+  void set_actor(const std::string& name, caf::actor a);
+  caf::actor actor(const std::string& name) const;
+
+  /// True once storage is reachable and services run; else `why` says why.
+  bool ready(std::string* why = nullptr) const;
+  /// True while the node is stopping.
+  bool stopping() const { return stopping_.load(); }
+
+private:
+  caf::error start_storage();
+  void health_loop();
+
+  config::node_config cfg_;
+  std::string id_;
+  std::string database_url_;
+  std::string secret_key_;
+  int64_t started_ms_ = 0;
+  struct service {
+    std::string name;
+    start_fn start;
+    stop_fn stop;
+  };
+  std::vector<service> services_;
+  struct impl;
+  std::unique_ptr<impl> impl_;
+  caf::actor db_;
+  mutable std::mutex actors_mtx_;
+  std::map<std::string, caf::actor> actors_;
+  std::atomic<bool> db_ok_{false};
+  std::atomic<bool> services_up_{false};
+  std::atomic<bool> stopping_{false};
+};
+
+} // namespace troupe::runtime

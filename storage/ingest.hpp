@@ -1,0 +1,65 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/error.hpp>
+
+#include "storage/pg.hpp"
+
+namespace troupe::storage {
+
+/// One telemetry point on its way to PostgreSQL.
+struct point_row {
+  int64_t device_key = 0;
+  std::string metric;
+  int64_t ts_ms = 0;
+  double value = 0;
+};
+
+/// Per-device bookkeeping committed with the points: the batch-id
+/// high-water mark (for deduplication after a reload) and last-seen time.
+struct device_mark {
+  int64_t device_key = 0;
+  int64_t batch_hwm = -1; // -1: no batch id in this flush
+  int64_t last_seen_ms = 0;
+};
+
+/// Everything one group commit writes.
+struct ingest_batch {
+  std::vector<point_row> points;
+  std::vector<device_mark> marks;
+};
+
+/// Encodes rows (device_key int8, metric_id int4, ts timestamptz, value
+/// float8) as a COPY ... (FORMAT binary) payload.
+std::string encode_copy_binary(const std::vector<point_row>& rows,
+                               const std::vector<int32_t>& metric_ids);
+
+/// Serializes a batch for the spool; decode returns false on corrupt input.
+std::string encode_batch(const ingest_batch& batch);
+bool decode_batch(const std::string& bytes, ingest_batch& out);
+
+/// Writes ingest batches in one transaction each: binary COPY into
+/// telemetry, upsert into latest, device marks. Owned by one importer actor
+/// (not thread-safe). Caches metric ids.
+class ingest_writer {
+public:
+  explicit ingest_writer(std::string url, int64_t connect_timeout_s = 5);
+
+  /// Commits the batch; unavailable when PostgreSQL cannot be reached (the
+  /// transaction is then not committed, or its outcome is unknown).
+  [[nodiscard]] caf::error write(const ingest_batch& batch);
+
+  connection& conn() { return conn_; }
+
+private:
+  caf::error resolve_metrics(const ingest_batch& batch,
+                             std::vector<int32_t>& ids);
+  connection conn_;
+  std::unordered_map<std::string, int32_t> metric_ids_;
+};
+
+} // namespace troupe::storage

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+namespace troupe::storage {
+
+/// The module's logger, "troupe.storage".
+spdlog::logger& log();
+
+} // namespace troupe::storage

@@ -1,0 +1,211 @@
+#include "storage/migrations.hpp"
+
+#include <chrono>
+#include <ctime>
+
+#include "storage/logger.hpp"
+
+namespace troupe::storage {
+
+const std::vector<migration>& migrations() {
+  static const std::vector<migration> all = {
+    {1, "core schema", R"sql(
+CREATE TABLE settings (
+  key   text PRIMARY KEY,
+  value text NOT NULL
+);
+-- The keyed hash of device secrets and tokens uses a cluster-wide key.
+INSERT INTO settings VALUES ('secret_key', encode(gen_random_bytes(32), 'hex'));
+
+CREATE TABLE tenants (
+  id         text PRIMARY KEY,
+  name       text NOT NULL,
+  created_ms bigint NOT NULL
+);
+
+CREATE TABLE users (
+  username      text PRIMARY KEY,
+  password_hash text NOT NULL,
+  role          text NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+  tenant        text REFERENCES tenants(id),
+  created_ms    bigint NOT NULL
+);
+
+CREATE TABLE devices (
+  key          bigserial UNIQUE NOT NULL,
+  id           text PRIMARY KEY,
+  name         text NOT NULL,
+  tenant       text NOT NULL REFERENCES tenants(id),
+  secret_hash  text NOT NULL,
+  batch_hwm    bigint,
+  last_seen_ms bigint,
+  created_ms   bigint NOT NULL
+);
+CREATE INDEX devices_tenant ON devices (tenant, id);
+
+CREATE TABLE device_tokens (
+  token_hash text PRIMARY KEY,
+  device_id  text NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+  expires_ms bigint NOT NULL
+);
+CREATE INDEX device_tokens_device ON device_tokens (device_id);
+
+CREATE TABLE sessions (
+  token_hash   text PRIMARY KEY,
+  username     text NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+  created_ms   bigint NOT NULL,
+  last_seen_ms bigint NOT NULL
+);
+
+CREATE TABLE metrics (
+  id   serial PRIMARY KEY,
+  name text UNIQUE NOT NULL
+);
+
+-- Raw points, partitioned by day; device_key is devices.key.
+CREATE TABLE telemetry (
+  device_key bigint NOT NULL,
+  metric_id  integer NOT NULL,
+  ts         timestamptz NOT NULL,
+  value      double precision NOT NULL
+) PARTITION BY RANGE (ts);
+CREATE INDEX telemetry_lookup ON telemetry (device_key, metric_id, ts);
+CREATE TABLE telemetry_default PARTITION OF telemetry DEFAULT;
+
+-- The newest point per device and metric, upserted by the importers.
+CREATE TABLE latest (
+  device_key bigint NOT NULL,
+  metric_id  integer NOT NULL,
+  ts         timestamptz NOT NULL,
+  value      double precision NOT NULL,
+  PRIMARY KEY (device_key, metric_id)
+);
+
+CREATE TABLE commands (
+  id           text PRIMARY KEY,
+  device_id    text NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+  seq          bigserial NOT NULL,
+  name         text NOT NULL,
+  args         jsonb NOT NULL,
+  status       text NOT NULL CHECK (status IN ('pending', 'delivered', 'done',
+                                               'failed', 'expired')),
+  created_ms   bigint NOT NULL,
+  expires_ms   bigint NOT NULL,
+  delivered_ms bigint,
+  result       jsonb,
+  finished_ms  bigint,
+  created_by   text
+);
+CREATE INDEX commands_device ON commands (device_id, seq);
+CREATE INDEX commands_open ON commands (device_id) WHERE status IN ('pending', 'delivered');
+)sql"},
+  };
+  return all;
+}
+
+caf::error migrate(connection& conn, int& version) {
+  version = 0;
+  auto step = [&](const std::string& sql) -> caf::error {
+    auto res = conn.exec(sql);
+    return res ? caf::none : res.error();
+  };
+  if (auto err = step("CREATE EXTENSION IF NOT EXISTS pgcrypto"))
+    return err;
+  if (auto err = step("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      " version integer PRIMARY KEY, name text NOT NULL,"
+                      " applied_ms bigint NOT NULL)"))
+    return err;
+  // One node at a time applies migrations.
+  if (auto err = step("SELECT pg_advisory_lock(7201001)"))
+    return err;
+  caf::error result;
+  auto current = conn.exec("SELECT coalesce(max(version), 0) FROM "
+                           "schema_migrations");
+  if (!current) {
+    result = current.error();
+  } else {
+    version = static_cast<int>(current->i64(0, 0));
+    for (auto& m : migrations()) {
+      if (m.version <= version)
+        continue;
+      log().info("applying migration version={} name=\"{}\"", m.version,
+                 m.name);
+      auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+      if ((result = step("BEGIN")))
+        break;
+      if ((result = step(m.sql))
+          || (result = conn.exec("INSERT INTO schema_migrations VALUES "
+                                 "($1, $2, $3)",
+                                 {std::to_string(m.version), m.name,
+                                  std::to_string(now)})
+                         .error())
+          || (result = step("COMMIT"))) {
+        (void) step("ROLLBACK");
+        break;
+      }
+      version = m.version;
+    }
+  }
+  (void) step("SELECT pg_advisory_unlock(7201001)");
+  return result;
+}
+
+caf::error maintain_partitions(connection& conn, int64_t days_back,
+                               int64_t days_ahead, int64_t retention_days) {
+  using namespace std::chrono;
+  auto today = floor<hours>(system_clock::now()).time_since_epoch().count()
+               / 24;
+  auto day_name = [](int64_t day, char sep) {
+    std::time_t t = static_cast<std::time_t>(day * 86400);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    if (sep)
+      std::snprintf(buf, sizeof(buf), "%04d-%02d-%02d", tm.tm_year + 1900,
+                    tm.tm_mon + 1, tm.tm_mday);
+    else
+      std::snprintf(buf, sizeof(buf), "%04d%02d%02d", tm.tm_year + 1900,
+                    tm.tm_mon + 1, tm.tm_mday);
+    return std::string{buf};
+  };
+  auto existing = conn.exec(
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'telemetry'");
+  if (!existing)
+    return existing.error();
+  std::vector<std::string> have;
+  for (int i = 0; i < existing->rows(); ++i)
+    have.push_back(existing->str(i, 0));
+  auto has = [&](const std::string& n) {
+    return std::find(have.begin(), have.end(), n) != have.end();
+  };
+  for (auto d = today - days_back; d <= today + days_ahead; ++d) {
+    auto name = "telemetry_" + day_name(d, 0);
+    if (has(name))
+      continue;
+    auto sql = "CREATE TABLE IF NOT EXISTS " + name
+               + " PARTITION OF telemetry FOR VALUES FROM ('"
+               + day_name(d, '-') + " 00:00:00+00') TO ('"
+               + day_name(d + 1, '-') + " 00:00:00+00')";
+    if (auto res = conn.exec(sql); !res) {
+      log().error("cannot create partition {}: {}", name,
+                  res.error().context().match_element<std::string>(0)
+                    ? res.error().context().get_as<std::string>(0)
+                    : "?");
+      return res.error();
+    }
+  }
+  auto cutoff = "telemetry_" + day_name(today - retention_days, 0);
+  for (auto& n : have) {
+    if (n == "telemetry_default" || n >= cutoff)
+      continue;
+    log().info("dropping expired partition {}", n);
+    if (auto res = conn.exec("DROP TABLE IF EXISTS " + n); !res)
+      return res.error();
+  }
+  return caf::none;
+}
+
+} // namespace troupe::storage

@@ -1,0 +1,256 @@
+#include "storage/pg.hpp"
+
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+
+#include <libpq-fe.h>
+
+#include "storage/logger.hpp"
+
+namespace troupe::storage {
+
+spdlog::logger& log() {
+  static auto instance = [] {
+    auto existing = spdlog::get("troupe.storage");
+    if (existing)
+      return existing;
+    auto l = spdlog::default_logger()->clone("troupe.storage");
+    spdlog::register_logger(l);
+    return l;
+  }();
+  return *instance;
+}
+
+// -- result -------------------------------------------------------------------
+
+void result::deleter::operator()(PGresult* p) const {
+  PQclear(p);
+}
+
+result::result(PGresult* res) : res_(res) {
+}
+
+int result::rows() const {
+  return res_ ? PQntuples(res_.get()) : 0;
+}
+
+bool result::is_null(int row, int col) const {
+  return PQgetisnull(res_.get(), row, col) != 0;
+}
+
+std::string_view result::text(int row, int col) const {
+  auto p = PQgetvalue(res_.get(), row, col);
+  return {p, static_cast<size_t>(PQgetlength(res_.get(), row, col))};
+}
+
+int64_t result::i64(int row, int col) const {
+  return std::strtoll(PQgetvalue(res_.get(), row, col), nullptr, 10);
+}
+
+double result::f64(int row, int col) const {
+  return std::strtod(PQgetvalue(res_.get(), row, col), nullptr);
+}
+
+bool result::boolean(int row, int col) const {
+  auto v = PQgetvalue(res_.get(), row, col);
+  return v[0] == 't';
+}
+
+std::optional<int64_t> result::opt_i64(int row, int col) const {
+  if (is_null(row, col))
+    return std::nullopt;
+  return i64(row, col);
+}
+
+int64_t result::affected() const {
+  auto s = PQcmdTuples(res_.get());
+  return s && *s ? std::strtoll(s, nullptr, 10) : 0;
+}
+
+// -- connection ------------------------------------------------------------------
+
+connection::connection(std::string url, int64_t connect_timeout_s)
+  : url_(std::move(url)), connect_timeout_s_(connect_timeout_s) {
+}
+
+connection::~connection() {
+  reset();
+}
+
+void connection::reset() {
+  if (conn_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+}
+
+bool connection::ok() const {
+  return conn_ && PQstatus(conn_) == CONNECTION_OK;
+}
+
+caf::error connection::ensure() {
+  if (ok())
+    return caf::none;
+  reset();
+  auto timeout = std::to_string(connect_timeout_s_);
+  const char* keys[] = {"dbname", "connect_timeout", "application_name",
+                        nullptr};
+  const char* vals[] = {url_.c_str(), timeout.c_str(), "troupe", nullptr};
+  conn_ = PQconnectdbParams(keys, vals, 1);
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn_);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+      msg.pop_back();
+    reset();
+    return make_storage_error(errc::unavailable,
+                              "cannot connect to PostgreSQL: " + msg);
+  }
+  // Quiet NOTICEs (e.g. "relation already exists, skipping").
+  PQsetNoticeProcessor(
+    conn_, [](void*, const char*) {}, nullptr);
+  return caf::none;
+}
+
+caf::error connection::to_error(PGresult* res, const std::string& sql) {
+  std::string msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn_);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+    msg.pop_back();
+  const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  std::string sqlstate = state ? state : "";
+  if (!conn_ || PQstatus(conn_) != CONNECTION_OK || sqlstate.rfind("08", 0) == 0
+      || sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03") {
+    reset();
+    return make_storage_error(errc::unavailable, "PostgreSQL unavailable: "
+                                                   + msg);
+  }
+  if (sqlstate == "23505")
+    return make_storage_error(errc::conflict, msg);
+  log().debug("query failed sqlstate={} sql={} err={}", sqlstate,
+              sql.substr(0, 120), msg);
+  return make_storage_error(errc::query_failed, msg);
+}
+
+caf::expected<result> connection::exec(const std::string& sql,
+                                       const std::vector<param>& params) {
+  if (auto err = ensure())
+    return err;
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (auto& p : params)
+    values.push_back(p ? p->c_str() : nullptr);
+  auto res = PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
+                          nullptr, values.data(), nullptr, nullptr, 0);
+  auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+    return result{res};
+  auto err = to_error(res, sql);
+  if (res)
+    PQclear(res);
+  return err;
+}
+
+caf::error connection::copy_in(const std::string& sql,
+                               const std::string& payload) {
+  if (auto err = ensure())
+    return err;
+  auto res = PQexec(conn_, sql.c_str());
+  if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
+    auto err = to_error(res, sql);
+    if (res)
+      PQclear(res);
+    return err;
+  }
+  PQclear(res);
+  if (PQputCopyData(conn_, payload.data(), static_cast<int>(payload.size()))
+        != 1
+      || PQputCopyEnd(conn_, nullptr) != 1) {
+    return to_error(nullptr, sql);
+  }
+  caf::error err;
+  while ((res = PQgetResult(conn_)) != nullptr) {
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && !err)
+      err = to_error(res, sql);
+    PQclear(res);
+  }
+  return err;
+}
+
+std::string connection::quote_ident(const std::string& x) {
+  std::string out = "\"";
+  for (auto c : x) {
+    if (c == '"')
+      out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// -- pool -----------------------------------------------------------------------
+
+struct pool::impl {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<connection>> idle;
+};
+
+pool::pool(std::string url, size_t size, int64_t connect_timeout_s)
+  : impl_(std::make_unique<impl>()), url_(std::move(url)) {
+  for (size_t i = 0; i < size; ++i)
+    impl_->idle.push_back(
+      std::make_unique<connection>(url_, connect_timeout_s));
+}
+
+pool::~pool() = default;
+
+pool::lease::~lease() {
+  if (conn_)
+    owner_->release(std::move(conn_));
+}
+
+pool::lease pool::acquire() {
+  std::unique_lock<std::mutex> guard{impl_->mtx};
+  impl_->cv.wait(guard, [&] { return !impl_->idle.empty(); });
+  auto c = std::move(impl_->idle.front());
+  impl_->idle.pop_front();
+  return lease{this, std::move(c)};
+}
+
+void pool::release(std::unique_ptr<connection> c) {
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    impl_->idle.push_back(std::move(c));
+  }
+  impl_->cv.notify_one();
+}
+
+// -- helpers --------------------------------------------------------------------
+
+std::string array_literal(const std::vector<std::string>& xs) {
+  std::string out = "{";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    out += '"';
+    for (auto c : xs[i]) {
+      if (c == '"' || c == '\\')
+        out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+std::string array_literal(const std::vector<int64_t>& xs) {
+  std::string out = "{";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    out += std::to_string(xs[i]);
+  }
+  return out + "}";
+}
+
+} // namespace troupe::storage
