@@ -42,8 +42,11 @@ caf::actor spawn_db_pool(caf::actor_system& sys, const std::string& url,
 /// Runs `fn(connection&) -> caf::expected<T>` on the pool and calls
 /// `k(caf::expected<T>)` in `self`'s context with the outcome (including a
 /// request timeout). Use from event-based actors only.
+/// With `awaited`, the actor handles no other message until the outcome
+/// arrives (used to load an actor's state before it serves anything).
 template <class T, class Self, class F, class K>
 void db_call(Self* self, const caf::actor& pool, F fn, K k,
+             bool awaited = false,
              std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   auto out = std::make_shared<std::optional<T>>();
   db_job job{[fn = std::move(fn), out](storage::connection& c) mutable
@@ -54,9 +57,16 @@ void db_call(Self* self, const caf::actor& pool, F fn, K k,
     out->emplace(std::move(*r));
     return caf::none;
   }};
-  self->request(pool, timeout, std::move(job))
-    .then([out, k](ok_atom) mutable { k(caf::expected<T>{std::move(**out)}); },
-          [k](caf::error& err) mutable { k(caf::expected<T>{std::move(err)}); });
+  auto on_ok = [out, k](ok_atom) mutable {
+    k(caf::expected<T>{std::move(**out)});
+  };
+  auto on_err = [k](caf::error& err) mutable {
+    k(caf::expected<T>{std::move(err)});
+  };
+  if (awaited)
+    self->request(pool, timeout, std::move(job)).await(on_ok, on_err);
+  else
+    self->request(pool, timeout, std::move(job)).then(on_ok, on_err);
 }
 
 } // namespace troupe::runtime

@@ -135,12 +135,13 @@ caf::error migrate(connection& conn, int& version) {
                    .count();
       if ((result = step("BEGIN")))
         break;
-      if ((result = step(m.sql))
-          || (result = conn.exec("INSERT INTO schema_migrations VALUES "
-                                 "($1, $2, $3)",
-                                 {std::to_string(m.version), m.name,
-                                  std::to_string(now)})
-                         .error())
+      auto record = [&]() -> caf::error {
+        auto res = conn.exec("INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                             {std::to_string(m.version), m.name,
+                              std::to_string(now)});
+        return res ? caf::none : res.error();
+      };
+      if ((result = step(m.sql)) || (result = record())
           || (result = step("COMMIT"))) {
         (void) step("ROLLBACK");
         break;

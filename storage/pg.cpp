@@ -140,8 +140,13 @@ caf::expected<result> connection::exec(const std::string& sql,
   values.reserve(params.size());
   for (auto& p : params)
     values.push_back(p ? p->c_str() : nullptr);
-  auto res = PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
-                          nullptr, values.data(), nullptr, nullptr, 0);
+  // Without parameters use the simple protocol, which also runs scripts of
+  // several statements (migrations).
+  auto res = params.empty()
+               ? PQexec(conn_, sql.c_str())
+               : PQexecParams(conn_, sql.c_str(),
+                              static_cast<int>(params.size()), nullptr,
+                              values.data(), nullptr, nullptr, 0);
   auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
     return result{res};

@@ -1,0 +1,43 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+
+#include "cluster-config/node_config.hpp"
+
+namespace troupe::actors {
+
+/// What every troupe actor on a node shares: its settings, the handles of
+/// the node's services, and the ingest admission counter. Built once by
+/// install() before any actor runs; read-only afterwards except for the
+/// atomic counter.
+struct context {
+  config::actors_config actors;
+  config::ingest_config ingest;
+  std::string node_id;
+  /// Key for keyed hashes of device secrets and tokens (cluster-wide).
+  std::string secret_key;
+  /// Database pool (runtime::spawn_db_pool).
+  caf::actor db;
+  /// Importers; a device always uses importers[key % size()].
+  std::vector<caf::actor> importers;
+  /// Shard regions.
+  caf::actor devices;
+  caf::actor sessions;
+  /// Points accepted into importer queues and not yet answered: the bound
+  /// behind 429.
+  std::shared_ptr<std::atomic<int64_t>> queued_points
+    = std::make_shared<std::atomic<int64_t>>(0);
+};
+
+using context_ptr = std::shared_ptr<context>;
+
+/// Milliseconds since the Unix epoch.
+int64_t now_ms();
+
+} // namespace troupe::actors

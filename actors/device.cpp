@@ -1,0 +1,589 @@
+#include "actors/device.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+
+#include "actors/errc.hpp"
+#include "actors/importer.hpp"
+#include "actors/logger.hpp"
+#include "actors/messages.hpp"
+#include "cluster-config/config.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/db_pool.hpp"
+#include "runtime/errc.hpp"
+#include "runtime/metrics.hpp"
+#include "storage/crypto.hpp"
+#include "storage/errc.hpp"
+#include "storage/queries.hpp"
+
+namespace troupe::actors {
+
+namespace {
+
+using runtime::db_call;
+using runtime::ok_atom;
+using runtime::passivate_atom;
+using runtime::stop_atom;
+using runtime::tick_atom;
+
+struct waiter {
+  caf::typed_response_promise<commands_reply> rp;
+};
+
+struct device_state {
+  std::string name = "device";
+  context_ptr ctx;
+  caf::actor region;
+  std::string id;
+  bool known = false;
+  bool passivating = false;
+  int64_t key = 0;
+  std::string dev_name;
+  std::string tenant;
+  std::string secret_hash;
+  int64_t batch_hwm = -1;
+  int64_t last_seen_ms = -1;
+  std::map<std::string, latest_value> latest;
+  std::vector<command> open; // pending and delivered, oldest first
+  std::unordered_map<std::string, int64_t> tokens; // hash -> expires_ms
+  std::map<uint64_t, waiter> waiters;
+  uint64_t next_waiter = 0;
+  std::chrono::steady_clock::time_point last_activity;
+};
+
+using device_actor = caf::stateful_actor<device_state>;
+
+caf::error unauthorized() {
+  return make_actor_error(errc::unauthorized, "invalid or expired token");
+}
+
+caf::error not_found(const std::string& id) {
+  return make_actor_error(errc::not_found, "device " + id + " not found");
+}
+
+command to_command(const storage::command_row& r) {
+  command c;
+  c.id = r.id;
+  c.name = r.name;
+  c.args_json = r.args_json;
+  c.created_ms = r.created_ms;
+  c.expires_ms = r.expires_ms;
+  c.status = r.status;
+  c.delivered_ms = r.delivered_ms.value_or(-1);
+  c.result_json = r.result_json.value_or("");
+  c.finished_ms = r.finished_ms.value_or(-1);
+  return c;
+}
+
+void touch(device_actor* self) {
+  self->state.last_activity = std::chrono::steady_clock::now();
+}
+
+/// Checks a device token ("<device id>.<random>") against the loaded hashes.
+bool token_ok(device_actor* self, const std::string& token) {
+  auto& st = self->state;
+  if (!st.known)
+    return false;
+  auto dot = token.rfind('.');
+  if (dot == std::string::npos || token.compare(0, dot, st.id) != 0)
+    return false;
+  auto hash = storage::crypto::keyed_hash(st.ctx->secret_key,
+                                          token.substr(dot + 1));
+  auto it = st.tokens.find(hash);
+  if (it == st.tokens.end())
+    return false;
+  if (it->second <= now_ms()) {
+    st.tokens.erase(it);
+    return false;
+  }
+  return true;
+}
+
+/// A user may see devices of their tenant; admins see all. Others: 404.
+bool visible_to(device_actor* self, const caller& who) {
+  auto& st = self->state;
+  return st.known && (who.role == "admin" || who.tenant == st.tenant);
+}
+
+/// Moves commands past their time to live to `expired`.
+void sweep_expired(device_actor* self) {
+  auto& st = self->state;
+  auto now = now_ms();
+  std::vector<std::string> ids;
+  auto& open = st.open;
+  open.erase(std::remove_if(open.begin(), open.end(),
+                            [&](const command& c) {
+                              if (c.expires_ms > now)
+                                return false;
+                              ids.push_back(c.id);
+                              return true;
+                            }),
+             open.end());
+  if (ids.empty())
+    return;
+  db_call<bool>(
+    self, st.ctx->db,
+    [ids](storage::connection& c) -> caf::expected<bool> {
+      if (auto err = storage::expire_commands(c, ids))
+        return err;
+      return true;
+    },
+    [self, n = ids.size()](caf::expected<bool> r) {
+      if (!r)
+        log().warn("device={} cannot expire {} commands: {}",
+                   self->state.id, n, config::describe(r.error()));
+    });
+}
+
+/// Takes the pending commands for delivery: marks them delivered in memory
+/// now and in PostgreSQL in the background (delivery is at least once, so a
+/// lost mark only means one more delivery).
+std::vector<command> take_pending(device_actor* self, bool include_delivered) {
+  auto& st = self->state;
+  sweep_expired(self);
+  std::vector<command> out;
+  std::vector<std::string> ids;
+  auto now = now_ms();
+  for (auto& c : st.open) {
+    if (c.status == "pending" || (include_delivered && c.status == "delivered")) {
+      if (c.status == "pending") {
+        c.status = "delivered";
+        c.delivered_ms = now;
+        ids.push_back(c.id);
+      }
+      out.push_back(c);
+    }
+  }
+  if (!ids.empty())
+    db_call<bool>(
+      self, st.ctx->db,
+      [ids, now](storage::connection& c) -> caf::expected<bool> {
+        if (auto err = storage::mark_delivered(c, ids, now))
+          return err;
+        return true;
+      },
+      [self](caf::expected<bool> r) {
+        if (!r)
+          log().warn("device={} cannot mark commands delivered: {}",
+                     self->state.id, config::describe(r.error()));
+      });
+  return out;
+}
+
+device_view view_of(device_actor* self) {
+  auto& st = self->state;
+  device_view v;
+  v.id = st.id;
+  v.name = st.dev_name;
+  v.tenant = st.tenant;
+  v.last_seen_ms = st.last_seen_ms;
+  v.online = st.last_seen_ms >= 0
+             && st.last_seen_ms
+                  >= now_ms() - st.ctx->actors.online_window_s * 1000;
+  v.latest = st.latest;
+  for (auto& [m, _] : st.latest)
+    v.metrics.push_back(m);
+  v.pending_commands = static_cast<int64_t>(
+    std::count_if(st.open.begin(), st.open.end(),
+                  [](const command& c) { return c.status == "pending"; }));
+  return v;
+}
+
+void answer_waiters(device_actor* self, const std::vector<command>& cmds) {
+  auto& st = self->state;
+  for (auto& [id, w] : st.waiters)
+    w.rp.deliver(commands_reply{cmds});
+  st.waiters.clear();
+}
+
+void passivate(device_actor* self) {
+  auto& st = self->state;
+  if (st.passivating)
+    return;
+  st.passivating = true;
+  self->send(st.region, passivate_atom::value, st.id);
+}
+
+void schedule_tick(device_actor* self) {
+  auto secs = std::max<int64_t>(1, self->state.ctx->actors.passivate_after_s
+                                     / 2);
+  self->delayed_send(self, std::chrono::seconds(secs), tick_atom::value);
+}
+
+void load(device_actor* self, storage::device_row row) {
+  auto& st = self->state;
+  st.known = true;
+  st.key = row.key;
+  st.dev_name = row.name;
+  st.tenant = row.tenant;
+  st.secret_hash = row.secret_hash;
+  st.batch_hwm = row.batch_hwm.value_or(-1);
+  st.last_seen_ms = row.last_seen_ms.value_or(-1);
+  for (auto& l : row.latest)
+    st.latest[l.metric] = latest_value{l.value, l.ts_ms};
+  for (auto& c : row.open_commands)
+    st.open.push_back(to_command(c));
+  for (auto& [hash, exp] : row.tokens)
+    st.tokens[hash] = exp;
+}
+
+} // namespace
+
+caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
+                     std::string id) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.region = region;
+  st.id = id;
+  st.name = "device:" + id;
+  touch(self);
+  // Load before serving anything: the awaited reply is handled first.
+  db_call<std::optional<storage::device_row>>(
+    self, ctx->db,
+    [id](storage::connection& c) { return storage::load_device(c, id, now_ms()); },
+    [self](caf::expected<std::optional<storage::device_row>> row) {
+      auto& st = self->state;
+      if (!row) {
+        log().warn("device={} load failed: {}", st.id,
+                   config::describe(row.error()));
+        // Queued requests bounce (request_receiver_down -> 503); the next
+        // message for this id spawns a fresh actor that loads again.
+        self->quit(row.error());
+        return;
+      }
+      if (!*row) {
+        passivate(self);
+        return;
+      }
+      load(self, std::move(**row));
+      schedule_tick(self);
+    },
+    true);
+  return {
+    // -- device side --------------------------------------------------------
+    [=](device_login& req) -> caf::result<device_login_reply> {
+      auto& st = self->state;
+      touch(self);
+      if (!st.known
+          || !storage::crypto::equal_constant_time(
+            storage::crypto::keyed_hash(st.ctx->secret_key, req.secret),
+            st.secret_hash))
+        return make_actor_error(errc::unauthorized,
+                                "invalid device id or secret");
+      auto random = storage::crypto::random_token(32);
+      auto token = st.id + "." + random;
+      auto hash = storage::crypto::keyed_hash(st.ctx->secret_key, random);
+      auto ttl = st.ctx->actors.device_token_ttl_s;
+      auto expires = now_ms() + ttl * 1000;
+      auto rp = self->make_response_promise<device_login_reply>();
+      db_call<bool>(
+        self, st.ctx->db,
+        [hash, id = st.id, expires](storage::connection& c)
+          -> caf::expected<bool> {
+          if (auto err = storage::insert_device_token(c, hash, id, expires))
+            return err;
+          return true;
+        },
+        [=](caf::expected<bool> r) mutable {
+          auto& st = self->state;
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          st.tokens[hash] = expires;
+          st.last_seen_ms = now_ms();
+          // At-least-once: delivered commands without a result come again.
+          rp.deliver(device_login_reply{token, ttl, take_pending(self, true)});
+          log().debug("device={} req={} login", st.id, req.req_id);
+        });
+      return rp;
+    },
+    [=](telemetry& req) -> caf::result<telemetry_reply> {
+      auto& st = self->state;
+      touch(self);
+      if (!token_ok(self, req.token))
+        return unauthorized();
+      if (req.batch_id >= 0 && req.batch_id <= st.batch_hwm)
+        return telemetry_reply{0, true, {}};
+      auto n = static_cast<int64_t>(req.points.size());
+      auto& queued = *st.ctx->queued_points;
+      if (queued.fetch_add(n) + n
+          > static_cast<int64_t>(st.ctx->ingest.max_queued_points)) {
+        queued.fetch_sub(n);
+        return make_actor_error(errc::too_many_requests,
+                                "ingest queue is full");
+      }
+      auto now = now_ms();
+      import_request imp;
+      imp.batch.points.reserve(req.points.size());
+      for (auto& p : req.points)
+        imp.batch.points.push_back({st.key, p.metric, p.ts_ms, p.value});
+      imp.batch.marks.push_back({st.key, req.batch_id, now});
+      auto& importer = st.ctx->importers[static_cast<size_t>(st.key)
+                                         % st.ctx->importers.size()];
+      auto rp = self->make_response_promise<telemetry_reply>();
+      // Awaited: the next batch of this device waits for this commit, so
+      // the batch-id mark only ever moves past committed batches.
+      self->request(importer, std::chrono::seconds(60), std::move(imp))
+        .await(
+          [=](ok_atom) mutable {
+            auto& st = self->state;
+            if (req.batch_id >= 0)
+              st.batch_hwm = std::max(st.batch_hwm, req.batch_id);
+            st.last_seen_ms = std::max(st.last_seen_ms, now);
+            for (auto& p : req.points) {
+              auto& l = st.latest[p.metric];
+              if (p.ts_ms >= l.ts_ms)
+                l = latest_value{p.value, p.ts_ms};
+            }
+            rp.deliver(telemetry_reply{n, false, take_pending(self, false)});
+          },
+          [=](caf::error& err) mutable {
+            log().warn("device={} req={} import failed: {}", self->state.id,
+                       req.req_id, config::describe(err));
+            if (err == caf::sec::request_timeout)
+              rp.deliver(make_actor_error(errc::unavailable,
+                                          "storage did not answer in time"));
+            else
+              rp.deliver(err);
+          });
+      return rp;
+    },
+    [=](poll_commands& req) -> caf::result<commands_reply> {
+      auto& st = self->state;
+      touch(self);
+      if (!token_ok(self, req.token))
+        return unauthorized();
+      st.last_seen_ms = now_ms();
+      auto cmds = take_pending(self, false);
+      if (!cmds.empty() || req.wait_ms <= 0)
+        return commands_reply{std::move(cmds)};
+      auto wid = st.next_waiter++;
+      auto rp = self->make_response_promise<commands_reply>();
+      st.waiters.emplace(wid, waiter{rp});
+      self->delayed_send(self, std::chrono::milliseconds(req.wait_ms),
+                         timeout_atom::value, wid);
+      return rp;
+    },
+    [=](timeout_atom, uint64_t wid) {
+      auto& st = self->state;
+      auto it = st.waiters.find(wid);
+      if (it == st.waiters.end())
+        return;
+      it->second.rp.deliver(commands_reply{});
+      st.waiters.erase(it);
+    },
+    [=](command_result& req) -> caf::result<done> {
+      auto& st = self->state;
+      touch(self);
+      if (!token_ok(self, req.token))
+        return unauthorized();
+      auto rp = self->make_response_promise<done>();
+      auto now = now_ms();
+      db_call<bool>(
+        self, st.ctx->db,
+        [=](storage::connection& c) {
+          return storage::finish_command(c, st.id, req.command_id, req.status,
+                                         req.result_json, now);
+        },
+        [=](caf::expected<bool> r) mutable {
+          auto& st = self->state;
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          if (!*r) {
+            rp.deliver(make_actor_error(errc::not_found,
+                                        "command " + req.command_id
+                                          + " not found or already "
+                                            "finished"));
+            return;
+          }
+          st.open.erase(std::remove_if(st.open.begin(), st.open.end(),
+                                       [&](const command& c) {
+                                         return c.id == req.command_id;
+                                       }),
+                        st.open.end());
+          rp.deliver(done{});
+        });
+      return rp;
+    },
+    // -- user side ----------------------------------------------------------
+    [=](get_device& req) -> caf::result<device_view> {
+      touch(self);
+      if (!visible_to(self, req.who))
+        return not_found(self->state.id);
+      sweep_expired(self);
+      return view_of(self);
+    },
+    [=](post_command& req) -> caf::result<command> {
+      auto& st = self->state;
+      touch(self);
+      if (!visible_to(self, req.who))
+        return not_found(st.id);
+      if (req.who.role != "admin" && req.who.role != "operator")
+        return make_actor_error(errc::forbidden,
+                                "role " + req.who.role
+                                  + " may not send commands");
+      storage::command_row row;
+      row.id = storage::crypto::random_token(16);
+      row.device_id = st.id;
+      row.name = req.name;
+      row.args_json = req.args_json;
+      row.created_ms = now_ms();
+      auto ttl = req.ttl_s > 0 ? req.ttl_s : st.ctx->actors.command_ttl_s;
+      row.expires_ms = row.created_ms + ttl * 1000;
+      auto rp = self->make_response_promise<command>();
+      db_call<storage::command_row>(
+        self, st.ctx->db,
+        [row](storage::connection& c) { return storage::insert_command(c, row); },
+        [=](caf::expected<storage::command_row> r) mutable {
+          auto& st = self->state;
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          auto cmd = to_command(*r);
+          st.open.push_back(cmd);
+          log().info("device={} req={} command={} name={} by={}", st.id,
+                     req.who.req_id, cmd.id, cmd.name, req.who.username);
+          rp.deliver(cmd);
+          // A device waiting in a long-poll gets it at once.
+          if (!st.waiters.empty())
+            answer_waiters(self, take_pending(self, false));
+        });
+      return rp;
+    },
+    [=](list_commands& req) -> caf::result<command_page> {
+      auto& st = self->state;
+      touch(self);
+      if (!visible_to(self, req.who))
+        return not_found(st.id);
+      // Expire overdue commands in the same job, so the list shows them.
+      std::vector<std::string> overdue;
+      auto now = now_ms();
+      for (auto& c : st.open)
+        if (c.expires_ms <= now)
+          overdue.push_back(c.id);
+      st.open.erase(std::remove_if(st.open.begin(), st.open.end(),
+                                   [&](const command& c) {
+                                     return c.expires_ms <= now;
+                                   }),
+                    st.open.end());
+      auto rp = self->make_response_promise<command_page>();
+      db_call<std::vector<storage::command_row>>(
+        self, st.ctx->db,
+        [=, id = st.id](storage::connection& c)
+          -> caf::expected<std::vector<storage::command_row>> {
+          if (auto err = storage::expire_commands(c, overdue))
+            return err;
+          return storage::list_commands(c, id, req.status, req.after_seq,
+                                        static_cast<size_t>(req.limit + 1));
+        },
+        [=](caf::expected<std::vector<storage::command_row>> r) mutable {
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          command_page page;
+          for (size_t i = 0; i < r->size(); ++i) {
+            if (static_cast<int64_t>(i) == req.limit) {
+              page.next_seq = (*r)[i - 1].seq;
+              break;
+            }
+            page.items.push_back(to_command((*r)[i]));
+          }
+          rp.deliver(std::move(page));
+        });
+      return rp;
+    },
+    [=](history& req) -> caf::result<history_reply> {
+      auto& st = self->state;
+      touch(self);
+      if (!visible_to(self, req.who))
+        return not_found(st.id);
+      storage::history_query q;
+      q.device_key = st.key;
+      q.metric = req.metric;
+      q.from_ms = req.from_ms;
+      q.to_ms = req.to_ms;
+      q.limit = static_cast<size_t>(req.limit);
+      q.step_ms = req.step_ms;
+      auto rp = self->make_response_promise<history_reply>();
+      if (q.step_ms > 0) {
+        db_call<std::vector<storage::history_bucket>>(
+          self, st.ctx->db,
+          [q](storage::connection& c) { return storage::bucket_history(c, q); },
+          [=](caf::expected<std::vector<storage::history_bucket>> r) mutable {
+            if (!r) {
+              rp.deliver(r.error());
+              return;
+            }
+            history_reply out;
+            out.metric = q.metric;
+            out.bucketed = true;
+            for (auto& b : *r)
+              out.buckets.push_back({static_cast<double>(b.start_ms),
+                                     static_cast<double>(b.count), b.min,
+                                     b.max, b.avg});
+            rp.deliver(std::move(out));
+          });
+      } else {
+        db_call<std::vector<storage::history_point>>(
+          self, st.ctx->db,
+          [q](storage::connection& c) { return storage::raw_history(c, q); },
+          [=](caf::expected<std::vector<storage::history_point>> r) mutable {
+            if (!r) {
+              rp.deliver(r.error());
+              return;
+            }
+            history_reply out;
+            out.metric = q.metric;
+            out.points.reserve(r->size());
+            for (auto& p : *r)
+              out.points.emplace_back(p.ts_ms, p.value);
+            rp.deliver(std::move(out));
+          });
+      }
+      return rp;
+    },
+    // -- lifecycle ----------------------------------------------------------
+    [=](reset_atom) -> done {
+      // The device changed in PostgreSQL (secret rotated, deleted): drop
+      // this copy; the next message loads a fresh one.
+      answer_waiters(self, {});
+      self->state.known = false;
+      passivate(self);
+      return done{};
+    },
+    [=](tick_atom) {
+      auto& st = self->state;
+      auto idle = std::chrono::steady_clock::now() - st.last_activity;
+      if (st.waiters.empty()
+          && idle >= std::chrono::seconds(st.ctx->actors.passivate_after_s)) {
+        passivate(self);
+        return;
+      }
+      schedule_tick(self);
+    },
+    [=](runtime::drain_atom) {
+      // The edge is stopping: waiting long-polls answer now (empty).
+      answer_waiters(self, {});
+    },
+    [=](stop_atom) {
+      answer_waiters(self, {});
+      self->quit();
+    },
+  };
+}
+
+caf::actor spawn_device(caf::actor_system& sys, const context_ptr& ctx,
+                        const caf::actor& region, const std::string& id) {
+  return sys.spawn(device, ctx, region, id);
+}
+
+} // namespace troupe::actors

@@ -1,0 +1,401 @@
+#include "actors/directory.hpp"
+
+#include <cstdio>
+#include <memory>
+
+#include <caf/all.hpp>
+
+#include "actors/errc.hpp"
+#include "actors/logger.hpp"
+#include "actors/messages.hpp"
+#include "cluster-config/config.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/db_pool.hpp"
+#include "storage/crypto.hpp"
+#include "storage/errc.hpp"
+#include "storage/queries.hpp"
+
+namespace troupe::actors {
+
+namespace {
+
+using runtime::db_call;
+using runtime::route_atom;
+
+struct directory_state {
+  std::string name = "directory";
+  context_ptr ctx;
+};
+
+using directory_actor = caf::stateful_actor<directory_state>;
+
+caf::error forbidden(const caller& who, const char* what) {
+  return make_actor_error(errc::forbidden, "role " + who.role + " may not "
+                                             + what);
+}
+
+bool is_admin(const caller& who) {
+  return who.role == "admin";
+}
+
+/// Maps a storage conflict to a 409 with our wording.
+caf::error conflict_or(caf::error err, const std::string& what) {
+  if (err == storage::errc::conflict)
+    return make_actor_error(errc::conflict, what);
+  return err;
+}
+
+template <class T, class F>
+caf::typed_response_promise<T> run_db(directory_actor* self, F fn) {
+  auto rp = self->make_response_promise<T>();
+  db_call<T>(self, self->state.ctx->db, std::move(fn),
+             [rp](caf::expected<T> r) mutable {
+               if (r)
+                 rp.deliver(std::move(*r));
+               else
+                 rp.deliver(std::move(r.error()));
+             });
+  return rp;
+}
+
+// A fixed argon2id hash to verify against when the user does not exist, so
+// both failures take the same time.
+const std::string& dummy_hash() {
+  static const std::string h = storage::crypto::hash_password("x");
+  return h;
+}
+
+} // namespace
+
+caf::behavior directory(directory_actor* self, context_ptr ctx) {
+  self->state.ctx = ctx;
+  (void) dummy_hash();
+  return {
+    [=](user_login& req) -> caf::result<user_login_reply> {
+      auto key = self->state.ctx->secret_key;
+      return run_db<user_login_reply>(
+        self, [req, key](storage::connection& c)
+                -> caf::expected<user_login_reply> {
+          auto u = storage::find_user(c, req.username);
+          if (!u)
+            return u.error();
+          auto ok = storage::crypto::verify_password(
+            *u ? (*u)->password_hash : dummy_hash(), req.password);
+          if (!*u || !ok)
+            return make_actor_error(errc::unauthorized,
+                                    "invalid username or password");
+          auto token = storage::crypto::random_token(32);
+          storage::session_row s;
+          s.token_hash = storage::crypto::keyed_hash(key, token);
+          s.user = **u;
+          s.created_ms = s.last_seen_ms = now_ms();
+          if (auto err = storage::insert_session(c, s))
+            return err;
+          log().info("user={} req={} logged in", req.username, req.req_id);
+          return user_login_reply{token, user_info{(*u)->username,
+                                                   (*u)->role,
+                                                   (*u)->tenant}};
+        });
+    },
+    [=](list_devices& req) -> caf::result<device_page> {
+      auto& st = self->state;
+      storage::device_filter f;
+      f.tenant = is_admin(req.who) ? "" : req.who.tenant;
+      if (!is_admin(req.who) && f.tenant.empty())
+        return device_page{};
+      f.q = req.q;
+      if (req.online >= 0)
+        f.online = req.online == 1;
+      f.online_since_ms = now_ms() - st.ctx->actors.online_window_s * 1000;
+      f.after = req.after;
+      f.limit = static_cast<size_t>(req.limit);
+      auto rp = self->make_response_promise<device_page>();
+      db_call<std::vector<std::string>>(
+        self, st.ctx->db,
+        [f](storage::connection& c) { return storage::list_device_ids(c, f); },
+        [=](caf::expected<std::vector<std::string>> ids) mutable {
+          if (!ids) {
+            rp.deliver(ids.error());
+            return;
+          }
+          auto page = std::make_shared<device_page>();
+          if (ids->size() == static_cast<size_t>(req.limit) && !ids->empty())
+            page->next = ids->back();
+          if (ids->empty()) {
+            rp.deliver(std::move(*page));
+            return;
+          }
+          // Ask each device actor for its view, keeping the order.
+          auto views = std::make_shared<std::vector<std::optional<device_view>>>(
+            ids->size());
+          auto left = std::make_shared<size_t>(ids->size());
+          auto finish = [=]() mutable {
+            for (auto& v : *views)
+              if (v && (req.online < 0 || v->online == (req.online == 1)))
+                page->items.push_back(std::move(*v));
+            rp.deliver(std::move(*page));
+          };
+          for (size_t i = 0; i < ids->size(); ++i) {
+            self
+              ->request(self->state.ctx->devices, std::chrono::seconds(10),
+                        route_atom::value, (*ids)[i],
+                        caf::make_message(get_device{req.who}))
+              .then(
+                [=](device_view& v) mutable {
+                  (*views)[i] = std::move(v);
+                  if (--*left == 0)
+                    finish();
+                },
+                [=](caf::error&) mutable {
+                  if (--*left == 0)
+                    finish();
+                });
+          }
+        });
+      return rp;
+    },
+    // -- admin: tenants -----------------------------------------------------
+    [=](create_tenant& req) -> caf::result<tenant_info> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage tenants");
+      req.tenant.created_ms = now_ms();
+      return run_db<tenant_info>(
+        self,
+        [t = req.tenant](storage::connection& c) -> caf::expected<tenant_info> {
+          if (auto err = storage::insert_tenant(c, {t.id, t.name,
+                                                    t.created_ms}))
+            return conflict_or(std::move(err),
+                               "tenant " + t.id + " already exists");
+          return t;
+        });
+    },
+    [=](list_tenants& req) -> caf::result<tenant_list> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage tenants");
+      return run_db<tenant_list>(
+        self, [](storage::connection& c) -> caf::expected<tenant_list> {
+          auto rows = storage::list_tenants(c);
+          if (!rows)
+            return rows.error();
+          tenant_list out;
+          for (auto& t : *rows)
+            out.items.push_back({t.id, t.name, t.created_ms});
+          return out;
+        });
+    },
+    // -- admin: users -------------------------------------------------------
+    [=](create_user& req) -> caf::result<user_record> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage users");
+      return run_db<user_record>(
+        self, [req](storage::connection& c) -> caf::expected<user_record> {
+          if (!req.tenant.empty()) {
+            auto exists = storage::tenant_exists(c, req.tenant);
+            if (!exists)
+              return exists.error();
+            if (!*exists)
+              return make_actor_error(errc::bad_request,
+                                      "tenant " + req.tenant
+                                        + " does not exist");
+          }
+          storage::user_row u;
+          u.username = req.username;
+          u.password_hash = storage::crypto::hash_password(req.password);
+          u.role = req.role;
+          u.tenant = req.tenant;
+          u.created_ms = now_ms();
+          if (auto err = storage::insert_user(c, u))
+            return conflict_or(std::move(err),
+                               "user " + req.username + " already exists");
+          log().info("user={} created role={} tenant={} by={}", u.username,
+                     u.role, u.tenant, req.who.username);
+          return user_record{u.username, u.role, u.tenant, u.created_ms};
+        });
+    },
+    [=](list_users& req) -> caf::result<user_list> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage users");
+      return run_db<user_list>(
+        self, [req](storage::connection& c) -> caf::expected<user_list> {
+          auto rows = storage::list_users(c, req.after,
+                                          static_cast<size_t>(req.limit));
+          if (!rows)
+            return rows.error();
+          user_list out;
+          for (auto& u : *rows)
+            out.items.push_back({u.username, u.role, u.tenant, u.created_ms});
+          if (rows->size() == static_cast<size_t>(req.limit) && !rows->empty())
+            out.next = rows->back().username;
+          return out;
+        });
+    },
+    [=](delete_user& req) -> caf::result<done> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage users");
+      if (req.username == req.who.username)
+        return make_actor_error(errc::conflict,
+                                "an admin cannot delete itself");
+      auto rp = self->make_response_promise<done>();
+      db_call<bool>(
+        self, self->state.ctx->db,
+        [req](storage::connection& c) {
+          return storage::delete_user(c, req.username);
+        },
+        [=](caf::expected<bool> r) mutable {
+          if (!r) {
+            rp.deliver(r.error());
+          } else if (!*r) {
+            rp.deliver(make_actor_error(errc::not_found,
+                                        "user " + req.username
+                                          + " not found"));
+          } else {
+            // Live sessions of the user end now.
+            self->send(self->state.ctx->sessions, runtime::broadcast_atom::value,
+                       caf::make_message(reset_atom::value, req.username));
+            rp.deliver(done{});
+          }
+        });
+      return rp;
+    },
+    // -- admin: devices -----------------------------------------------------
+    [=](register_devices& req) -> caf::result<device_secrets> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "register devices");
+      auto key = self->state.ctx->secret_key;
+      return run_db<device_secrets>(
+        self,
+        [req, key](storage::connection& c) -> caf::expected<device_secrets> {
+          std::vector<std::string> tenants;
+          for (auto& d : req.devices)
+            if (std::find(tenants.begin(), tenants.end(), d.tenant)
+                == tenants.end())
+              tenants.push_back(d.tenant);
+          for (auto& t : tenants) {
+            auto exists = storage::tenant_exists(c, t);
+            if (!exists)
+              return exists.error();
+            if (!*exists)
+              return make_actor_error(errc::bad_request,
+                                      "tenant " + t + " does not exist");
+          }
+          device_secrets out;
+          std::vector<storage::new_device> rows;
+          for (auto& d : req.devices) {
+            auto secret = storage::crypto::random_token(32);
+            rows.push_back({d.id, d.name, d.tenant,
+                            storage::crypto::keyed_hash(key, secret)});
+            out.items.push_back({d.id, d.name, d.tenant, secret});
+          }
+          if (auto err = storage::insert_devices(c, rows)) {
+            auto what = config::describe(err);
+            return conflict_or(std::move(err), what);
+          }
+          log().info("registered {} devices by={}", rows.size(),
+                     req.who.username);
+          return out;
+        });
+    },
+    [=](rotate_secret& req) -> caf::result<device_secret> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage devices");
+      auto& st = self->state;
+      auto key = st.ctx->secret_key;
+      auto secret = storage::crypto::random_token(32);
+      auto rp = self->make_response_promise<device_secret>();
+      db_call<bool>(
+        self, st.ctx->db,
+        [id = req.id, hash = storage::crypto::keyed_hash(key, secret)](
+          storage::connection& c) {
+          return storage::update_device_secret(c, id, hash);
+        },
+        [=](caf::expected<bool> r) mutable {
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          if (!*r) {
+            rp.deliver(make_actor_error(errc::not_found,
+                                        "device " + req.id + " not found"));
+            return;
+          }
+          // The live actor drops its copy (old secret, old tokens).
+          self->send(self->state.ctx->devices, route_atom::value, req.id,
+                     caf::make_message(reset_atom::value));
+          log().info("device={} secret rotated by={}", req.id,
+                     req.who.username);
+          rp.deliver(device_secret{req.id, "", "", secret});
+        });
+      return rp;
+    },
+    [=](delete_device& req) -> caf::result<done> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage devices");
+      auto rp = self->make_response_promise<done>();
+      db_call<bool>(
+        self, self->state.ctx->db,
+        [id = req.id](storage::connection& c) {
+          return storage::delete_device(c, id);
+        },
+        [=](caf::expected<bool> r) mutable {
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          if (!*r) {
+            rp.deliver(make_actor_error(errc::not_found,
+                                        "device " + req.id + " not found"));
+            return;
+          }
+          self->send(self->state.ctx->devices, route_atom::value, req.id,
+                     caf::make_message(reset_atom::value));
+          log().info("device={} deleted by={}", req.id, req.who.username);
+          rp.deliver(done{});
+        });
+      return rp;
+    },
+  };
+}
+
+caf::actor spawn_directory(caf::actor_system& sys, const context_ptr& ctx) {
+  return sys.spawn(directory, ctx);
+}
+
+caf::error bootstrap_admin(const std::string& database_url,
+                           const std::string& user,
+                           const std::string& password) {
+  storage::connection c{database_url};
+  if (!user.empty()) {
+    auto existing = storage::find_user(c, user);
+    if (!existing)
+      return existing.error();
+    if (*existing)
+      return caf::none;
+    storage::user_row u{user, storage::crypto::hash_password(password),
+                        "admin", "", now_ms()};
+    if (auto err = storage::insert_user(c, u);
+        err && err != storage::errc::conflict)
+      return err;
+    log().info("created admin user={} from TROUPE_ADMIN_USER", user);
+    return caf::none;
+  }
+  auto admins = storage::count_admins(c);
+  if (!admins)
+    return admins.error();
+  if (*admins > 0)
+    return caf::none;
+  auto pw = storage::crypto::random_token(18);
+  storage::user_row u{"admin", storage::crypto::hash_password(pw), "admin", "",
+                      now_ms()};
+  if (auto err = storage::insert_user(c, u))
+    return err == storage::errc::conflict ? caf::none : err;
+  // Printed once, to stdout, never logged.
+  std::printf("\n  troupe: created the first admin.\n"
+              "    username: admin\n    password: %s\n"
+              "  (shown only now; set TROUPE_ADMIN_USER/TROUPE_ADMIN_PASSWORD "
+              "to choose your own)\n\n",
+              pw.c_str());
+  std::fflush(stdout);
+  return caf::none;
+}
+
+} // namespace troupe::actors

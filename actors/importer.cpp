@@ -1,0 +1,258 @@
+#include "actors/importer.hpp"
+
+#include <chrono>
+
+#include <caf/all.hpp>
+
+#include "actors/errc.hpp"
+#include "actors/logger.hpp"
+#include "actors/messages.hpp"
+#include "cluster-config/config.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/metrics.hpp"
+#include "storage/errc.hpp"
+#include "storage/spool.hpp"
+
+namespace troupe::actors {
+
+namespace {
+
+using runtime::ok_atom;
+
+/// The importer's probe: its metrics, looked up once.
+struct importer_probe {
+  runtime::counter* points;
+  runtime::counter* flushes;
+  runtime::counter* flush_errors;
+  runtime::counter* spooled;
+  runtime::counter* replayed;
+  runtime::histogram* flush_seconds;
+  runtime::histogram* batch_points;
+  runtime::gauge* spool_bytes;
+  runtime::gauge* queued;
+
+  explicit importer_probe(size_t index) {
+    auto& r = runtime::metrics();
+    auto l = "importer=\"" + std::to_string(index) + "\"";
+    points = &r.get_counter("troupe_ingest_points_total",
+                            "Points committed to PostgreSQL or the spool", l);
+    flushes = &r.get_counter("troupe_ingest_flushes_total",
+                             "Group commits", l);
+    flush_errors = &r.get_counter("troupe_ingest_flush_errors_total",
+                                  "Group commits that failed", l);
+    spooled = &r.get_counter("troupe_spool_records_total",
+                             "Batches written to the local spool", l);
+    replayed = &r.get_counter("troupe_spool_replayed_total",
+                              "Spooled batches replayed into PostgreSQL", l);
+    flush_seconds = &r.get_histogram("troupe_ingest_flush_seconds",
+                                     "Group commit latency", l);
+    batch_points = &r.get_histogram("troupe_ingest_batch_points",
+                                    "Points per group commit", l,
+                                    runtime::size_buckets());
+    spool_bytes = &r.get_gauge("troupe_spool_bytes", "Bytes in the spool", l);
+    queued = &r.get_gauge("troupe_import_queue_points",
+                          "Points waiting in the importer", l);
+  }
+};
+
+struct part {
+  caf::response_promise rp;
+  storage::ingest_batch batch;
+};
+
+struct importer_state {
+  std::string name = "importer";
+  context_ptr ctx;
+  std::unique_ptr<storage::ingest_writer> writer;
+  std::unique_ptr<storage::spool> spool;
+  std::vector<part> parts;
+  size_t pending_points = 0;
+  bool flush_armed = false;
+  bool replay_armed = false;
+  std::unique_ptr<importer_probe> probe;
+};
+
+using importer_actor = caf::stateful_actor<importer_state>;
+
+void merge(storage::ingest_batch& into, const storage::ingest_batch& from) {
+  into.points.insert(into.points.end(), from.points.begin(), from.points.end());
+  into.marks.insert(into.marks.end(), from.marks.begin(), from.marks.end());
+}
+
+/// Replays the spool; true if it is empty afterwards.
+bool try_replay(importer_actor* self) {
+  auto& st = self->state;
+  if (st.spool->empty())
+    return true;
+  size_t n = 0;
+  auto err = st.spool->replay([&](const std::string& rec) -> caf::error {
+    storage::ingest_batch b;
+    if (!storage::decode_batch(rec, b)) {
+      log().error("importer={} undecodable spool record skipped", st.name);
+      return caf::none;
+    }
+    if (auto err = st.writer->write(b))
+      return err;
+    ++n;
+    st.probe->replayed->inc();
+    return caf::none;
+  });
+  if (err) {
+    if (n > 0)
+      log().warn("{} spool replay stopped after {} records: {}", st.name, n,
+                 config::describe(err));
+    return false;
+  }
+  if (auto cerr = st.spool->clear()) {
+    log().error("{} cannot clear spool: {}", st.name, config::describe(cerr));
+    return false;
+  }
+  st.probe->spool_bytes->set(0);
+  log().info("{} replayed {} spooled batches into PostgreSQL", st.name, n);
+  return true;
+}
+
+void arm_replay(importer_actor* self) {
+  auto& st = self->state;
+  if (st.replay_armed || st.spool->empty())
+    return;
+  st.replay_armed = true;
+  self->delayed_send(self, std::chrono::seconds(1), replay_atom::value);
+}
+
+/// Writes one batch to PostgreSQL, or to the spool when PostgreSQL is
+/// unreachable (or older spooled batches still wait).
+caf::error write_or_spool(importer_actor* self,
+                          const storage::ingest_batch& b) {
+  auto& st = self->state;
+  if (try_replay(self)) {
+    auto err = st.writer->write(b);
+    if (!err || err != storage::errc::unavailable)
+      return err;
+    log().warn("{} PostgreSQL unavailable, spooling: {}", st.name,
+               config::describe(err));
+  }
+  auto err = st.spool->append(storage::encode_batch(b));
+  if (!err) {
+    st.probe->spooled->inc();
+    st.probe->spool_bytes->set(static_cast<int64_t>(st.spool->size_bytes()));
+    arm_replay(self);
+    return caf::none;
+  }
+  log().error("{} cannot spool: {}", st.name, config::describe(err));
+  return make_actor_error(errc::unavailable,
+                          "cannot store durably right now: "
+                            + config::describe(err));
+}
+
+void flush(importer_actor* self) {
+  auto& st = self->state;
+  if (st.parts.empty())
+    return;
+  auto parts = std::move(st.parts);
+  st.parts.clear();
+  auto npoints = st.pending_points;
+  st.pending_points = 0;
+  st.probe->queued->set(0);
+  storage::ingest_batch all;
+  all.points.reserve(npoints);
+  for (auto& p : parts)
+    merge(all, p.batch);
+  auto t0 = std::chrono::steady_clock::now();
+  auto err = write_or_spool(self, all);
+  st.probe->flush_seconds->observe(
+    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+      .count());
+  st.probe->flushes->inc();
+  st.probe->batch_points->observe(static_cast<double>(npoints));
+  if (!err) {
+    st.probe->points->inc(npoints);
+    for (auto& p : parts)
+      p.rp.deliver(ok_atom::value);
+  } else if (err == storage::errc::query_failed) {
+    // Something in the group is unacceptable to PostgreSQL: write each
+    // request alone so only the bad one fails.
+    st.probe->flush_errors->inc();
+    log().warn("{} group commit failed, retrying {} parts alone: {}", st.name,
+               parts.size(), config::describe(err));
+    for (auto& p : parts) {
+      auto perr = write_or_spool(self, p.batch);
+      if (perr)
+        p.rp.deliver(perr);
+      else {
+        st.probe->points->inc(p.batch.points.size());
+        p.rp.deliver(ok_atom::value);
+      }
+    }
+  } else {
+    st.probe->flush_errors->inc();
+    for (auto& p : parts)
+      p.rp.deliver(err);
+  }
+  st.ctx->queued_points->fetch_sub(static_cast<int64_t>(npoints));
+}
+
+caf::behavior importer(importer_actor* self, context_ptr ctx,
+                       std::string url, std::string data_dir, size_t index,
+                       size_t spool_max_bytes) {
+  auto& st = self->state;
+  st.name = "importer-" + std::to_string(index);
+  st.ctx = ctx;
+  st.writer = std::make_unique<storage::ingest_writer>(url);
+  st.spool = std::make_unique<storage::spool>(
+    data_dir + "/spool/importer-" + std::to_string(index) + ".spool",
+    spool_max_bytes);
+  st.probe = std::make_unique<importer_probe>(index);
+  st.probe->spool_bytes->set(static_cast<int64_t>(st.spool->size_bytes()));
+  if (!st.spool->empty()) {
+    log().info("{} found {} spooled bytes from an earlier run", st.name,
+               st.spool->size_bytes());
+    arm_replay(self);
+  }
+  self->set_exit_handler([=](caf::exit_msg& em) {
+    // Final flush: whatever is queued gets its answer before we go.
+    flush(self);
+    self->quit(em.reason);
+  });
+  return {
+    [=](import_request& req) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      st.pending_points += req.batch.points.size();
+      st.probe->queued->set(static_cast<int64_t>(st.pending_points));
+      st.parts.push_back({rp, std::move(req.batch)});
+      if (st.pending_points >= st.ctx->ingest.max_batch_points) {
+        flush(self);
+      } else if (!st.flush_armed) {
+        st.flush_armed = true;
+        self->delayed_send(self,
+                           std::chrono::milliseconds(
+                             st.ctx->ingest.flush_interval_ms),
+                           flush_atom::value);
+      }
+      return caf::delegated<ok_atom>{};
+    },
+    [=](flush_atom) {
+      self->state.flush_armed = false;
+      flush(self);
+    },
+    [=](replay_atom) {
+      auto& st = self->state;
+      st.replay_armed = false;
+      if (!try_replay(self))
+        arm_replay(self);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_importer(caf::actor_system& sys, const context_ptr& ctx,
+                          const std::string& database_url,
+                          const std::string& data_dir, size_t index,
+                          size_t spool_max_bytes) {
+  return sys.spawn<caf::detached>(importer, ctx, database_url, data_dir, index,
+                                  spool_max_bytes);
+}
+
+} // namespace troupe::actors

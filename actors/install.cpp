@@ -1,0 +1,113 @@
+#include "actors/install.hpp"
+
+#include <chrono>
+
+#include <caf/all.hpp>
+
+#include "actors/context.hpp"
+#include "actors/device.hpp"
+#include "actors/directory.hpp"
+#include "actors/importer.hpp"
+#include "actors/logger.hpp"
+#include "actors/session.hpp"
+#include "cluster-config/config.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/logger.hpp"
+#include "runtime/node.hpp"
+#include "runtime/shard_region.hpp"
+
+namespace troupe::actors {
+
+spdlog::logger& log() {
+  static auto instance = runtime::module_logger("troupe.actors");
+  return *instance;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+namespace {
+
+/// Waits until each actor has terminated (bounded).
+void await_down(caf::actor_system& sys, const std::vector<caf::actor>& hs,
+                std::chrono::seconds limit) {
+  caf::scoped_actor self{sys};
+  for (auto& h : hs)
+    self->monitor(h);
+  size_t left = hs.size();
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (left > 0 && std::chrono::steady_clock::now() < deadline) {
+    self->receive([&](caf::down_msg&) { --left; },
+                  caf::after(std::chrono::milliseconds(200)) >> [] {});
+  }
+  if (left > 0)
+    log().warn("{} actors did not stop in time", left);
+}
+
+} // namespace
+
+void install(runtime::node& n) {
+  auto ctx = std::make_shared<context>();
+  n.add_service(
+    "actors",
+    [ctx](runtime::node& n) -> caf::error {
+      auto& cfg = n.cfg();
+      if (auto err = bootstrap_admin(n.database_url(),
+                                     cfg.bootstrap.admin_user,
+                                     cfg.bootstrap.admin_password))
+        return err;
+      auto& sys = n.system();
+      ctx->actors = cfg.actors;
+      ctx->ingest = cfg.ingest;
+      ctx->node_id = n.id();
+      ctx->secret_key = n.secret_key();
+      ctx->db = n.db();
+      for (size_t i = 0; i < cfg.ingest.importers; ++i)
+        ctx->importers.push_back(
+          spawn_importer(sys, ctx, n.database_url(), cfg.storage.data_dir, i,
+                         cfg.storage.spool_max_bytes));
+      runtime::shard_map map{cfg.cluster.shards, n.id()};
+      ctx->devices = runtime::spawn_shard_region(
+        sys, "device",
+        [ctx](caf::actor_system& sys, const caf::actor& region,
+              const std::string& key) {
+          return spawn_device(sys, ctx, region, key);
+        },
+        map);
+      ctx->sessions = runtime::spawn_shard_region(
+        sys, "session",
+        [ctx](caf::actor_system& sys, const caf::actor& region,
+              const std::string& key) {
+          return spawn_session(sys, ctx, region, key);
+        },
+        map);
+      n.set_actor("devices", ctx->devices);
+      n.set_actor("sessions", ctx->sessions);
+      n.set_actor("directory", spawn_directory(sys, ctx));
+      log().info("actors up importers={} shards={}", ctx->importers.size(),
+                 cfg.cluster.shards);
+      return caf::none;
+    },
+    [ctx](runtime::node& n) {
+      auto& sys = n.system();
+      // Regions first: their actors answer waiters and passivate.
+      std::vector<caf::actor> regions{ctx->devices, ctx->sessions};
+      for (auto& r : regions)
+        caf::anon_send(r, runtime::stop_atom::value);
+      await_down(sys, regions, std::chrono::seconds(30));
+      // Then the importers, after a final flush.
+      for (auto& i : ctx->importers)
+        caf::anon_send_exit(i, caf::exit_reason::user_shutdown);
+      await_down(sys, ctx->importers, std::chrono::seconds(60));
+      auto dir = n.actor("directory");
+      caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
+      ctx->devices = ctx->sessions = nullptr;
+      ctx->importers.clear();
+      ctx->db = nullptr;
+    });
+}
+
+} // namespace troupe::actors

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/messages.hpp"
+#include "http/errc.hpp"
+
+/// Pure request parsing and validation, kept apart from the server so it
+/// can be unit-tested. Nothing here throws: failures are api_error values.
+namespace troupe::http {
+
+template <class T>
+using parsed = std::variant<T, api_error>;
+
+/// Ids, usernames and metric names: [A-Za-z0-9_.:-]{1,64}.
+bool valid_id(const std::string& s);
+
+/// RFC 3339 ("2026-11-22T10:00:00.123Z", offsets allowed) to ms.
+std::optional<int64_t> parse_rfc3339(const std::string& s);
+
+/// A timestamp field: integer ms or an RFC 3339 string.
+std::optional<int64_t> parse_ts(const nlohmann::json& j);
+
+/// "60s", "5m", "1h", "1d" (or plain seconds) to ms.
+std::optional<int64_t> parse_step(const std::string& s);
+
+/// Parses a JSON body; the error says what is wrong.
+parsed<nlohmann::json> parse_json(const std::string& body);
+
+/// Parses a MessagePack body into the same JSON structure.
+parsed<nlohmann::json> parse_msgpack(const std::string& body);
+
+struct telemetry_limits {
+  size_t max_points = 10'000;
+  int64_t max_age_ms = 30LL * 86'400'000;
+  int64_t max_future_ms = 300'000;
+};
+
+/// Validates a telemetry body (both forms) into the message; a batch with
+/// any invalid point is rejected whole, naming the first bad point.
+parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
+                                          const telemetry_limits& limits,
+                                          int64_t now_ms);
+
+/// Opaque cursors: base64url of a position.
+std::string encode_cursor(const std::string& position);
+std::optional<std::string> decode_cursor(const std::string& cursor);
+
+/// A `limit` query parameter: default when empty; error when not an integer
+/// or below 1; clamped to `max`.
+parsed<int64_t> parse_limit(const std::string& text, int64_t def, int64_t max);
+
+/// An integer query parameter (ms timestamps may also be RFC 3339).
+std::optional<int64_t> parse_int64(const std::string& text);
+
+} // namespace troupe::http
