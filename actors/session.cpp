@@ -142,9 +142,27 @@ caf::behavior session(session_actor* self, context_ptr ctx, caf::actor region,
       auto& st = self->state;
       if (!st.known)
         return unauthorized();
-      log().info("user={} logged out", st.user.username);
-      end_session(self);
-      return done{};
+      // Answer only once the row is gone, so no reload can revive it.
+      auto rp = self->make_response_promise<done>();
+      db_call<bool>(
+        self, st.ctx->db,
+        [key = st.key](storage::connection& c) -> caf::expected<bool> {
+          if (auto err = storage::delete_session(c, key))
+            return err;
+          return true;
+        },
+        [=](caf::expected<bool> r) mutable {
+          auto& st = self->state;
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          log().info("user={} logged out", st.user.username);
+          st.known = false;
+          passivate(self);
+          rp.deliver(done{});
+        });
+      return rp;
     },
     [=](runtime::tick_atom) {
       auto& st = self->state;

@@ -294,7 +294,8 @@ void edge::dispatch(const std::string& method, const httplib::Request& req,
     bool ok = true;
     if (reader) {
       bool too_big = false;
-      (*reader)([&](const char* data, size_t n) {
+      auto read = (*reader)([&](const char* data, size_t n) {
+        // Checked after gzip decoding too, so no body grows past the limit.
         if (x.body.size() + n > cfg_.max_body_bytes) {
           too_big = true;
           return false;
@@ -302,7 +303,15 @@ void edge::dispatch(const std::string& method, const httplib::Request& req,
         x.body.append(data, n);
         return true;
       });
-      if (too_big) {
+      // httplib sets 413 itself when Content-Length is over the limit.
+      if (!read && res.status == 413)
+        too_big = true;
+      if (!read && !too_big) {
+        ok = false;
+        res.set_header("Connection", "close");
+        fail(x, api_error{400, "invalid_request",
+                          "the request body could not be read"});
+      } else if (too_big) {
         ok = false;
         res.set_header("Connection", "close");
         fail(x, api_error{413, "payload_too_large",
@@ -690,9 +699,10 @@ void edge::user_routes() {
           for (auto& b : r->buckets)
             pts.push_back({static_cast<int64_t>(b[0]),
                            static_cast<int64_t>(b[1]), b[2], b[3], b[4]});
+          // Buckets replace the raw points, under the same key.
           reply(x, 200, {{"metric", r->metric},
                          {"step_ms", h.step_ms},
-                         {"buckets", pts}});
+                         {"points", pts}});
         } else {
           for (auto& [ts, v] : r->points)
             pts.push_back({ts, v});

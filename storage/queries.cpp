@@ -209,17 +209,17 @@ load_device(connection& c, const std::string& id, int64_t now_ms) {
 }
 
 caf::expected<bool> delete_device(connection& c, const std::string& id) {
-  auto r = c.exec("WITH d AS (DELETE FROM devices WHERE id = $1 RETURNING key)"
-                  " DELETE FROM latest WHERE device_key IN (SELECT key FROM d)"
-                  " RETURNING 1",
-                  {id});
+  auto r = c.exec("DELETE FROM devices WHERE id = $1 RETURNING key", {id});
   if (!r)
     return r.error();
-  // The CTE deletes the device even when it had no latest rows.
-  auto check = c.exec("SELECT 1 FROM devices WHERE id = $1", {id});
-  if (!check)
-    return check.error();
-  return r->rows() > 0 || check->rows() == 0;
+  if (r->rows() == 0)
+    return false;
+  // Raw telemetry stays until its partition expires; the latest values go.
+  if (auto l = c.exec("DELETE FROM latest WHERE device_key = $1",
+                      {r->str(0, 0)});
+      !l)
+    return l.error();
+  return true;
 }
 
 caf::expected<bool> update_device_secret(connection& c, const std::string& id,

@@ -1,0 +1,175 @@
+// Analysis, alerts and rules (API.md, user side). These features may land
+// after the rest: every test case is tagged [!mayfail], so failures are
+// reported but do not fail the suite. Drop the tag once they are in.
+
+#include "tests/integration/harness.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace troupe::test;
+
+namespace {
+
+struct fixture {
+  node& n = shared_node();
+  std::string tenant = make_tenant(n);
+  user_login op = make_user(n, "operator", tenant);
+  user_login viewer = make_user(n, "viewer", tenant);
+  device_login_info dev = make_device(n, tenant);
+};
+
+bool is_2xx(const response& r) { return r.status >= 200 && r.status < 300; }
+
+json rule_body(const std::string& metric, const std::string& op, double value,
+               int for_s) {
+  return {{"metric", metric}, {"op", op}, {"value", value}, {"for_s", for_s}};
+}
+
+json find_by_id(const json& items, const json& id) {
+  for (auto& i : items)
+    if (i.is_object() && i.contains("id") && i["id"] == id)
+      return i;
+  return nullptr;
+}
+
+} // namespace
+
+TEST_CASE("analysis: per-metric results for a device", "[analysis][!mayfail]") {
+  fixture f;
+  auto base = now_ms() - 2 * 3'600'000;
+  json pts = json::array();
+  for (int i = 0; i < 120; ++i)
+    pts.push_back({{"metric", "temp"},
+                   {"value", 20 + (i % 5)},
+                   {"ts", base + i * 60'000}});
+  TROUPE_REQUIRE_STATUS(post_telemetry(f.n, f.dev.token, {{"points", pts}}), 202);
+  json body;
+  bool has_temp = eventually(
+    [&] {
+      auto r = f.n.get("/api/v1/devices/" + f.dev.id + "/analysis",
+                       f.viewer.token);
+      body = r.body;
+      return r.status == 200 && r.raw.find("temp") != std::string::npos;
+    },
+    90s, 500ms);
+  INFO(body.dump());
+  CHECK(has_temp);
+  CHECK(body.is_object());
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/devices/" + unique_id("nodev")
+                               + "/analysis",
+                             f.op.token),
+                     404);
+  auto stranger = make_user(f.n, "viewer", make_tenant(f.n));
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/devices/" + f.dev.id + "/analysis",
+                             stranger.token),
+                     404);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/devices/" + f.dev.id + "/analysis"), 401);
+}
+
+TEST_CASE("rules: create, list, delete; roles", "[rules][!mayfail]") {
+  fixture f;
+  auto r = f.n.post("/api/v1/rules", rule_body("temp", ">", 80, 60), f.op.token);
+  INFO(r.describe());
+  REQUIRE((r.status == 201 || r.status == 200));
+  REQUIRE(r.body.contains("id"));
+  auto id = r.body["id"];
+  auto id_str = id.is_string() ? id.get<std::string>() : id.dump();
+  auto list = f.n.get("/api/v1/rules", f.viewer.token);
+  TROUPE_REQUIRE_STATUS(list, 200);
+  auto rule = find_by_id(list_items(list), id);
+  INFO(list.raw);
+  REQUIRE(rule.is_object());
+  CHECK(rule["metric"] == "temp");
+  CHECK(rule["op"] == ">");
+  CHECK(rule["value"] == 80);
+  CHECK(rule["for_s"] == 60);
+  // Per device.
+  auto per_device = rule_body("hum", "<", 10, 0);
+  per_device["device_id"] = f.dev.id;
+  auto r2 = f.n.post("/api/v1/rules", per_device, f.op.token);
+  CHECK((r2.status == 201 || r2.status == 200));
+  // Not visible to another tenant.
+  auto stranger = make_user(f.n, "operator", make_tenant(f.n));
+  auto other = f.n.get("/api/v1/rules", stranger.token);
+  TROUPE_REQUIRE_STATUS(other, 200);
+  CHECK(find_by_id(list_items(other), id).is_null());
+  TROUPE_CHECK_ERROR(f.n.del("/api/v1/rules/" + id_str, stranger.token), 404);
+  // Roles and validation.
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/rules", rule_body("temp", ">", 1, 0),
+                              f.viewer.token),
+                     403);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/rules", rule_body("temp", "~", 1, 0),
+                              f.op.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/rules",
+                              {{"metric", "temp"}, {"op", ">"}, {"value", "hot"}},
+                              f.op.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.request("POST", "/api/v1/rules", "{", "application/json",
+                                 {}, f.op.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/rules"), 401);
+  // Delete.
+  TROUPE_CHECK_ERROR(f.n.del("/api/v1/rules/" + id_str, f.viewer.token), 403);
+  auto d = f.n.del("/api/v1/rules/" + id_str, f.op.token);
+  INFO(d.describe());
+  CHECK(is_2xx(d));
+  auto after = f.n.get("/api/v1/rules", f.op.token);
+  CHECK(find_by_id(list_items(after), id).is_null());
+  TROUPE_CHECK_ERROR(f.n.del("/api/v1/rules/" + id_str, f.op.token), 404);
+}
+
+TEST_CASE("alerts: a breached rule opens an alert that can be closed",
+          "[alerts][!mayfail]") {
+  fixture f;
+  auto metric = "heat";
+  auto r = f.n.post("/api/v1/rules", rule_body(metric, ">", 80, 0), f.op.token);
+  TROUPE_REQUIRE_STATUS(r, 201);
+  // Breach it for a while, with fresh points.
+  json alert;
+  bool opened = eventually(
+    [&] {
+      post_telemetry(f.n, f.dev.token, {{"values", {{metric, 95}}}});
+      auto a = f.n.get("/api/v1/alerts?state=open", f.viewer.token);
+      if (a.status != 200)
+        return false;
+      for (auto& i : list_items(a))
+        if (i.dump().find(f.dev.id) != std::string::npos)
+          alert = i;
+      return alert.is_object();
+    },
+    120s, 1000ms);
+  INFO(alert.dump());
+  REQUIRE(opened);
+  REQUIRE(alert.contains("id"));
+  auto id = alert["id"].is_string() ? alert["id"].get<std::string>()
+                                    : alert["id"].dump();
+  auto c = f.n.request("POST", "/api/v1/alerts/" + id + "/close", "",
+                       "application/json", {}, f.op.token);
+  INFO(c.describe());
+  CHECK(is_2xx(c));
+  auto closed = f.n.get("/api/v1/alerts?state=closed", f.op.token);
+  TROUPE_REQUIRE_STATUS(closed, 200);
+  CHECK(find_by_id(list_items(closed), alert["id"]).is_object());
+  // Another tenant sees none of it.
+  auto stranger = make_user(f.n, "operator", make_tenant(f.n));
+  auto theirs = f.n.get("/api/v1/alerts?state=closed", stranger.token);
+  TROUPE_REQUIRE_STATUS(theirs, 200);
+  CHECK(find_by_id(list_items(theirs), alert["id"]).is_null());
+  TROUPE_CHECK_ERROR(f.n.request("POST", "/api/v1/alerts/" + id + "/close", "",
+                                 "application/json", {}, stranger.token),
+                     404);
+}
+
+TEST_CASE("alerts: errors", "[alerts][!mayfail]") {
+  fixture f;
+  TROUPE_CHECK_STATUS(f.n.get("/api/v1/alerts?state=open", f.viewer.token), 200);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/alerts?state=sideways", f.viewer.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/alerts"), 401);
+  TROUPE_CHECK_ERROR(f.n.request("POST",
+                                 "/api/v1/alerts/" + unique_id("noalert")
+                                   + "/close",
+                                 "", "application/json", {}, f.op.token),
+                     404);
+}

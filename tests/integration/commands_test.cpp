@@ -1,0 +1,384 @@
+// Commands, end to end: an operator posts, the device receives (login,
+// telemetry answer, long poll), reports a result; at-least-once redelivery;
+// expiry; roles, tenants and malformed requests.
+
+#include "tests/integration/harness.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+using namespace troupe::test;
+
+namespace {
+
+struct fixture {
+  node& n = shared_node();
+  std::string tenant = make_tenant(n);
+  user_login op = make_user(n, "operator", tenant);
+  device_login_info dev = make_device(n, tenant);
+};
+
+response post_command(const node& n, const std::string& token,
+                      const std::string& device, const json& body) {
+  return n.post("/api/v1/devices/" + device + "/commands", body, token);
+}
+
+/// Posts a command that must be accepted; returns it.
+json must_post_command(const node& n, const std::string& token,
+                       const std::string& device, const std::string& name,
+                       int64_t ttl_s = 3600, json args = json::object()) {
+  auto r = post_command(n, token, device,
+                        {{"name", name}, {"args", args}, {"ttl_s", ttl_s}});
+  if (r.status != 201 || !r.body.is_object() || !r.body["id"].is_string())
+    n.fail("posting command " + name + " failed", r);
+  return r.body;
+}
+
+/// The command list of a device, as the user sees it.
+json command_list(const node& n, const std::string& token,
+                  const std::string& device, const std::string& query = "") {
+  auto r = n.get("/api/v1/devices/" + device + "/commands" + query, token);
+  if (r.status != 200)
+    n.fail("listing commands failed", r);
+  return list_items(r);
+}
+
+json find_by_id(const json& items, const std::string& id) {
+  for (auto& i : items)
+    if (i.is_object() && i.value("id", "") == id)
+      return i;
+  return nullptr;
+}
+
+/// Waits until the command shows `status` in the list; returns it.
+json wait_status(const node& n, const std::string& token,
+                 const std::string& device, const std::string& id,
+                 const std::string& status,
+                 std::chrono::milliseconds timeout = 15s) {
+  json cmd;
+  eventually(
+    [&] {
+      cmd = find_by_id(command_list(n, token, device), id);
+      return cmd.is_object() && cmd.value("status", "") == status;
+    },
+    timeout);
+  return cmd;
+}
+
+std::vector<std::string> command_ids(const json& commands) {
+  return ids_of(commands);
+}
+
+bool contains(const std::vector<std::string>& xs, const std::string& x) {
+  return std::find(xs.begin(), xs.end(), x) != xs.end();
+}
+
+} // namespace
+
+TEST_CASE("operator posts a command, the device fetches it and reports done",
+          "[commands]") {
+  fixture f;
+  auto before = now_ms();
+  auto r = post_command(f.n, f.op.token, f.dev.id,
+                        {{"name", "reboot"},
+                         {"args", {{"delay_s", 5}}},
+                         {"ttl_s", 3600}});
+  INFO(r.describe());
+  REQUIRE(r.status == 201);
+  auto cmd = r.body;
+  auto id = cmd.value("id", "");
+  REQUIRE_FALSE(id.empty());
+  CHECK(cmd["name"] == "reboot");
+  CHECK(cmd["args"] == json{{"delay_s", 5}});
+  CHECK(cmd["status"] == "pending");
+  auto created = cmd.value("created_ms", int64_t{0});
+  CHECK(created >= before - 5000);
+  CHECK(created <= now_ms() + 5000);
+  CHECK(std::llabs(cmd.value("expires_ms", int64_t{0}) - (created + 3'600'000))
+        <= 2000);
+
+  // Listed as pending, and counted on the device.
+  auto listed = find_by_id(command_list(f.n, f.op.token, f.dev.id), id);
+  REQUIRE(listed.is_object());
+  CHECK(listed["status"] == "pending");
+  json detail;
+  CHECK(eventually(
+    [&] {
+      auto d = f.n.get("/api/v1/devices/" + f.dev.id, f.op.token);
+      detail = d.body;
+      return d.status == 200 && d.body.value("pending_commands", -1) == 1;
+    },
+    10s));
+  INFO(detail.dump());
+
+  // The device gets it at once, even with a wait.
+  auto poll = f.n.get("/api/v1/device/commands?wait=5", f.dev.token, {}, 20s);
+  INFO(poll.describe());
+  REQUIRE(poll.status == 200);
+  CHECK(poll.elapsed_s < 3.0);
+  REQUIRE(poll.body["commands"].is_array());
+  auto got = find_by_id(poll.body["commands"], id);
+  REQUIRE(got.is_object());
+  CHECK(got["name"] == "reboot");
+  CHECK(got["args"] == json{{"delay_s", 5}});
+  CHECK(got["created_ms"] == cmd["created_ms"]);
+  CHECK(got["expires_ms"] == cmd["expires_ms"]);
+
+  auto delivered = wait_status(f.n, f.op.token, f.dev.id, id, "delivered");
+  INFO(delivered.dump());
+  CHECK(delivered["status"] == "delivered");
+  CHECK(delivered["delivered_ms"].is_number());
+
+  // Result.
+  auto res = f.n.post("/api/v1/device/commands/" + id + "/result",
+                      {{"status", "done"}, {"result", {{"uptime_s", 3}}}},
+                      f.dev.token);
+  TROUPE_CHECK_STATUS(res, 200);
+  auto done = wait_status(f.n, f.op.token, f.dev.id, id, "done");
+  INFO(done.dump());
+  CHECK(done["status"] == "done");
+  CHECK(done["result"] == json{{"uptime_s", 3}});
+  REQUIRE(done["finished_ms"].is_number());
+  CHECK(done["finished_ms"].get<int64_t>()
+        >= done["delivered_ms"].get<int64_t>());
+
+  // Status filter.
+  CHECK(contains(ids_of(command_list(f.n, f.op.token, f.dev.id, "?status=done")),
+                 id));
+  CHECK_FALSE(contains(
+    ids_of(command_list(f.n, f.op.token, f.dev.id, "?status=pending")), id));
+
+  // Nothing left for the device.
+  auto empty = f.n.get("/api/v1/device/commands?wait=0", f.dev.token);
+  TROUPE_CHECK_STATUS(empty, 200);
+  CHECK(empty.body["commands"] == json::array());
+  CHECK(eventually(
+    [&] {
+      auto d = f.n.get("/api/v1/devices/" + f.dev.id, f.op.token);
+      return d.status == 200 && d.body.value("pending_commands", -1) == 0;
+    },
+    10s));
+}
+
+TEST_CASE("long poll: empty at the timeout, answered at once on a command",
+          "[commands][long_poll]") {
+  fixture f;
+  // Nothing pending: wait=0 answers at once, wait=1 after about a second.
+  auto now = f.n.get("/api/v1/device/commands", f.dev.token);
+  TROUPE_CHECK_STATUS(now, 200);
+  CHECK(now.body["commands"] == json::array());
+  CHECK(now.elapsed_s < 2.0);
+  auto one = f.n.get("/api/v1/device/commands?wait=1", f.dev.token, {}, 15s);
+  TROUPE_CHECK_STATUS(one, 200);
+  CHECK(one.body["commands"] == json::array());
+  CHECK(one.elapsed_s >= 0.8);
+  CHECK(one.elapsed_s < 5.0);
+
+  // A command posted during the wait ends it.
+  std::atomic<bool> started{false};
+  response poll;
+  std::thread waiter{[&] {
+    started = true;
+    poll = f.n.get("/api/v1/device/commands?wait=30", f.dev.token, {}, 45s);
+  }};
+  while (!started)
+    std::this_thread::sleep_for(5ms);
+  // Give the request time to reach the server and park (not a correctness
+  // wait: the checks below hold either way, the elapsed bound shows it).
+  std::this_thread::sleep_for(500ms);
+  auto posted_at = clock_type::now();
+  auto cmd = must_post_command(f.n, f.op.token, f.dev.id, "ping");
+  waiter.join();
+  auto after_post = std::chrono::duration<double>(clock_type::now() - posted_at)
+                      .count();
+  INFO(poll.describe());
+  REQUIRE(poll.status == 200);
+  REQUIRE(poll.body["commands"].is_array());
+  CHECK(contains(ids_of(poll.body["commands"]), cmd["id"].get<std::string>()));
+  CHECK(poll.elapsed_s >= 0.4);
+  CHECK(poll.elapsed_s < 10.0);
+  CHECK(after_post < 5.0);
+}
+
+TEST_CASE("long poll: wait outside 0..60 or not a number is 400",
+          "[commands][errors]") {
+  fixture f;
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/device/commands?wait=61", f.dev.token), 400);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/device/commands?wait=-1", f.dev.token), 400);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/device/commands?wait=abc", f.dev.token), 400);
+}
+
+TEST_CASE("delivery is at least once: redelivered at the next login",
+          "[commands]") {
+  fixture f;
+  auto c1 = must_post_command(f.n, f.op.token, f.dev.id, "first");
+  auto c2 = must_post_command(f.n, f.op.token, f.dev.id, "second");
+  auto id1 = c1["id"].get<std::string>();
+  auto id2 = c2["id"].get<std::string>();
+  auto login = [&] {
+    auto r = f.n.post("/api/v1/device/login",
+                      {{"device_id", f.dev.id}, {"secret", f.dev.secret}});
+    if (r.status != 200)
+      f.n.fail("device login failed", r);
+    return r.body;
+  };
+  // Oldest first.
+  auto l1 = login();
+  auto ids = command_ids(l1["commands"]);
+  INFO(l1.dump());
+  REQUIRE(ids.size() == 2);
+  CHECK(ids[0] == id1);
+  CHECK(ids[1] == id2);
+  CHECK(wait_status(f.n, f.op.token, f.dev.id, id1, "delivered")["status"]
+        == "delivered");
+  CHECK(wait_status(f.n, f.op.token, f.dev.id, id2, "delivered")["status"]
+        == "delivered");
+  // Delivered without result: delivered again.
+  auto l2 = login();
+  CHECK(command_ids(l2["commands"]) == std::vector<std::string>{id1, id2});
+  // A result for one of them; the other still comes back.
+  auto token = l2["token"].get<std::string>();
+  auto res = f.n.post("/api/v1/device/commands/" + id1 + "/result",
+                      {{"status", "failed"}, {"result", {{"error", "busy"}}}},
+                      token);
+  TROUPE_CHECK_STATUS(res, 200);
+  auto failed = wait_status(f.n, f.op.token, f.dev.id, id1, "failed");
+  CHECK(failed["status"] == "failed");
+  CHECK(failed["result"] == json{{"error", "busy"}});
+  CHECK(failed["finished_ms"].is_number());
+  auto l3 = login();
+  CHECK(command_ids(l3["commands"]) == std::vector<std::string>{id2});
+}
+
+TEST_CASE("telemetry answers carry pending commands", "[commands]") {
+  fixture f;
+  auto cmd = must_post_command(f.n, f.op.token, f.dev.id, "calibrate", 600,
+                               {{"offset", 0.5}});
+  auto r = post_telemetry(f.n, f.dev.token, {{"values", {{"t", 1}}}});
+  INFO(r.describe());
+  REQUIRE(r.status == 202);
+  REQUIRE(r.body["commands"].is_array());
+  auto got = find_by_id(r.body["commands"], cmd["id"].get<std::string>());
+  REQUIRE(got.is_object());
+  CHECK(got["name"] == "calibrate");
+  CHECK(got["args"] == json{{"offset", 0.5}});
+}
+
+TEST_CASE("a command whose ttl passes while pending expires", "[commands]") {
+  fixture f;
+  auto cmd = must_post_command(f.n, f.op.token, f.dev.id, "short-lived", 1);
+  auto id = cmd["id"].get<std::string>();
+  CHECK(std::llabs(cmd["expires_ms"].get<int64_t>()
+                   - cmd["created_ms"].get<int64_t>() - 1000)
+        <= 1000);
+  auto expired = wait_status(f.n, f.op.token, f.dev.id, id, "expired", 30s);
+  INFO(expired.dump());
+  CHECK(expired["status"] == "expired");
+  // Not delivered any more.
+  auto r = f.n.post("/api/v1/device/login",
+                    {{"device_id", f.dev.id}, {"secret", f.dev.secret}});
+  TROUPE_REQUIRE_STATUS(r, 200);
+  CHECK_FALSE(contains(ids_of(r.body["commands"]), id));
+  auto poll = f.n.get("/api/v1/device/commands", f.dev.token);
+  CHECK_FALSE(contains(ids_of(poll.body["commands"]), id));
+  CHECK(contains(
+    ids_of(command_list(f.n, f.op.token, f.dev.id, "?status=expired")), id));
+}
+
+TEST_CASE("commands: roles and tenants", "[commands][errors]") {
+  fixture f;
+  auto viewer = make_user(f.n, "viewer", f.tenant);
+  auto body = json{{"name", "reboot"}, {"args", json::object()}, {"ttl_s", 60}};
+  TROUPE_CHECK_ERROR(post_command(f.n, viewer.token, f.dev.id, body), 403);
+  // The viewer may read.
+  TROUPE_CHECK_STATUS(f.n.get("/api/v1/devices/" + f.dev.id + "/commands",
+                              viewer.token),
+                      200);
+  // The admin may post.
+  TROUPE_CHECK_STATUS(post_command(f.n, f.n.admin_token(), f.dev.id, body), 201);
+  // Another tenant's operator sees no such device.
+  auto other_tenant = make_tenant(f.n);
+  auto stranger = make_user(f.n, "operator", other_tenant);
+  TROUPE_CHECK_ERROR(post_command(f.n, stranger.token, f.dev.id, body), 404);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/devices/" + f.dev.id + "/commands",
+                             stranger.token),
+                     404);
+  // Unknown device.
+  TROUPE_CHECK_ERROR(post_command(f.n, f.op.token, unique_id("nodev"), body),
+                     404);
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/devices/" + unique_id("nodev")
+                               + "/commands",
+                             f.op.token),
+                     404);
+  // No or bad credentials.
+  TROUPE_CHECK_ERROR(post_command(f.n, "", f.dev.id, body), 401);
+  TROUPE_CHECK_ERROR(post_command(f.n, "garbage", f.dev.id, body), 401);
+  // A device token is not a user session.
+  auto as_device = post_command(f.n, f.dev.token, f.dev.id, body);
+  INFO(as_device.describe());
+  CHECK((as_device.status == 401 || as_device.status == 403));
+}
+
+TEST_CASE("commands: malformed requests", "[commands][errors]") {
+  fixture f;
+  auto path = "/api/v1/devices/" + f.dev.id + "/commands";
+  TROUPE_CHECK_ERROR(f.n.request("POST", path, "{\"name\": ", "application/json",
+                                 {}, f.op.token),
+                     400);
+  TROUPE_CHECK_ERROR(post_command(f.n, f.op.token, f.dev.id,
+                                  {{"args", json::object()}}),
+                     400);
+  TROUPE_CHECK_ERROR(post_command(f.n, f.op.token, f.dev.id, {{"name", 42}}), 400);
+  TROUPE_CHECK_ERROR(post_command(f.n, f.op.token, f.dev.id,
+                                  {{"name", "x"}, {"args", "not an object"}}),
+                     400);
+  TROUPE_CHECK_ERROR(post_command(f.n, f.op.token, f.dev.id,
+                                  {{"name", "x"}, {"ttl_s", "long"}}),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.request("POST", path,
+                                 json{{"name", "x"}}.dump(), "text/plain", {},
+                                 f.op.token),
+                     415);
+  TROUPE_CHECK_ERROR(f.n.request("PUT", path, json{{"name", "x"}}.dump(),
+                                 "application/json", {}, f.op.token),
+                     405);
+}
+
+TEST_CASE("command results: errors", "[commands][errors]") {
+  fixture f;
+  auto cmd = must_post_command(f.n, f.op.token, f.dev.id, "reboot");
+  auto id = cmd["id"].get<std::string>();
+  auto result_path = "/api/v1/device/commands/" + id + "/result";
+  // Unknown command.
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/device/commands/" + unique_id("nocmd")
+                                + "/result",
+                              {{"status", "done"}, {"result", json::object()}},
+                              f.dev.token),
+                     404);
+  // Another device's command.
+  auto other = make_device(f.n, f.tenant);
+  TROUPE_CHECK_ERROR(f.n.post(result_path,
+                              {{"status", "done"}, {"result", json::object()}},
+                              other.token),
+                     404);
+  // Bad bodies.
+  TROUPE_CHECK_ERROR(f.n.post(result_path,
+                              {{"status", "maybe"}, {"result", json::object()}},
+                              f.dev.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.post(result_path, {{"status", 1}}, f.dev.token), 400);
+  TROUPE_CHECK_ERROR(f.n.request("POST", result_path, "{", "application/json",
+                                 {}, f.dev.token),
+                     400);
+  // No credentials.
+  TROUPE_CHECK_ERROR(f.n.post(result_path, {{"status", "done"}}), 401);
+  TROUPE_CHECK_ERROR(f.n.get(result_path, f.dev.token), 405);
+  // Nothing of this changed the command.
+  auto listed = find_by_id(command_list(f.n, f.op.token, f.dev.id), id);
+  REQUIRE(listed.is_object());
+  CHECK(listed["status"] == "pending");
+}

@@ -1,0 +1,388 @@
+// Durability: every point answered 202 is stored, through a SIGKILL of the
+// node mid-load and through PostgreSQL going away mid-load (the node's spool
+// replays). Verified with direct queries on the telemetry table.
+//
+// Runs serially (RUN_SERIAL in CMake): the second test stops the shared test
+// PostgreSQL.
+
+#include "tests/integration/harness.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+using namespace troupe::test;
+
+namespace {
+
+constexpr int points_per_batch = 20;
+constexpr const char* metric_name = "load";
+
+struct device_state {
+  size_t index = 0;
+  std::string id;
+  std::string secret;
+  std::string token;
+  int64_t next_batch = 1;
+  int64_t next_seq = 0;
+};
+
+struct acked_batch {
+  size_t device = 0;
+  int64_t batch_id = 0;
+  json body;
+};
+
+/// Uploads from `threads` threads, each owning every threads-th device (so
+/// a device's batch ids grow in order), until stopped. Records every batch
+/// answered 202 and counts every answer by status.
+class load {
+public:
+  load(node& n, std::vector<device_state> devices, int64_t base_ts,
+       size_t threads = 8)
+    : n_(n), devices_(std::move(devices)), base_ts_(base_ts) {
+    for (size_t t = 0; t < threads; ++t)
+      threads_.emplace_back([this, t, threads] { run(t, threads); });
+  }
+
+  ~load() { stop(); }
+
+  void stop() {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable())
+        t.join();
+  }
+
+  size_t acked_batches() const { return acked_count_; }
+  size_t answers() const { return answers_; }
+
+  std::vector<acked_batch> acked() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return acked_;
+  }
+
+  std::map<int, size_t> statuses() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return statuses_;
+  }
+
+  std::vector<std::string> unexpected() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return unexpected_;
+  }
+
+  /// Statuses counted from now on go to a fresh map (see `statuses`).
+  void reset_statuses() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    statuses_.clear();
+  }
+
+  const std::vector<device_state>& devices() const { return devices_; }
+
+private:
+  void note(int status, const std::string& what) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    ++statuses_[status];
+    if (!what.empty() && unexpected_.size() < 20)
+      unexpected_.push_back(what);
+  }
+
+  void run(size_t first, size_t step) {
+    size_t k = 0;
+    std::vector<size_t> mine;
+    for (size_t i = first; i < devices_.size(); i += step)
+      mine.push_back(i);
+    if (mine.empty())
+      return;
+    while (!stop_) {
+      auto& d = devices_[mine[k++ % mine.size()]];
+      if (d.token.empty()) {
+        auto r = n_.post("/api/v1/device/login",
+                         {{"device_id", d.id}, {"secret", d.secret}});
+        if (r.status == 200)
+          d.token = r.body.value("token", "");
+        else
+          std::this_thread::sleep_for(20ms);
+        continue;
+      }
+      json pts = json::array();
+      for (int i = 0; i < points_per_batch; ++i) {
+        auto seq = d.next_seq++;
+        pts.push_back({{"metric", metric_name},
+                       {"value", static_cast<double>(d.index * 1'000'000 + seq)},
+                       {"ts", base_ts_ + seq}});
+      }
+      auto batch_id = d.next_batch++;
+      json body{{"batch_id", batch_id}, {"points", std::move(pts)}};
+      auto r = post_telemetry(n_, d.token, body);
+      if (r.status != 0)
+        ++answers_;
+      switch (r.status) {
+        case 202:
+          if (r.body.value("accepted", -1) != points_per_batch) {
+            note(r.status, "202 with accepted != batch size: " + r.describe());
+            break;
+          }
+          {
+            std::lock_guard<std::mutex> guard{mtx_};
+            ++statuses_[202];
+            acked_.push_back({d.index, batch_id, std::move(body)});
+          }
+          ++acked_count_;
+          break;
+        case 503:
+          note(503, r.has_header("Retry-After")
+                      ? ""
+                      : "503 without Retry-After: " + r.describe());
+          std::this_thread::sleep_for(50ms);
+          break;
+        case 401:
+          // A valid token refused: wrong (503 is the answer for "cannot
+          // check now"). Log in again and go on.
+          note(401, "401 for a valid device token: " + r.describe());
+          d.token.clear();
+          break;
+        case 0:
+          // The node is down (killed); the fate of this batch is unknown.
+          note(0, "");
+          std::this_thread::sleep_for(20ms);
+          break;
+        default:
+          note(r.status, r.describe());
+          std::this_thread::sleep_for(20ms);
+      }
+    }
+  }
+
+  node& n_;
+  std::vector<device_state> devices_;
+  int64_t base_ts_;
+  std::atomic<bool> stop_{false};
+  std::atomic<size_t> acked_count_{0};
+  std::atomic<size_t> answers_{0};
+  std::mutex mtx_;
+  std::vector<acked_batch> acked_;
+  std::map<int, size_t> statuses_;
+  std::vector<std::string> unexpected_;
+  std::vector<std::thread> threads_;
+};
+
+/// Registers `count` devices in a fresh tenant and logs them in (in parallel).
+std::vector<device_state> setup_devices(node& n, size_t count) {
+  auto tenant = make_tenant(n);
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < count; ++i)
+    ids.push_back(unique_id("dur"));
+  auto creds = n.register_devices(n.admin_token(), ids, tenant);
+  std::vector<device_state> out(count);
+  std::vector<std::thread> threads;
+  std::atomic<size_t> next{0};
+  std::mutex err_mtx;
+  std::string error;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (size_t i; (i = next++) < count;) {
+        out[i].index = i;
+        out[i].id = creds[i].id;
+        out[i].secret = creds[i].secret;
+        try {
+          out[i].token = n.device_login(creds[i].id, creds[i].secret);
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> guard{err_mtx};
+          error = e.what();
+        }
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  if (!error.empty())
+    throw std::runtime_error(error);
+  return out;
+}
+
+/// (device id, ts) -> value of every stored point of `metric_name`.
+std::map<std::pair<std::string, int64_t>, double>
+stored_points(const database& db, size_t* rows_out = nullptr) {
+  auto rows = db.query(
+    "SELECT d.id, round(extract(epoch FROM t.ts) * 1000)::bigint, t.value "
+    "FROM telemetry t JOIN devices d ON d.key = t.device_key "
+    "JOIN metrics m ON m.id = t.metric_id WHERE m.name = 'load'");
+  if (rows_out != nullptr)
+    *rows_out = rows.size();
+  std::map<std::pair<std::string, int64_t>, double> out;
+  for (auto& r : rows)
+    out[{r[0], std::stoll(r[1])}] = std::stod(r[2]);
+  return out;
+}
+
+struct verdict {
+  size_t acked_points = 0;
+  size_t missing = 0;
+  size_t wrong_value = 0;
+  size_t rows = 0;
+  std::string first_missing;
+};
+
+verdict check_stored(const database& db, const std::vector<acked_batch>& acked,
+                     const std::vector<device_state>& devices) {
+  verdict v;
+  auto stored = stored_points(db, &v.rows);
+  for (auto& b : acked) {
+    for (auto& p : b.body["points"]) {
+      ++v.acked_points;
+      auto key = std::make_pair(devices[b.device].id, p["ts"].get<int64_t>());
+      auto i = stored.find(key);
+      if (i == stored.end()) {
+        if (v.missing++ == 0)
+          v.first_missing = key.first + " batch " + std::to_string(b.batch_id)
+                            + " ts " + std::to_string(key.second);
+      } else if (i->second != p["value"].get<double>()) {
+        ++v.wrong_value;
+      }
+    }
+  }
+  return v;
+}
+
+/// Polls until every acked point is stored, or `timeout`.
+verdict wait_stored(const database& db, const std::vector<acked_batch>& acked,
+                    const std::vector<device_state>& devices,
+                    std::chrono::milliseconds timeout) {
+  verdict v;
+  eventually(
+    [&] {
+      try {
+        v = check_stored(db, acked, devices);
+      } catch (const std::exception& e) {
+        // PostgreSQL may still be coming up.
+        v.missing = v.acked_points ? v.acked_points : 1;
+        v.first_missing = e.what();
+      }
+      return v.missing == 0 && v.wrong_value == 0;
+    },
+    timeout, 250ms);
+  return v;
+}
+
+std::string describe(const std::map<int, size_t>& statuses) {
+  std::string out;
+  for (auto& [status, count] : statuses)
+    out += (status == 0 ? std::string{"no-answer"} : std::to_string(status))
+           + ":" + std::to_string(count) + " ";
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("every point answered 202 survives a SIGKILL of the node",
+          "[durability]") {
+  node n;
+  auto devices = setup_devices(n, 50);
+  auto base_ts = now_ms() - 2 * 3'600'000;
+  load l{n, devices, base_ts};
+  // Mid-load: enough acknowledged batches, and still going.
+  REQUIRE(eventually([&] { return l.acked_batches() >= 300; }, 60s, 10ms));
+  n.kill();
+  auto acked_at_kill = l.acked_batches();
+  l.stop();
+  auto acked = l.acked();
+  INFO("statuses: " << describe(l.statuses()));
+  for (auto& u : l.unexpected())
+    UNSCOPED_INFO("unexpected answer: " << u);
+  CHECK(l.unexpected().empty());
+  CHECK(acked.size() >= acked_at_kill);
+
+  n.start();
+  auto v = wait_stored(*n.db(), acked, l.devices(), 60s);
+  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
+                       << ", first missing: " << v.first_missing);
+  CHECK(v.acked_points == acked.size() * points_per_batch);
+  CHECK(v.missing == 0);
+  CHECK(v.wrong_value == 0);
+  if (v.rows > v.acked_points) {
+    // Batches in flight at the kill may be stored without an answer; more
+    // rows than acked points is fine, duplicates of acked points are noted.
+    WARN("stored rows " << v.rows << " > acked points " << v.acked_points
+                        << " (in-flight batches or duplicates)");
+  }
+
+  // The batch ids stored before the kill are remembered.
+  REQUIRE_FALSE(acked.empty());
+  auto& last = acked.back();
+  auto& dev = l.devices()[last.device];
+  auto token = n.device_login(dev.id, dev.secret);
+  auto again = post_telemetry(n, token, last.body);
+  INFO(again.describe());
+  CHECK(again.status == 200);
+  CHECK(again.body["duplicate"] == true);
+  CHECK(again.body["accepted"] == 0);
+  // And new uploads go on.
+  json fresh{{"batch_id", last.batch_id + 1'000'000},
+             {"points",
+              {{{"metric", metric_name}, {"value", -1.0}, {"ts", base_ts - 1}}}}};
+  TROUPE_CHECK_STATUS(post_telemetry(n, token, fresh), 202);
+}
+
+TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
+          "after it returns",
+          "[durability][!mayfail]") {
+  pg_server pg;
+  node n;
+  auto devices = setup_devices(n, 20);
+  auto base_ts = now_ms() - 2 * 3'600'000;
+  load l{n, devices, base_ts};
+  REQUIRE(eventually([&] { return l.acked_batches() >= 100; }, 60s, 10ms));
+
+  // Whatever happens below, PostgreSQL comes back for the tests after us.
+  struct restart_guard {
+    pg_server& pg;
+    ~restart_guard() {
+      if (!pg.running()) {
+        try {
+          pg.start();
+        } catch (const std::exception& e) {
+          std::cerr << "error: cannot restart PostgreSQL: " << e.what() << "\n";
+        }
+      }
+    }
+  } guard{pg};
+
+  pg.stop();
+  l.reset_statuses();
+  auto answers_at_stop = l.answers();
+  auto acked_at_stop = l.acked_batches();
+  // Keep uploading through the outage.
+  CHECK(eventually([&] { return l.answers() >= answers_at_stop + 200; }, 30s,
+                   10ms));
+  auto during = l.statuses();
+  auto acked_during = l.acked_batches() - acked_at_stop;
+  pg.start();
+  // The node recovers: new batches are acknowledged again.
+  auto acked_at_start = l.acked_batches();
+  CHECK(eventually([&] { return l.acked_batches() >= acked_at_start + 100; },
+                   60s, 10ms));
+  l.stop();
+  auto acked = l.acked();
+  INFO("statuses during the outage: " << describe(during)
+                                      << "; acked during the outage: "
+                                      << acked_during);
+  for (auto& u : l.unexpected())
+    UNSCOPED_INFO("unexpected answer: " << u);
+  CHECK(l.unexpected().empty());
+  for (auto& [status, count] : during) {
+    INFO("status " << status << " x " << count);
+    CHECK((status == 202 || status == 503));
+  }
+
+  auto v = wait_stored(*n.db(), acked, l.devices(), 120s);
+  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
+                       << ", first missing: " << v.first_missing);
+  CHECK(v.acked_points == acked.size() * points_per_batch);
+  CHECK(v.missing == 0);
+  CHECK(v.wrong_value == 0);
+}
