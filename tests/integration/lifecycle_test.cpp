@@ -1,0 +1,148 @@
+// Virtual-actor lifecycle and the embedded default: device and session
+// actors passivate when idle and come back from PostgreSQL with the same
+// state; `troupe serve` with no database URL manages its own PostgreSQL.
+
+#include "tests/integration/harness.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+using namespace troupe::test;
+
+namespace {
+
+/// Reads one counter from /metrics (0 when absent).
+int64_t metric_value(node& n, const std::string& series) {
+  auto r = n.get("/metrics");
+  if (r.status != 200)
+    return -1;
+  std::istringstream in{r.raw};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(series + " ", 0) == 0)
+      return std::stoll(line.substr(series.size() + 1));
+  return 0;
+}
+
+} // namespace
+
+TEST_CASE("idle actors passivate and reload their state from PostgreSQL",
+          "[lifecycle]") {
+  node_options opts;
+  opts.settings = {{"actors.passivate_after_s", "1"}};
+  node n{opts};
+  auto admin = n.admin_token();
+  auto tenant = make_tenant(n);
+  auto dev = make_device(n, tenant);
+  auto ts = now_ms() - 5000;
+  auto r = post_telemetry(n, dev.token,
+                          {{"batch_id", 7},
+                           {"points", {{{"metric", "temp"},
+                                        {"value", 21.5},
+                                        {"ts", ts}}}}});
+  REQUIRE(r.status == 202);
+  auto passivated = [&] {
+    return metric_value(n, "troupe_actor_passivations_total{kind=\"device\"}")
+           >= 1;
+  };
+  REQUIRE(eventually(passivated, 20s));
+  // A fresh actor answers from the state it loaded.
+  auto d = n.get("/api/v1/devices/" + dev.id, admin);
+  REQUIRE(d.status == 200);
+  CHECK(d.body["latest"]["temp"]["value"] == 21.5);
+  CHECK(d.body["latest"]["temp"]["ts"] == ts);
+  // The batch-id mark came back too: the retry is still a duplicate...
+  r = post_telemetry(n, dev.token,
+                     {{"batch_id", 7}, {"values", {{"temp", 1.0}}}});
+  CHECK(r.status == 200);
+  CHECK(r.body["duplicate"] == true);
+  // ...and the token is still valid, so the next batch is accepted.
+  r = post_telemetry(n, dev.token,
+                     {{"batch_id", 8}, {"values", {{"temp", 2.0}}}});
+  CHECK(r.status == 202);
+  // The admin session passivated as well and still authenticates.
+  REQUIRE(eventually(
+    [&] {
+      return metric_value(n,
+                          "troupe_actor_passivations_total{kind=\"session\"}")
+             >= 1;
+    },
+    20s));
+  CHECK(n.get("/api/v1/me", admin).status == 200);
+}
+
+TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
+          "[lifecycle][embedded]") {
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/troupe-embedded.XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  // The server runs as the postgres user when we are root: let it in.
+  fs::permissions(dir, fs::perms::all, fs::perm_options::replace);
+  auto port = [] {
+    httplib::Server probe;
+    auto p = probe.bind_to_any_port("127.0.0.1");
+    return p;
+  }();
+  auto log = dir + "/node.log";
+  auto pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    auto fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    unsetenv("TROUPE_DATABASE_URL");
+    setenv("TROUPE_ADMIN_USER", "root-admin", 1);
+    setenv("TROUPE_ADMIN_PASSWORD", "embedded-Pw-1", 1);
+    auto listen = "127.0.0.1:" + std::to_string(port);
+    execl(TROUPE_BINARY, TROUPE_BINARY, "serve", "--listen", listen.c_str(),
+          "--data-dir", (dir + "/data").c_str(), nullptr);
+    _exit(127);
+  }
+  httplib::Client c{"127.0.0.1", port};
+  c.set_connection_timeout(2);
+  auto ready = eventually(
+    [&] {
+      auto r = c.Get("/readyz");
+      return r && r->status == 200;
+    },
+    90s);
+  auto dump_log = [&] {
+    std::ifstream in{log};
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  INFO(dump_log());
+  REQUIRE(ready);
+  auto login = c.Post("/api/v1/login",
+                      R"({"username":"root-admin","password":"embedded-Pw-1"})",
+                      "application/json");
+  REQUIRE(login);
+  CHECK(login->status == 200);
+  CHECK(fs::exists(dir + "/data/postgres/PG_VERSION"));
+  kill(pid, SIGTERM);
+  int status = 0;
+  bool exited = eventually(
+    [&] { return waitpid(pid, &status, WNOHANG) == pid; }, 60s);
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  REQUIRE(exited);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The embedded server was stopped with the node.
+  CHECK(!fs::exists(dir + "/data/postgres/postmaster.pid"));
+  fs::remove_all(dir);
+}
