@@ -551,6 +551,38 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
       }
       return rp;
     },
+    [=](get_analysis& req) -> caf::result<analysis_reply> {
+      auto& st = self->state;
+      touch(self);
+      if (!visible_to(self, req.who))
+        return not_found(st.id);
+      auto rp = self->make_response_promise<analysis_reply>();
+      db_call<std::vector<storage::rollup_row>>(
+        self, st.ctx->db,
+        [key = st.key, req](storage::connection& c) {
+          return storage::device_rollups(c, key, req.from_ms, req.to_ms);
+        },
+        [=](caf::expected<std::vector<storage::rollup_row>> r) mutable {
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          analysis_reply out;
+          out.device = self->state.id;
+          // Rows come ordered by metric, then hour.
+          for (auto& x : *r) {
+            if (out.metrics.empty() || out.metrics.back().metric != x.metric)
+              out.metrics.push_back(metric_analysis{x.metric, {}, 0});
+            auto& m = out.metrics.back();
+            m.rollups.push_back(
+              rollup{x.hour_ms, x.count, x.min, x.max, x.avg, x.anomaly});
+            if (x.anomaly)
+              ++m.anomalies;
+          }
+          rp.deliver(std::move(out));
+        });
+      return rp;
+    },
     // -- lifecycle ----------------------------------------------------------
     [=](reset_atom) -> done {
       // The device changed in PostgreSQL (secret rotated, deleted): drop

@@ -12,7 +12,9 @@ namespace troupe::actors {
 /// worker, then a new session row), lists devices (a page of ids from
 /// PostgreSQL, then each device actor's own view), and serves the admin
 /// API: tenants, users, bulk device registration, secret rotation, device
-/// deletion. It checks roles; the edge only authenticates.
+/// deletion; and the threshold rules and alerts (list, create, delete,
+/// close) of the caller's tenant. It checks roles and tenants; the edge
+/// only authenticates.
 ///
 /// Owner: actors::install. Stateless apart from the shared context, so any
 /// node's directory can serve any request.

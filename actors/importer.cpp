@@ -225,10 +225,16 @@ caf::behavior importer(importer_actor* self, context_ptr ctx,
         flush(self);
       } else if (!st.flush_armed) {
         st.flush_armed = true;
-        self->delayed_send(self,
-                           std::chrono::milliseconds(
-                             st.ctx->ingest.flush_interval_ms),
-                           flush_atom::value);
+        // Group commit: with no interval, the flush message goes to the back
+        // of the mailbox, so every request already queued joins this flush
+        // and those arriving during it form the next one. An interval trades
+        // latency for bigger batches.
+        auto interval = st.ctx->ingest.flush_interval_ms;
+        if (interval <= 0)
+          self->send(self, flush_atom::value);
+        else
+          self->delayed_send(self, std::chrono::milliseconds(interval),
+                             flush_atom::value);
       }
       return caf::delegated<ok_atom>{};
     },

@@ -4,14 +4,17 @@
 
 #include <caf/all.hpp>
 
+#include "actors/analysis.hpp"
 #include "actors/context.hpp"
 #include "actors/device.hpp"
 #include "actors/directory.hpp"
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
 #include "actors/session.hpp"
+#include "actors/type_ids.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
+#include "runtime/cluster.hpp"
 #include "runtime/logger.hpp"
 #include "runtime/node.hpp"
 #include "runtime/shard_region.hpp"
@@ -51,6 +54,7 @@ void await_down(caf::actor_system& sys, const std::vector<caf::actor>& hs,
 
 void install(runtime::node& n) {
   auto ctx = std::make_shared<context>();
+  n.on_configure(register_types);
   n.add_service(
     "actors",
     [ctx](runtime::node& n) -> caf::error {
@@ -69,24 +73,32 @@ void install(runtime::node& n) {
         ctx->importers.push_back(
           spawn_importer(sys, ctx, n.database_url(), cfg.storage.data_dir, i,
                          cfg.storage.spool_max_bytes));
-      runtime::shard_map map{cfg.cluster.shards, n.id()};
+      // A single node serves every shard at once; a cluster node serves
+      // nothing until membership hands it a placement.
+      auto clustered = !cfg.cluster.listen.empty();
+      auto map = clustered ? runtime::shard_map{}
+                           : runtime::shard_map{cfg.cluster.shards, n.id()};
       ctx->devices = runtime::spawn_shard_region(
         sys, "device",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
           return spawn_device(sys, ctx, region, key);
         },
-        map);
+        map, n.id(), clustered);
       ctx->sessions = runtime::spawn_shard_region(
         sys, "session",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
           return spawn_session(sys, ctx, region, key);
         },
-        map);
+        map, n.id(), clustered);
       n.set_actor("devices", ctx->devices);
       n.set_actor("sessions", ctx->sessions);
       n.set_actor("directory", spawn_directory(sys, ctx));
+      // After the regions: the analysis reads what their actors stored.
+      n.set_actor("analysis",
+                  spawn_analysis(sys, cfg.analysis, n.database_url(),
+                                 cfg.storage.connect_timeout_s));
       log().info("actors up importers={} shards={}", ctx->importers.size(),
                  cfg.cluster.shards);
       return caf::none;
@@ -98,6 +110,11 @@ void install(runtime::node& n) {
       for (auto& r : regions)
         caf::anon_send(r, runtime::stop_atom::value);
       await_down(sys, regions, std::chrono::seconds(30));
+      // The analysis before the importers: a pass may still be reading.
+      if (auto an = n.actor("analysis")) {
+        caf::anon_send(an, runtime::stop_atom::value);
+        await_down(sys, {an}, std::chrono::seconds(30));
+      }
       // Then the importers, after a final flush.
       for (auto& i : ctx->importers)
         caf::anon_send_exit(i, caf::exit_reason::user_shutdown);
@@ -108,6 +125,9 @@ void install(runtime::node& n) {
       ctx->importers.clear();
       ctx->db = nullptr;
     });
+  // Membership and placement, only for a cluster node.
+  if (n.clustered())
+    runtime::install_cluster(n, {"devices", "sessions"});
 }
 
 } // namespace troupe::actors

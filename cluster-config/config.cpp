@@ -198,6 +198,21 @@ const std::vector<field>& fields() {
     {"cluster.lease_ms",
      int_member(&nc::cluster, &cluster_config::lease_ms, 100, 3600000)},
     {"log.level", str_member(&nc::log, &log_config::level)},
+    {"analysis.interval_ms",
+     int_member(&nc::analysis, &analysis_config::interval_ms, 100, 86400000)},
+    {"analysis.silence_s",
+     int_member(&nc::analysis, &analysis_config::silence_s, 1, max_i)},
+    {"analysis.anomaly_z_tenths",
+     int_member(&nc::analysis, &analysis_config::anomaly_z_tenths, 1, 1000)},
+    {"analysis.max_restarts",
+     int_member(&nc::analysis, &analysis_config::max_restarts, 0, 1000)},
+    {"analysis.restart_window_s",
+     int_member(&nc::analysis, &analysis_config::restart_window_s, 1, 86400)},
+    {"analysis.restart_backoff_ms",
+     int_member(&nc::analysis, &analysis_config::restart_backoff_ms, 1,
+                600000)},
+    {"analysis.max_unit_failures",
+     int_member(&nc::analysis, &analysis_config::max_unit_failures, 1, 1000)},
   };
   return table;
 }
@@ -457,6 +472,11 @@ caf::error validate(const node_config& cfg) {
     return make_config_error(errc::contradiction,
                              "cluster.lease_ms: must be at least twice "
                              "cluster.heartbeat_ms");
+  if (!cfg.cluster.listen.empty() && cfg.storage.database_url.empty())
+    return make_config_error(errc::contradiction,
+                             "cluster.listen: a cluster shares one "
+                             "PostgreSQL; set storage.database_url (or "
+                             "TROUPE_DATABASE_URL)");
   if (cfg.bootstrap.admin_user.empty() != cfg.bootstrap.admin_password.empty())
     return make_config_error(errc::contradiction,
                              "TROUPE_ADMIN_USER and TROUPE_ADMIN_PASSWORD: "

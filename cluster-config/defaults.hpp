@@ -31,7 +31,7 @@ constexpr int64_t retention_days = 90;
 namespace ingest {
 constexpr size_t importers = 2;
 constexpr size_t max_batch_points = 10'000;
-constexpr int64_t flush_interval_ms = 5;
+constexpr int64_t flush_interval_ms = 0;
 constexpr size_t max_points_per_request = 10'000;
 constexpr size_t max_queued_points = 500'000;
 constexpr int64_t max_age_days = 30;
@@ -56,5 +56,15 @@ constexpr int64_t lease_ms = 5000;
 namespace log {
 constexpr const char* level = "info";
 } // namespace log
+
+namespace analysis {
+constexpr int64_t interval_ms = 30'000;
+constexpr int64_t silence_s = 900;
+constexpr int64_t anomaly_z_tenths = 30;
+constexpr int64_t max_restarts = 5;
+constexpr int64_t restart_window_s = 60;
+constexpr int64_t restart_backoff_ms = 500;
+constexpr int64_t max_unit_failures = 3;
+} // namespace analysis
 
 } // namespace troupe::config::defaults

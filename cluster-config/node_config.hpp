@@ -57,7 +57,8 @@ struct ingest_config {
   size_t importers = defaults::ingest::importers;
   /// Points per COPY before an early flush. Default 10000.
   size_t max_batch_points = defaults::ingest::max_batch_points;
-  /// Longest wait before a partial batch is flushed, ms. Default 5.
+  /// Extra wait before a partial batch is flushed, ms. Default 0: flush as
+  /// soon as the queued requests are collected (natural group commit).
   int64_t flush_interval_ms = defaults::ingest::flush_interval_ms;
   /// Points accepted in one request. Default 10000.
   size_t max_points_per_request = defaults::ingest::max_points_per_request;
@@ -107,6 +108,30 @@ struct log_config {
   std::string level = defaults::log::level;
 };
 
+/// [analysis]: the per-node background analysis (rollups, threshold rules,
+/// anomalies, silence) and its supervisor.
+struct analysis_config {
+  /// Period of the analysis passes, ms. Default 30000.
+  int64_t interval_ms = defaults::analysis::interval_ms;
+  /// A device not seen for this long is silent, unless the device sets its
+  /// own window (devices.silence_s), s. Default 900.
+  int64_t silence_s = defaults::analysis::silence_s;
+  /// An hourly average this many standard deviations (in tenths) from the
+  /// trailing mean of the previous 24 hours is an anomaly. Default 30 (3.0).
+  int64_t anomaly_z_tenths = defaults::analysis::anomaly_z_tenths;
+  /// Worker restarts allowed within restart_window_s before the supervisor
+  /// stops restarting that worker for a whole window. Default 5.
+  int64_t max_restarts = defaults::analysis::max_restarts;
+  /// The restart-intensity window, s. Default 60.
+  int64_t restart_window_s = defaults::analysis::restart_window_s;
+  /// First restart delay, doubled per restart within the window, ms.
+  /// Default 500.
+  int64_t restart_backoff_ms = defaults::analysis::restart_backoff_ms;
+  /// Passes an input (a device, a rule) may fail before it is quarantined
+  /// (skipped until the node restarts). Default 3.
+  int64_t max_unit_failures = defaults::analysis::max_unit_failures;
+};
+
 /// The first admin, from TROUPE_ADMIN_USER / TROUPE_ADMIN_PASSWORD.
 struct bootstrap_config {
   std::string admin_user;
@@ -120,6 +145,7 @@ struct node_config {
   actors_config actors;
   cluster_config cluster;
   log_config log;
+  analysis_config analysis;
   bootstrap_config bootstrap;
 };
 

@@ -1,6 +1,7 @@
 #include "http/edge.hpp"
 
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <functional>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include "actors/analysis.hpp"
 #include "actors/errc.hpp"
 #include "actors/messages.hpp"
 #include "cluster-config/config.hpp"
@@ -22,6 +24,7 @@
 #include "http/render.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/bridge.hpp"
+#include "runtime/errc.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node.hpp"
 #include "storage/crypto.hpp"
@@ -153,15 +156,29 @@ private:
     return ask<T>(dest, std::move(msg),
                   milliseconds(cfg_.request_timeout_ms));
   }
-  /// Sends `msg` to the virtual actor `key` of `region`.
+  /// Sends `msg` to the virtual actor `key` of `region`. While the key's
+  /// shard is moving between nodes the region answers `moved`; we retry
+  /// with backoff within the request deadline, so a handoff shows as a
+  /// little latency, not an error.
   template <class T, class M>
   caf::expected<T> ask_entity(const caf::actor& region, const std::string& key,
                               M msg,
                               std::optional<milliseconds> timeout = {}) {
-    return ask<T>(region,
-                  caf::make_message(runtime::route_atom::value, key,
-                                    caf::make_message(std::move(msg))),
-                  timeout.value_or(milliseconds(cfg_.request_timeout_ms)));
+    auto t = timeout.value_or(milliseconds(cfg_.request_timeout_ms));
+    auto deadline = steady_clock::now() + milliseconds(cfg_.request_timeout_ms);
+    auto inner = caf::make_message(std::move(msg));
+    auto backoff = milliseconds(20);
+    for (;;) {
+      auto r = ask<T>(region,
+                      caf::make_message(runtime::route_atom::value, key, inner),
+                      t);
+      if (r || r.error() != runtime::errc::moved
+          || steady_clock::now() + backoff > deadline)
+        return r;
+      retries_->inc();
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, milliseconds(500));
+    }
   }
 
   /// Parses the JSON body; fails the exchange (400/415) when it cannot.
@@ -180,6 +197,7 @@ private:
   void user_routes();
   void admin_routes();
   void ops_routes();
+  void analysis_routes();
 
   runtime::node& node_;
   config::http_config cfg_;
@@ -195,6 +213,7 @@ private:
   std::unordered_map<std::string, runtime::histogram*> latencies_;
   runtime::gauge* in_flight_ = nullptr;
   runtime::gauge* long_poll_gauge_ = nullptr;
+  runtime::counter* retries_ = nullptr;
 };
 
 // -- plumbing -------------------------------------------------------------------
@@ -292,7 +311,9 @@ void edge::dispatch(const std::string& method, const httplib::Request& req,
   } else {
     x.route = hit->name;
     bool ok = true;
-    if (reader) {
+    // A POST without Content-Length or chunked encoding has no body.
+    if (reader && (req.has_header("Content-Length")
+                   || req.has_header("Transfer-Encoding"))) {
       bool too_big = false;
       auto read = (*reader)([&](const char* data, size_t n) {
         // Checked after gzip decoding too, so no body grows past the limit.
@@ -1042,25 +1063,260 @@ void edge::ops_routes() {
     auto who = admin(x);
     if (!who)
       return;
-    auto count = ask<int64_t>(devices_,
-                              caf::make_message(runtime::count_atom::value));
-    auto sessions = ask<int64_t>(
-      sessions_, caf::make_message(runtime::count_atom::value));
     auto& c = node_.cfg().cluster;
-    json member = {{"id", node_.id()},
-                   {"address", c.listen.empty() ? node_.cfg().http.listen
-                                                : c.listen},
-                   {"http", node_.cfg().http.listen},
-                   {"state", node_.stopping() ? "leaving" : "alive"},
-                   {"shards", c.shards},
-                   {"actors", (count ? *count : 0) + (sessions ? *sessions : 0)},
-                   {"since_ms", node_.started_ms()}};
+    if (!node_.clustered()) {
+      auto count = ask<int64_t>(devices_,
+                                caf::make_message(runtime::count_atom::value));
+      auto sessions = ask<int64_t>(
+        sessions_, caf::make_message(runtime::count_atom::value));
+      json member = {{"id", node_.id()},
+                     {"address", node_.cfg().http.listen},
+                     {"http", node_.cfg().http.listen},
+                     {"state", node_.stopping() ? "leaving" : "alive"},
+                     {"shards", c.shards},
+                     {"actors",
+                      (count ? *count : 0) + (sessions ? *sessions : 0)},
+                     {"since_ms", node_.started_ms()}};
+      return reply(x, 200,
+                   {{"members", json::array({member})},
+                    {"shard_map_version", 1},
+                    {"shards", c.shards},
+                    {"coordinator", node_.id()},
+                    {"moving", json::array()}});
+    }
+    auto v = node_.view();
+    auto members = json::array();
+    for (auto& m : v.members)
+      members.push_back({{"id", m.id},
+                         {"address", m.cluster_address},
+                         {"http", m.http_address},
+                         {"state", m.state},
+                         {"shards", m.shards},
+                         {"actors", m.actors},
+                         {"since_ms", m.since_ms},
+                         {"heartbeat_ms", m.heartbeat_ms},
+                         {"applied_version", m.applied_version}});
+    auto moving = json::array();
+    if (v.shards_in_motion > 0)
+      moving.push_back({{"version", v.map_version},
+                        {"waiting_for", "members to apply the map"}});
     reply(x, 200,
-          {{"members", json::array({member})},
-           {"shard_map_version", 1},
+          {{"members", members},
+           {"shard_map_version", v.map_version},
            {"shards", c.shards},
-           {"moving", json::array()}});
+           {"coordinator", v.coordinator},
+           {"node", node_.id()},
+           {"fenced", v.fenced},
+           {"moving", moving}});
   });
+  add("POST", "/api/v1/cluster/nodes/([^/]+)/drain",
+      "/api/v1/cluster/nodes/{id}/drain", [this](exchange& x) {
+        auto who = admin(x);
+        if (!who)
+          return;
+        auto id = id_param(x);
+        if (!id)
+          return;
+        auto membership = node_.actor("membership");
+        if (!node_.clustered() || !membership) {
+          if (*id != node_.id())
+            return fail(x, api_error{404, "not_found",
+                                     "no such member: " + *id});
+          return fail(x, api_error{409, "conflict",
+                                   "a single node has no one to hand its "
+                                   "shards to; stop it with SIGTERM"});
+        }
+        auto r = ask<std::string>(
+          membership, caf::make_message(runtime::drain_atom::value, *id));
+        if (!r) {
+          if (r.error() == runtime::errc::moved)
+            return fail(x, api_error{404, "not_found",
+                                     "no such member: " + *id});
+          return fail(x, r.error());
+        }
+        reply(x, 202, {{"id", *id}, {"state", *r}});
+      });
+}
+
+// -- analysis, alerts and rules ---------------------------------------------------
+
+void edge::analysis_routes() {
+  add("GET", "/api/v1/devices/([^/]+)/analysis",
+      "/api/v1/devices/{id}/analysis", [this](exchange& x) {
+        auto who = user(x);
+        if (!who)
+          return;
+        auto id = id_param(x);
+        if (!id)
+          return;
+        auto ts_param = [&](const char* name, int64_t def)
+          -> std::optional<int64_t> {
+          if (!x.req.has_param(name))
+            return def;
+          auto v = x.req.get_param_value(name);
+          if (auto n = parse_int64(v))
+            return n;
+          return parse_rfc3339(v);
+        };
+        auto now = now_ms();
+        auto to = ts_param("to", now);
+        auto from = ts_param("from", now - 86'400'000);
+        if (!from || !to)
+          return fail(x, api_error{400, "invalid_request",
+                                   "from and to must be ms timestamps or "
+                                   "RFC 3339"});
+        if (*from > *to)
+          return fail(x, api_error{400, "invalid_request",
+                                   "from must not be after to"});
+        auto r = ask_entity<actors::analysis_reply>(
+          devices_, *id, actors::get_analysis{*who, *from, *to});
+        if (!r)
+          return fail(x, r.error());
+        reply(x, 200, analysis_json(*r));
+      });
+  add("GET", "/api/v1/alerts", "/api/v1/alerts", [this](exchange& x) {
+    auto who = user(x);
+    if (!who)
+      return;
+    actors::list_alerts req;
+    req.who = *who;
+    if (x.req.has_param("state")) {
+      req.state = x.req.get_param_value("state");
+      if (req.state != "open" && req.state != "closed")
+        return fail(x, api_error{400, "invalid_request",
+                                 "state must be open or closed"});
+    }
+    auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
+    if (auto e = std::get_if<api_error>(&lim))
+      return fail(x, *e);
+    req.limit = std::get<int64_t>(lim);
+    if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
+      auto pos = decode_cursor(c);
+      if (!pos || pos->size() < 2 || pos->compare(0, 2, "a:") != 0)
+        return fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
+      req.after = pos->substr(2);
+    }
+    auto r = ask<actors::alert_page>(directory_, caf::make_message(req));
+    if (!r)
+      return fail(x, r.error());
+    auto items = json::array();
+    for (auto& a : r->items)
+      items.push_back(alert_json(a));
+    reply(x, 200,
+          {{"items", items},
+           {"next_cursor", r->next.empty()
+                             ? json(nullptr)
+                             : json(encode_cursor("a:" + r->next))}});
+  });
+  // Closing an alert that is already closed answers 409.
+  add("POST", "/api/v1/alerts/([^/]+)/close", "/api/v1/alerts/{id}/close",
+      [this](exchange& x) {
+        auto who = user(x);
+        if (!who)
+          return;
+        auto id = id_param(x);
+        if (!id)
+          return;
+        auto r = ask<actors::alert>(
+          directory_, caf::make_message(actors::close_alert{*who, *id}));
+        if (!r)
+          return fail(x, r.error());
+        reply(x, 200, alert_json(*r));
+      });
+  add("GET", "/api/v1/rules", "/api/v1/rules", [this](exchange& x) {
+    auto who = user(x);
+    if (!who)
+      return;
+    actors::list_rules req;
+    req.who = *who;
+    auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
+    if (auto e = std::get_if<api_error>(&lim))
+      return fail(x, *e);
+    req.limit = std::get<int64_t>(lim);
+    if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
+      auto pos = decode_cursor(c);
+      if (!pos || pos->size() < 2 || pos->compare(0, 2, "r:") != 0)
+        return fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
+      req.after = pos->substr(2);
+    }
+    auto r = ask<actors::rule_page>(directory_, caf::make_message(req));
+    if (!r)
+      return fail(x, r.error());
+    auto items = json::array();
+    for (auto& rl : r->items)
+      items.push_back(rule_json(rl));
+    reply(x, 200,
+          {{"items", items},
+           {"next_cursor", r->next.empty()
+                             ? json(nullptr)
+                             : json(encode_cursor("r:" + r->next))}});
+  });
+  add("POST", "/api/v1/rules", "/api/v1/rules", [this](exchange& x) {
+    auto who = user(x);
+    if (!who)
+      return;
+    auto body = json_body(x);
+    if (!body)
+      return;
+    if (!body->is_object())
+      return fail(x, api_error{400, "invalid_request",
+                               "body must be a JSON object"});
+    auto bad = [&](const std::string& what) {
+      fail(x, api_error{400, "invalid_request", what});
+    };
+    actors::rule spec;
+    auto metric = body->find("metric");
+    if (metric == body->end() || !metric->is_string()
+        || !valid_id(metric->get<std::string>()))
+      return bad("metric is required ([A-Za-z0-9_.:-]{1,64})");
+    spec.metric = metric->get<std::string>();
+    auto op = body->find("op");
+    if (op == body->end() || !op->is_string()
+        || !actors::valid_op(op->get<std::string>()))
+      return bad("op must be one of >, >=, <, <=, ==, !=");
+    spec.op = op->get<std::string>();
+    auto value = body->find("value");
+    if (value == body->end() || !value->is_number()
+        || !std::isfinite(value->get<double>()))
+      return bad("value is required and must be a finite number");
+    spec.value = value->get<double>();
+    if (auto f = body->find("for_s"); f != body->end() && !f->is_null()) {
+      if (!f->is_number_integer() || f->get<int64_t>() < 0
+          || f->get<int64_t>() > 86400)
+        return bad("for_s must be an integer from 0 to 86400");
+      spec.for_s = f->get<int64_t>();
+    }
+    if (auto d = body->find("device_id"); d != body->end() && !d->is_null()) {
+      if (!d->is_string() || !valid_id(d->get<std::string>()))
+        return bad("device_id must be a device id ([A-Za-z0-9_.:-]{1,64})");
+      spec.device_id = d->get<std::string>();
+    }
+    if (auto t = body->find("tenant"); t != body->end() && !t->is_null()) {
+      if (!t->is_string() || !valid_id(t->get<std::string>()))
+        return bad("tenant must be a tenant id");
+      spec.tenant = t->get<std::string>();
+    }
+    auto r = ask<actors::rule>(directory_,
+                               caf::make_message(actors::create_rule{*who,
+                                                                     spec}));
+    if (!r)
+      return fail(x, r.error());
+    reply(x, 201, rule_json(*r));
+  });
+  add("DELETE", "/api/v1/rules/([^/]+)", "/api/v1/rules/{id}",
+      [this](exchange& x) {
+        auto who = user(x);
+        if (!who)
+          return;
+        auto id = id_param(x);
+        if (!id)
+          return;
+        auto r = ask<actors::done>(
+          directory_, caf::make_message(actors::delete_rule{*who, *id}));
+        if (!r)
+          return fail(x, r.error());
+        reply(x, 204, {});
+      });
 }
 
 void edge::routes() {
@@ -1068,6 +1324,7 @@ void edge::routes() {
   user_routes();
   admin_routes();
   ops_routes();
+  analysis_routes();
 }
 
 // -- lifecycle ----------------------------------------------------------------------
@@ -1080,6 +1337,9 @@ caf::error edge::start() {
   in_flight_ = &reg.get_gauge("troupe_http_in_flight", "Requests being served");
   long_poll_gauge_ = &reg.get_gauge("troupe_http_long_polls",
                                     "Long-polls being held");
+  retries_ = &reg.get_counter("troupe_http_moved_retries_total",
+                              "Requests retried because their shard was "
+                              "moving");
   routes();
   auto threads = cfg_.threads;
   svr_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -8,6 +8,7 @@ nlohmann::json opt_ms(int64_t x) {
   return x < 0 ? nlohmann::json(nullptr) : nlohmann::json(x);
 }
 
+// Also any optional string: empty is null.
 nlohmann::json tenant_or_null(const std::string& t) {
   return t.empty() ? nlohmann::json(nullptr) : nlohmann::json(t);
 }
@@ -78,6 +79,48 @@ nlohmann::json user_json(const actors::user_record& u) {
 
 nlohmann::json tenant_json(const actors::tenant_info& t) {
   return {{"id", t.id}, {"name", t.name}, {"created_ms", t.created_ms}};
+}
+
+nlohmann::json analysis_json(const actors::analysis_reply& a) {
+  auto metrics = nlohmann::json::object();
+  for (auto& m : a.metrics) {
+    auto rollups = nlohmann::json::array();
+    for (auto& r : m.rollups)
+      rollups.push_back({{"hour_ms", r.hour_ms},
+                         {"count", r.count},
+                         {"min", r.min},
+                         {"max", r.max},
+                         {"avg", r.avg},
+                         {"anomaly", r.anomaly}});
+    metrics[m.metric] = {{"rollups", rollups}, {"anomalies", m.anomalies}};
+  }
+  return {{"device", a.device}, {"metrics", metrics}};
+}
+
+nlohmann::json rule_json(const actors::rule& r) {
+  return {{"id", r.id},
+          {"tenant", r.tenant},
+          {"device_id", tenant_or_null(r.device_id)},
+          {"metric", r.metric},
+          {"op", r.op},
+          {"value", r.value},
+          {"for_s", r.for_s},
+          {"created_ms", r.created_ms}};
+}
+
+nlohmann::json alert_json(const actors::alert& a) {
+  return {{"id", a.id},
+          {"tenant", a.tenant},
+          {"device_id", a.device_id},
+          {"kind", a.kind},
+          {"rule_id", tenant_or_null(a.rule_id)},
+          {"metric", tenant_or_null(a.metric)},
+          {"message", a.message},
+          {"state", a.state},
+          {"opened_ms", a.opened_ms},
+          {"closed_ms", opt_ms(a.closed_ms)},
+          {"value", a.has_value ? nlohmann::json(a.value)
+                                : nlohmann::json(nullptr)}};
 }
 
 } // namespace troupe::http

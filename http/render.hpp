@@ -17,6 +17,14 @@ nlohmann::json device_json(const actors::device_view& v, bool detail);
 nlohmann::json user_json(const actors::user_info& u);
 nlohmann::json user_json(const actors::user_record& u);
 nlohmann::json tenant_json(const actors::tenant_info& t);
+/// A device's analysis: {"device", "metrics": {name: {"rollups": [...],
+/// "anomalies": N}}}.
+nlohmann::json analysis_json(const actors::analysis_reply& a);
+/// A threshold rule (device_id null: every device of the tenant).
+nlohmann::json rule_json(const actors::rule& r);
+/// An alert (null rule_id, metric, closed_ms, value where they do not
+/// apply).
+nlohmann::json alert_json(const actors::alert& a);
 /// Parses stored JSON text; null when empty or invalid.
 nlohmann::json json_or_null(const std::string& text);
 

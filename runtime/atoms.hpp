@@ -14,5 +14,9 @@ using ok_atom = caf::atom_constant<caf::atom("ok")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using broadcast_atom = caf::atom_constant<caf::atom("broadcast")>;
+using forward_atom = caf::atom_constant<caf::atom("forward")>;
+using placement_atom = caf::atom_constant<caf::atom("placement")>;
+using barrier_atom = caf::atom_constant<caf::atom("barrier")>;
+using get_atom = caf::atom_constant<caf::atom("get")>;
 
 } // namespace troupe::runtime

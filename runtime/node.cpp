@@ -63,6 +63,20 @@ void node::add_service(std::string name, start_fn start, stop_fn stop) {
   services_.push_back({std::move(name), std::move(start), std::move(stop)});
 }
 
+void node::on_configure(std::function<void(caf::actor_system_config&)> fn) {
+  configure_.push_back(std::move(fn));
+}
+
+cluster_view node::view() const {
+  std::lock_guard<std::mutex> guard{view_mtx_};
+  return view_;
+}
+
+void node::set_cluster_view(cluster_view v) {
+  std::lock_guard<std::mutex> guard{view_mtx_};
+  view_ = std::move(v);
+}
+
 caf::actor_system& node::system() {
   return *impl_->sys;
 }
@@ -90,6 +104,13 @@ bool node::ready(std::string* why) const {
     return set("node is starting");
   if (!db_ok_)
     return set("PostgreSQL is unreachable");
+  if (clustered()) {
+    auto v = view();
+    if (v.fenced)
+      return set("lease not renewed: serving no shard");
+    if (!v.joined)
+      return set("joining the cluster");
+  }
   return true;
 }
 
@@ -190,6 +211,19 @@ int node::run() {
   auto cores = std::max(2u, std::thread::hardware_concurrency());
   cc.set("scheduler.max-threads", static_cast<size_t>(std::max(4u, cores)));
   cc.set("logger.verbosity", caf::atom("quiet"));
+  if (clustered()) {
+    // CAF 0.17 ships with heartbeats off: a frozen peer would never be
+    // noticed and remote_actor could hang. Turn them on, and refuse nodes
+    // of other applications.
+    cc.load<caf::io::middleman>();
+    auto hb = caf::timespan{std::chrono::milliseconds(cfg_.cluster.heartbeat_ms)};
+    cc.set("middleman.heartbeat-interval", hb);
+    cc.set("middleman.connection-timeout",
+           caf::timespan{std::chrono::milliseconds(cfg_.cluster.lease_ms)});
+    cc.set("middleman.app-identifiers", std::vector<std::string>{"troupe"});
+    for (auto& fn : configure_)
+      fn(cc);
+  }
   impl_->sys = std::make_unique<caf::actor_system>(cc);
   db_ = spawn_db_pool(*impl_->sys, database_url_, cfg_.actors.db_workers,
                       cfg_.storage.connect_timeout_s);

@@ -12,6 +12,7 @@
 #include <caf/fwd.hpp>
 
 #include "cluster-config/node_config.hpp"
+#include "runtime/cluster.hpp"
 
 namespace troupe::runtime {
 
@@ -39,6 +40,17 @@ public:
 
   /// Adds a service; started in order, stopped in reverse.
   void add_service(std::string name, start_fn start, stop_fn stop);
+
+  /// Runs `fn` on CAF's config before the actor system starts (modules
+  /// register the message types that cross nodes here).
+  void on_configure(std::function<void(caf::actor_system_config&)> fn);
+
+  /// True when this node is part of a cluster (cluster.listen is set).
+  bool clustered() const { return !cfg_.cluster.listen.empty(); }
+
+  /// The cluster as the membership service last saw it (thread-safe).
+  cluster_view view() const;
+  void set_cluster_view(cluster_view v);
 
   /// Runs the node until a stop signal; returns the process exit code.
   int run();
@@ -82,6 +94,9 @@ private:
     stop_fn stop;
   };
   std::vector<service> services_;
+  std::vector<std::function<void(caf::actor_system_config&)>> configure_;
+  mutable std::mutex view_mtx_;
+  cluster_view view_;
   struct impl;
   std::unique_ptr<impl> impl_;
   caf::actor db_;

@@ -60,7 +60,7 @@ TEST_CASE("the shard region spawns on demand and reactivates after "
        const std::string& key) {
       return sys.spawn(counter_entity, region, key);
     },
-    shard_map{16, "n1"});
+    shard_map{16, "n1"}, "n1", false);
   auto ask_get = [&](const std::string& key) {
     return ask<int>(sys, region, 2s,
                     caf::make_message(route_atom::value, key,

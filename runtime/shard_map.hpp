@@ -15,6 +15,9 @@ public:
   shard_map() = default;
   /// A map of `shards` shards all owned by `owner`, at version 1.
   shard_map(size_t shards, std::string owner);
+  /// A map with the given owners (index: shard) at `version`.
+  shard_map(std::vector<std::string> owners, int64_t version)
+    : owners_(std::move(owners)), version_(version) {}
 
   /// FNV-1a 64 of the key, modulo the shard count.
   static uint32_t shard_of(std::string_view key, size_t shards);
@@ -24,6 +27,7 @@ public:
 
   const std::string& owner(uint32_t shard) const { return owners_[shard]; }
   size_t shards() const { return owners_.size(); }
+  const std::vector<std::string>& owners() const { return owners_; }
   int64_t version() const { return version_; }
 
   /// Shards owned by `node`.

@@ -1,10 +1,13 @@
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 
 #include "runtime/shard_map.hpp"
 
@@ -15,22 +18,51 @@ namespace troupe::runtime {
 using entity_factory = std::function<caf::actor(
   caf::actor_system& sys, const caf::actor& region, const std::string& key)>;
 
-/// The shard region of one kind of virtual actor ("device", "session").
+/// Where shards live, as the membership service tells a region. Local only.
+struct placement {
+  /// The current shard map.
+  shard_map map;
+  /// This region's regions on the other nodes, by node id.
+  std::map<std::string, caf::actor> peers;
+  /// While true (the node lost its lease) the region serves no shard.
+  bool fenced = false;
+};
+
+} // namespace troupe::runtime
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::placement)
+
+namespace troupe::runtime {
+
+/// The shard region of one kind of virtual actor ("device", "session") on
+/// one node: keys hash to shards, shards belong to nodes (shard_map).
 ///
 /// Messages:
-/// - (route_atom, key, message): delivers `message` to the entity of `key`,
-///   spawning it on first use; the entity answers the original sender.
+/// - (route_atom, key, message): from the local edge. If this node serves
+///   the key's shard, `message` goes to the key's entity (spawned on first
+///   use), which answers the original sender. If another node owns it, the
+///   message is forwarded there as (forward_atom, key, message); the answer
+///   still goes straight back to the sender. Otherwise the answer is
+///   errc::moved, and the sender retries once placement settles.
+/// - (forward_atom, key, message): from another node's region; served here
+///   or answered errc::moved (never forwarded twice).
 /// - (passivate_atom, key), from an idle entity: the region stops routing to
 ///   it, sends it stop_atom, and buffers messages for the key until the
-///   entity is gone; then a fresh entity receives them. So an entity never
-///   runs twice at once and nothing routed to it is lost.
+///   entity is gone; then they are routed again. So an entity never runs
+///   twice at once and nothing routed to it is lost.
+/// - (placement_atom, placement) -> int64 version: a new map. Entities of
+///   shards this node lost are stopped (in-flight work finishes first); the
+///   answer comes once all of them are gone: the handoff acknowledgement.
+/// - (barrier_atom, int64 v): every live member applied map v, so shards
+///   gained in versions <= v may be served (no two nodes serve a shard).
 /// - (count_atom) -> int64: active entities.
 /// - (stop_atom): passivate everything, then quit (drain).
 ///
-/// Owner: runtime::node (one region per kind). Lives until the node stops.
-/// Single node today: the shard map has one owner; the cluster adds remote
-/// owners and forwarding.
+/// Owner: runtime::node (one region per kind). A single node uses a static
+/// map (everything local, served at once); a cluster node starts owning
+/// nothing until membership delivers a placement.
 caf::actor spawn_shard_region(caf::actor_system& sys, std::string kind,
-                              entity_factory factory, shard_map map);
+                              entity_factory factory, shard_map map,
+                              std::string self, bool clustered);
 
 } // namespace troupe::runtime

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
+#include <tuple>
 
 #include "storage/logger.hpp"
 
@@ -217,6 +219,27 @@ caf::error ingest_writer::write(const ingest_batch& batch) {
           " WHERE latest.ts <= excluded.ts",
           {array_literal(keys), array_literal(metrics), array_literal(ts),
            array_literal(values)}))
+      return fail(std::move(err));
+    // The hours these points touch, for the analysis rollup pass; in the
+    // same transaction, so a committed point always has its hour marked.
+    std::set<std::tuple<int64_t, int32_t, int64_t>> hours;
+    for (size_t i = 0; i < batch.points.size(); ++i) {
+      auto ts = batch.points[i].ts_ms;
+      auto hour = (ts >= 0 ? ts : ts - 3'599'999) / 3'600'000;
+      hours.emplace(batch.points[i].device_key, ids[i], hour);
+    }
+    std::vector<int64_t> hkeys, hmetrics, hstarts;
+    for (auto& [k, m, h] : hours) {
+      hkeys.push_back(k);
+      hmetrics.push_back(m);
+      hstarts.push_back(h * 3600);
+    }
+    if (auto err = run(
+          "INSERT INTO rollup_dirty (device_key, metric_id, hour)"
+          " SELECT k, m, to_timestamp(h) FROM unnest($1::bigint[], $2::int[],"
+          " $3::bigint[]) AS u(k, m, h) ON CONFLICT DO NOTHING",
+          {array_literal(hkeys), array_literal(hmetrics),
+           array_literal(hstarts)}))
       return fail(std::move(err));
   }
   if (!batch.marks.empty()) {

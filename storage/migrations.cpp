@@ -99,6 +99,99 @@ CREATE TABLE commands (
 CREATE INDEX commands_device ON commands (device_id, seq);
 CREATE INDEX commands_open ON commands (device_id) WHERE status IN ('pending', 'delivered');
 )sql"},
+    {2, "analysis: rollups, rules, alerts", R"sql(
+-- Per device, metric and hour: count, min, max, avg of the raw points.
+-- anomaly: the hour's avg is an outlier against the previous 24 hours;
+-- checked: the anomaly flag is up to date with the row.
+CREATE TABLE rollups (
+  device_key bigint NOT NULL,
+  metric_id  integer NOT NULL,
+  hour       timestamptz NOT NULL,
+  count      bigint NOT NULL,
+  min        double precision NOT NULL,
+  max        double precision NOT NULL,
+  avg        double precision NOT NULL,
+  anomaly    boolean NOT NULL DEFAULT false,
+  checked    boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (device_key, metric_id, hour)
+);
+CREATE INDEX rollups_unchecked ON rollups (device_key) WHERE NOT checked;
+
+-- Hours that received points since the last rollup pass, written by the
+-- importers in the same transaction as the points, so none is missed.
+CREATE TABLE rollup_dirty (
+  device_key bigint NOT NULL,
+  metric_id  integer NOT NULL,
+  hour       timestamptz NOT NULL,
+  PRIMARY KEY (device_key, metric_id, hour)
+);
+-- Points stored before this migration are rolled up by the first pass.
+INSERT INTO rollup_dirty
+  SELECT DISTINCT device_key, metric_id, date_trunc('hour', ts) FROM telemetry;
+
+CREATE TABLE rules (
+  id         text PRIMARY KEY,
+  tenant     text NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  device_id  text REFERENCES devices(id) ON DELETE CASCADE, -- null: tenant
+  metric     text NOT NULL,
+  op         text NOT NULL CHECK (op IN ('>', '>=', '<', '<=', '==', '!=')),
+  value      double precision NOT NULL,
+  for_s      integer NOT NULL CHECK (for_s BETWEEN 0 AND 86400),
+  created_ms bigint NOT NULL,
+  created_by text
+);
+CREATE INDEX rules_tenant ON rules (tenant, created_ms, id);
+
+CREATE TABLE alerts (
+  id        text PRIMARY KEY,
+  tenant    text NOT NULL,
+  device_id text NOT NULL,
+  kind      text NOT NULL CHECK (kind IN ('rule', 'anomaly', 'silence')),
+  rule_id   text,
+  metric    text,
+  message   text NOT NULL,
+  state     text NOT NULL CHECK (state IN ('open', 'closed')),
+  opened_ms bigint NOT NULL,
+  closed_ms bigint,
+  value     double precision
+);
+-- At most one open alert per condition: passes insert ON CONFLICT DO
+-- NOTHING, so a breach that lasts opens one alert, not one per pass.
+CREATE UNIQUE INDEX alerts_one_open ON alerts
+  (device_id, kind, coalesce(rule_id, ''), coalesce(metric, ''))
+  WHERE state = 'open';
+CREATE INDEX alerts_list ON alerts (tenant, opened_ms DESC, id DESC);
+CREATE INDEX alerts_recent ON alerts (opened_ms DESC, id DESC);
+
+-- Per-device silence window, s; null: analysis.silence_s.
+ALTER TABLE devices ADD COLUMN silence_s integer
+  CHECK (silence_s IS NULL OR silence_s > 0);
+)sql"},
+    {3, "cluster: members and shard maps", R"sql(
+-- Membership: each node registers, heartbeats (PostgreSQL's clock) and
+-- reports the newest shard-map version it has applied.
+CREATE TABLE members (
+  id              text PRIMARY KEY,
+  http_address    text NOT NULL,
+  cluster_address text NOT NULL,
+  state           text NOT NULL CHECK (state IN ('alive', 'draining',
+                                                 'drained', 'left', 'dead')),
+  incarnation     bigint NOT NULL,
+  started_ms      bigint NOT NULL,
+  heartbeat_ms    bigint NOT NULL,
+  applied_version bigint NOT NULL DEFAULT 0,
+  actors          bigint NOT NULL DEFAULT 0
+);
+
+-- Versioned shard maps, written only by the coordinator; the primary key
+-- fences two coordinators writing the same version.
+CREATE TABLE shard_maps (
+  version    bigint PRIMARY KEY,
+  owners     text[] NOT NULL,
+  created_ms bigint NOT NULL,
+  created_by text NOT NULL
+);
+)sql"},
   };
   return all;
 }

@@ -446,4 +446,503 @@ bucket_history(connection& c, const history_query& q) {
   return out;
 }
 
+// -- analysis -----------------------------------------------------------------------------
+
+namespace {
+
+param opt_key(std::optional<int64_t> k) {
+  if (!k)
+    return std::nullopt;
+  return num(*k);
+}
+
+std::string dbl(double x) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.17g", x);
+  return buf;
+}
+
+std::vector<int64_t> keys_from(const result& r) {
+  std::vector<int64_t> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back(r.i64(i, 0));
+  return out;
+}
+
+constexpr const char* rule_cols
+  = "id, tenant, device_id, metric, op, value, for_s, created_ms, created_by";
+
+rule_row rule_from(const result& r, int i, int col = 0) {
+  rule_row x;
+  x.id = r.str(i, col);
+  x.tenant = r.str(i, col + 1);
+  x.device_id = r.is_null(i, col + 2) ? "" : r.str(i, col + 2);
+  x.metric = r.str(i, col + 3);
+  x.op = r.str(i, col + 4);
+  x.value = r.f64(i, col + 5);
+  x.for_s = r.i64(i, col + 6);
+  x.created_ms = r.i64(i, col + 7);
+  x.created_by = r.is_null(i, col + 8) ? "" : r.str(i, col + 8);
+  return x;
+}
+
+constexpr const char* alert_cols
+  = "id, tenant, device_id, kind, rule_id, metric, message, state, opened_ms,"
+    " closed_ms, value";
+
+alert_row alert_from(const result& r, int i) {
+  alert_row a;
+  a.id = r.str(i, 0);
+  a.tenant = r.str(i, 1);
+  a.device_id = r.str(i, 2);
+  a.kind = r.str(i, 3);
+  a.rule_id = r.is_null(i, 4) ? "" : r.str(i, 4);
+  a.metric = r.is_null(i, 5) ? "" : r.str(i, 5);
+  a.message = r.str(i, 6);
+  a.state = r.str(i, 7);
+  a.opened_ms = r.i64(i, 8);
+  a.closed_ms = r.opt_i64(i, 9);
+  if (!r.is_null(i, 10))
+    a.value = r.f64(i, 10);
+  return a;
+}
+
+// Alert ids: random, from pgcrypto (installed by the migrations).
+constexpr const char* new_alert_id = "encode(gen_random_bytes(12), 'hex')";
+
+} // namespace
+
+caf::expected<rollup_chunk>
+roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
+              std::optional<int64_t> only_key, size_t limit) {
+  // One statement, so the marks taken and the points read share a
+  // snapshot; SKIP LOCKED lets several workers (or nodes) share the work.
+  auto r = c.exec(
+    "WITH d AS ("
+    " DELETE FROM rollup_dirty WHERE (device_key, metric_id, hour) IN ("
+    "  SELECT device_key, metric_id, hour FROM rollup_dirty"
+    "  WHERE NOT (device_key = ANY($1::bigint[]))"
+    "  AND ($2::bigint IS NULL OR device_key = $2::bigint)"
+    "  LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    " RETURNING device_key, metric_id, hour),"
+    " agg AS ("
+    " SELECT d.device_key, d.metric_id, d.hour, count(*) AS n,"
+    "  min(t.value) AS mn, max(t.value) AS mx, avg(t.value) AS av"
+    " FROM d JOIN telemetry t ON t.device_key = d.device_key"
+    "  AND t.metric_id = d.metric_id AND t.ts >= d.hour"
+    "  AND t.ts < d.hour + interval '1 hour'"
+    " GROUP BY d.device_key, d.metric_id, d.hour),"
+    " up AS ("
+    " INSERT INTO rollups (device_key, metric_id, hour, count, min, max, avg,"
+    "  anomaly, checked)"
+    " SELECT device_key, metric_id, hour, n, mn, mx, av, false, false FROM agg"
+    " ON CONFLICT (device_key, metric_id, hour) DO UPDATE SET"
+    "  count = excluded.count, min = excluded.min, max = excluded.max,"
+    "  avg = excluded.avg, checked = false"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM up)",
+    {array_literal(skip_keys), opt_key(only_key),
+     num(static_cast<int64_t>(limit))});
+  if (!r)
+    return r.error();
+  return rollup_chunk{r->i64(0, 0), r->i64(0, 1)};
+}
+
+caf::expected<std::vector<int64_t>>
+dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys) {
+  auto r = c.exec("SELECT DISTINCT device_key FROM rollup_dirty"
+                  " WHERE NOT (device_key = ANY($1::bigint[]))"
+                  " ORDER BY device_key",
+                  {array_literal(skip_keys)});
+  if (!r)
+    return r.error();
+  return keys_from(*r);
+}
+
+caf::expected<std::vector<anomaly_candidate>>
+unchecked_rollups(connection& c, const std::vector<int64_t>& skip_keys,
+                  std::optional<int64_t> only_key, size_t limit) {
+  auto r = c.exec(
+    "SELECT u.device_key, u.metric_id,"
+    " (extract(epoch FROM u.hour) * 1000)::bigint, u.count, u.avg,"
+    " w.n, coalesce(w.mean, 0), coalesce(w.sd, 0)"
+    " FROM rollups u CROSS JOIN LATERAL ("
+    "  SELECT count(*) AS n, avg(p.avg) AS mean, stddev_samp(p.avg) AS sd"
+    "  FROM (SELECT avg FROM rollups p WHERE p.device_key = u.device_key"
+    "   AND p.metric_id = u.metric_id AND p.hour < u.hour"
+    "   ORDER BY p.hour DESC LIMIT 24) p) w"
+    " WHERE NOT u.checked AND NOT (u.device_key = ANY($1::bigint[]))"
+    " AND ($2::bigint IS NULL OR u.device_key = $2::bigint)"
+    " ORDER BY u.device_key, u.metric_id, u.hour LIMIT $3",
+    {array_literal(skip_keys), opt_key(only_key),
+     num(static_cast<int64_t>(limit))});
+  if (!r)
+    return r.error();
+  std::vector<anomaly_candidate> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back({r->i64(i, 0), r->i64(i, 1), r->i64(i, 2), r->i64(i, 3),
+                   r->f64(i, 4), r->i64(i, 5), r->f64(i, 6), r->f64(i, 7)});
+  return out;
+}
+
+caf::expected<std::vector<int64_t>>
+unchecked_device_keys(connection& c, const std::vector<int64_t>& skip_keys) {
+  auto r = c.exec("SELECT DISTINCT device_key FROM rollups WHERE NOT checked"
+                  " AND NOT (device_key = ANY($1::bigint[]))"
+                  " ORDER BY device_key",
+                  {array_literal(skip_keys)});
+  if (!r)
+    return r.error();
+  return keys_from(*r);
+}
+
+caf::error set_anomaly_flags(connection& c,
+                             const std::vector<anomaly_candidate>& cs,
+                             const std::vector<bool>& flags) {
+  if (cs.empty())
+    return caf::none;
+  std::vector<int64_t> keys, metrics, hours, counts;
+  std::vector<std::string> avgs, fl;
+  for (size_t i = 0; i < cs.size(); ++i) {
+    keys.push_back(cs[i].device_key);
+    metrics.push_back(cs[i].metric_id);
+    hours.push_back(cs[i].hour_ms);
+    counts.push_back(cs[i].count);
+    avgs.push_back(dbl(cs[i].avg));
+    fl.push_back(flags[i] ? "true" : "false");
+  }
+  // Only rows unchanged since they were read: a rollup pass that rewrote
+  // one meanwhile left it unchecked for the next anomaly pass.
+  return status_of(c.exec(
+    "UPDATE rollups r SET anomaly = u.a, checked = true"
+    " FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[],"
+    " $5::float8[], $6::bool[]) AS u(k, m, h, n, v, a)"
+    " WHERE r.device_key = u.k AND r.metric_id = u.m"
+    " AND r.hour = to_timestamp(u.h / 1000.0) AND r.count = u.n"
+    " AND r.avg = u.v",
+    {array_literal(keys), array_literal(metrics), array_literal(hours),
+     array_literal(counts), array_literal(avgs), array_literal(fl)}));
+}
+
+caf::expected<int64_t>
+sync_anomaly_alerts(connection& c, const std::vector<int64_t>& device_keys,
+                    int64_t now_ms) {
+  if (device_keys.empty())
+    return int64_t{0};
+  auto keys = array_literal(device_keys);
+  constexpr const char* newest
+    = "(SELECT DISTINCT ON (device_key, metric_id) device_key, metric_id,"
+      " hour, avg, anomaly, checked FROM rollups"
+      " WHERE device_key = ANY($1::bigint[])"
+      " ORDER BY device_key, metric_id, hour DESC) r";
+  auto opened = c.exec(
+    std::string{"INSERT INTO alerts (id, tenant, device_id, kind, metric,"
+                " message, state, opened_ms, value) SELECT "}
+      + new_alert_id
+      + ", d.tenant, d.id, 'anomaly', m.name, m.name || ' hourly average '"
+        " || r.avg::text || ' in the hour from '"
+        " || to_char(r.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')"
+        " || ' is an outlier against the previous 24 hours', 'open', $2,"
+        " r.avg FROM "
+      + newest
+      + " JOIN devices d ON d.key = r.device_key"
+        " JOIN metrics m ON m.id = r.metric_id"
+        " WHERE r.checked AND r.anomaly ON CONFLICT DO NOTHING RETURNING id",
+    {keys, num(now_ms)});
+  if (!opened)
+    return opened.error();
+  auto closed = c.exec(
+    std::string{"UPDATE alerts a SET state = 'closed', closed_ms = $2 FROM "}
+      + newest
+      + " JOIN devices d ON d.key = r.device_key"
+        " JOIN metrics m ON m.id = r.metric_id"
+        " WHERE a.kind = 'anomaly' AND a.state = 'open'"
+        " AND a.device_id = d.id AND a.metric = m.name"
+        " AND r.checked AND NOT r.anomaly",
+    {keys, num(now_ms)});
+  if (!closed)
+    return closed.error();
+  return static_cast<int64_t>(opened->rows());
+}
+
+caf::expected<std::vector<rule_candidate>>
+rule_candidates(connection& c, const std::vector<std::string>& skip_rules,
+                const std::optional<std::string>& only_rule, int64_t now_ms) {
+  auto r = c.exec(
+    "SELECT r.id, r.tenant, r.device_id, r.metric, r.op, r.value, r.for_s,"
+    " r.created_ms, r.created_by, d.id, d.tenant, l.value,"
+    " (extract(epoch FROM l.ts) * 1000)::bigint,"
+    " coalesce(w.n, 0), coalesce(w.mn, 0), coalesce(w.mx, 0),"
+    " coalesce(w.eq, 0)"
+    " FROM rules r JOIN metrics m ON m.name = r.metric"
+    " JOIN devices d ON d.tenant = r.tenant"
+    "  AND (r.device_id IS NULL OR d.id = r.device_id)"
+    " JOIN latest l ON l.device_key = d.key AND l.metric_id = m.id"
+    " LEFT JOIN LATERAL ("
+    "  SELECT count(*) AS n, min(t.value) AS mn, max(t.value) AS mx,"
+    "  count(*) FILTER (WHERE t.value = r.value) AS eq FROM telemetry t"
+    "  WHERE r.for_s > 0 AND t.device_key = d.key AND t.metric_id = m.id"
+    "  AND t.ts >= to_timestamp(($3::bigint - r.for_s * 1000) / 1000.0)"
+    "  AND t.ts <= to_timestamp($3::bigint / 1000.0)) w ON true"
+    " WHERE NOT (r.id = ANY($1::text[])) AND ($2::text IS NULL OR r.id = $2)"
+    " ORDER BY r.id, d.id",
+    {array_literal(skip_rules), only_rule ? param{*only_rule} : std::nullopt,
+     num(now_ms)});
+  if (!r)
+    return r.error();
+  std::vector<rule_candidate> out;
+  for (int i = 0; i < r->rows(); ++i) {
+    rule_candidate x;
+    x.rule = rule_from(*r, i);
+    x.device_id = r->str(i, 9);
+    x.device_tenant = r->str(i, 10);
+    x.latest = r->f64(i, 11);
+    x.latest_ms = r->i64(i, 12);
+    x.window_count = r->i64(i, 13);
+    x.window_min = r->f64(i, 14);
+    x.window_max = r->f64(i, 15);
+    x.window_equal = r->i64(i, 16);
+    out.push_back(std::move(x));
+  }
+  return out;
+}
+
+caf::expected<std::vector<std::string>>
+rule_ids(connection& c, const std::vector<std::string>& skip_rules) {
+  auto r = c.exec("SELECT id FROM rules WHERE NOT (id = ANY($1::text[]))"
+                  " ORDER BY id",
+                  {array_literal(skip_rules)});
+  if (!r)
+    return r.error();
+  std::vector<std::string> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(r->str(i, 0));
+  return out;
+}
+
+caf::expected<int64_t> open_alerts(connection& c,
+                                   const std::vector<new_alert>& as,
+                                   int64_t now_ms) {
+  if (as.empty())
+    return int64_t{0};
+  std::vector<std::string> tenants, devices, kinds, rules, metrics, messages,
+    values;
+  for (auto& a : as) {
+    tenants.push_back(a.tenant);
+    devices.push_back(a.device_id);
+    kinds.push_back(a.kind);
+    rules.push_back(a.rule_id);
+    metrics.push_back(a.metric);
+    messages.push_back(a.message);
+    values.push_back(a.value ? dbl(*a.value) : "");
+  }
+  auto r = c.exec(
+    std::string{"INSERT INTO alerts (id, tenant, device_id, kind, rule_id,"
+                " metric, message, state, opened_ms, value) SELECT "}
+      + new_alert_id
+      + ", t, d, k, nullif(r, ''), nullif(m, ''), msg, 'open', $8,"
+        " nullif(v, '')::float8 FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+        " AS u(t, d, k, r, m, msg, v) ON CONFLICT DO NOTHING RETURNING id",
+    {array_literal(tenants), array_literal(devices), array_literal(kinds),
+     array_literal(rules), array_literal(metrics), array_literal(messages),
+     array_literal(values), num(now_ms)});
+  if (!r)
+    return r.error();
+  return static_cast<int64_t>(r->rows());
+}
+
+caf::expected<int64_t>
+close_rule_alerts(connection& c, const std::vector<std::string>& rule_ids,
+                  const std::vector<std::pair<std::string, std::string>>&
+                    breaching,
+                  int64_t now_ms) {
+  if (rule_ids.empty())
+    return int64_t{0};
+  std::vector<std::string> br, bd;
+  for (auto& [rule, dev] : breaching) {
+    br.push_back(rule);
+    bd.push_back(dev);
+  }
+  auto r = c.exec(
+    "UPDATE alerts a SET state = 'closed', closed_ms = $4"
+    " WHERE a.kind = 'rule' AND a.state = 'open'"
+    " AND a.rule_id = ANY($1::text[]) AND NOT EXISTS ("
+    "  SELECT 1 FROM unnest($2::text[], $3::text[]) AS b(r, d)"
+    "  WHERE b.r = a.rule_id AND b.d = a.device_id)",
+    {array_literal(rule_ids), array_literal(br), array_literal(bd),
+     num(now_ms)});
+  if (!r)
+    return r.error();
+  return r->affected();
+}
+
+caf::expected<std::pair<int64_t, int64_t>>
+sync_silence_alerts(connection& c, int64_t default_silence_s,
+                    int64_t now_ms) {
+  constexpr const char* window
+    = "coalesce(d.silence_s, $2::bigint) * 1000";
+  auto opened = c.exec(
+    std::string{"INSERT INTO alerts (id, tenant, device_id, kind, message,"
+                " state, opened_ms) SELECT "}
+      + new_alert_id
+      + ", d.tenant, d.id, 'silence', 'device ' || d.id || ' not seen for"
+        " more than ' || (" + window + " / 1000)::text || ' s', 'open', $1"
+        " FROM devices d WHERE d.last_seen_ms IS NOT NULL"
+        " AND d.last_seen_ms < $1 - " + window
+      + " ON CONFLICT DO NOTHING RETURNING id",
+    {num(now_ms), num(default_silence_s)});
+  if (!opened)
+    return opened.error();
+  auto closed = c.exec(
+    std::string{"UPDATE alerts a SET state = 'closed', closed_ms = $1"
+                " FROM devices d WHERE a.kind = 'silence'"
+                " AND a.state = 'open' AND d.id = a.device_id"
+                " AND d.last_seen_ms >= $1 - "}
+      + window,
+    {num(now_ms), num(default_silence_s)});
+  if (!closed)
+    return closed.error();
+  return std::make_pair(static_cast<int64_t>(opened->rows()),
+                        closed->affected());
+}
+
+caf::expected<std::vector<rollup_row>>
+device_rollups(connection& c, int64_t device_key, int64_t from_ms,
+               int64_t to_ms) {
+  auto r = c.exec(
+    "SELECT m.name, (extract(epoch FROM r.hour) * 1000)::bigint, r.count,"
+    " r.min, r.max, r.avg, r.anomaly AND r.checked FROM rollups r"
+    " JOIN metrics m ON m.id = r.metric_id WHERE r.device_key = $1"
+    " AND r.hour > to_timestamp($2 / 1000.0) - interval '1 hour'"
+    " AND r.hour <= to_timestamp($3 / 1000.0) ORDER BY m.name, r.hour",
+    {num(device_key), num(from_ms), num(to_ms)});
+  if (!r)
+    return r.error();
+  std::vector<rollup_row> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back({r->str(i, 0), r->i64(i, 1), r->i64(i, 2), r->f64(i, 3),
+                   r->f64(i, 4), r->f64(i, 5), r->boolean(i, 6)});
+  return out;
+}
+
+caf::expected<std::optional<std::string>>
+device_tenant(connection& c, const std::string& id) {
+  auto r = c.exec("SELECT tenant FROM devices WHERE id = $1", {id});
+  if (!r)
+    return r.error();
+  if (r->rows() == 0)
+    return std::optional<std::string>{};
+  return std::optional<std::string>{r->str(0, 0)};
+}
+
+caf::error insert_rule(connection& c, const rule_row& r) {
+  return status_of(
+    c.exec(std::string{"INSERT INTO rules ("} + rule_cols
+             + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+           {r.id, r.tenant, opt_str(r.device_id), r.metric, r.op,
+            dbl(r.value), num(r.for_s), num(r.created_ms),
+            opt_str(r.created_by)}));
+}
+
+caf::expected<std::optional<rule_row>> find_rule(connection& c,
+                                                 const std::string& id) {
+  auto r = c.exec(std::string{"SELECT "} + rule_cols
+                    + " FROM rules WHERE id = $1",
+                  {id});
+  if (!r)
+    return r.error();
+  if (r->rows() == 0)
+    return std::optional<rule_row>{};
+  return std::optional<rule_row>{rule_from(*r, 0)};
+}
+
+caf::expected<std::vector<rule_row>>
+list_rules(connection& c, const std::string& tenant, int64_t after_ms,
+           const std::string& after_id, size_t limit) {
+  auto r = c.exec(std::string{"SELECT "} + rule_cols
+                    + " FROM rules WHERE ($1::text IS NULL OR tenant = $1)"
+                      " AND (created_ms, id) > ($2::bigint, $3::text)"
+                      " ORDER BY created_ms, id LIMIT $4",
+                  {opt_str(tenant), num(after_ms), after_id,
+                   num(static_cast<int64_t>(limit))});
+  if (!r)
+    return r.error();
+  std::vector<rule_row> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(rule_from(*r, i));
+  return out;
+}
+
+caf::expected<bool> delete_rule(connection& c, const std::string& id,
+                                int64_t now_ms) {
+  auto r = c.exec("WITH gone AS (DELETE FROM rules WHERE id = $1 RETURNING id),"
+                  " closed AS (UPDATE alerts SET state = 'closed',"
+                  " closed_ms = $2 WHERE rule_id IN (SELECT id FROM gone)"
+                  " AND state = 'open' RETURNING 1)"
+                  " SELECT (SELECT count(*) FROM gone),"
+                  " (SELECT count(*) FROM closed)",
+                  {id, num(now_ms)});
+  if (!r)
+    return r.error();
+  return r->i64(0, 0) > 0;
+}
+
+caf::expected<std::vector<alert_row>> list_alerts(connection& c,
+                                                  const alert_filter& f) {
+  std::string sql = std::string{"SELECT "} + alert_cols
+                    + " FROM alerts WHERE true";
+  std::vector<param> ps;
+  if (!f.tenant.empty()) {
+    ps.push_back(f.tenant);
+    sql += " AND tenant = $" + std::to_string(ps.size());
+  }
+  if (!f.state.empty()) {
+    ps.push_back(f.state);
+    sql += " AND state = $" + std::to_string(ps.size());
+  }
+  if (f.before_ms >= 0) {
+    ps.push_back(num(f.before_ms));
+    ps.push_back(f.before_id);
+    sql += " AND (opened_ms, id) < ($" + std::to_string(ps.size() - 1)
+           + "::bigint, $" + std::to_string(ps.size()) + "::text)";
+  }
+  ps.push_back(num(static_cast<int64_t>(f.limit)));
+  sql += " ORDER BY opened_ms DESC, id DESC LIMIT $"
+         + std::to_string(ps.size());
+  auto r = c.exec(sql, ps);
+  if (!r)
+    return r.error();
+  std::vector<alert_row> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(alert_from(*r, i));
+  return out;
+}
+
+caf::expected<std::optional<alert_row>> find_alert(connection& c,
+                                                   const std::string& id) {
+  auto r = c.exec(std::string{"SELECT "} + alert_cols
+                    + " FROM alerts WHERE id = $1",
+                  {id});
+  if (!r)
+    return r.error();
+  if (r->rows() == 0)
+    return std::optional<alert_row>{};
+  return std::optional<alert_row>{alert_from(*r, 0)};
+}
+
+caf::expected<std::optional<alert_row>>
+close_alert(connection& c, const std::string& id, int64_t now_ms) {
+  auto r = c.exec(std::string{"UPDATE alerts SET state = 'closed',"
+                              " closed_ms = $2 WHERE id = $1"
+                              " AND state = 'open' RETURNING "}
+                    + alert_cols,
+                  {id, num(now_ms)});
+  if (!r)
+    return r.error();
+  if (r->rows() == 0)
+    return std::optional<alert_row>{};
+  return std::optional<alert_row>{alert_from(*r, 0)};
+}
+
 } // namespace troupe::storage

@@ -196,4 +196,186 @@ raw_history(connection& c, const history_query& q);
 [[nodiscard]] caf::expected<std::vector<history_bucket>>
 bucket_history(connection& c, const history_query& q);
 
+// -- analysis -------------------------------------------------------------------------
+//
+// The background analysis (actors/analysis) runs these on its workers' own
+// connections; the API reads rollups, rules and alerts. Device filters are
+// device keys, so a node can later analyse only the shards it owns.
+
+/// Outcome of one rollup chunk: dirty hours taken, rollup rows written.
+struct rollup_chunk {
+  int64_t taken = 0;
+  int64_t written = 0;
+};
+
+/// Takes up to `limit` hours marked dirty by the importers (skipping
+/// `skip_keys`; only `only_key` when given), recomputes their rollups from
+/// the raw points and clears the marks, in one statement. A point committed
+/// meanwhile marks its hour again, so nothing is lost.
+[[nodiscard]] caf::expected<rollup_chunk>
+roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
+              std::optional<int64_t> only_key, size_t limit);
+/// Device keys with dirty hours (for the per-device fallback).
+[[nodiscard]] caf::expected<std::vector<int64_t>>
+dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys);
+
+/// A rollup whose anomaly flag is stale, with the statistics of the
+/// previous (at most 24) hourly averages of its device and metric.
+struct anomaly_candidate {
+  int64_t device_key = 0;
+  int64_t metric_id = 0;
+  int64_t hour_ms = 0;
+  int64_t count = 0;
+  double avg = 0;
+  int64_t prior_n = 0;
+  double prior_mean = 0;
+  double prior_sd = 0;
+};
+/// Up to `limit` unchecked rollups (skipping `skip_keys`; only `only_key`
+/// when given), oldest hour first per device and metric.
+[[nodiscard]] caf::expected<std::vector<anomaly_candidate>>
+unchecked_rollups(connection& c, const std::vector<int64_t>& skip_keys,
+                  std::optional<int64_t> only_key, size_t limit);
+/// Device keys with unchecked rollups (for the per-device fallback).
+[[nodiscard]] caf::expected<std::vector<int64_t>>
+unchecked_device_keys(connection& c, const std::vector<int64_t>& skip_keys);
+/// Stores the flags (flags[i] for cs[i]) and marks the rows checked, unless
+/// a rollup pass changed the row meanwhile.
+[[nodiscard]] caf::error
+set_anomaly_flags(connection& c, const std::vector<anomaly_candidate>& cs,
+                  const std::vector<bool>& flags);
+/// Opens an anomaly alert per device and metric of `device_keys` whose
+/// newest hour is anomalous, closes those whose newest hour is not.
+/// Returns the number opened.
+[[nodiscard]] caf::expected<int64_t>
+sync_anomaly_alerts(connection& c, const std::vector<int64_t>& device_keys,
+                    int64_t now_ms);
+
+struct rule_row {
+  std::string id;
+  std::string tenant;
+  std::string device_id; // empty: every device of the tenant
+  std::string metric;
+  std::string op;
+  double value = 0;
+  int64_t for_s = 0;
+  int64_t created_ms = 0;
+  std::string created_by;
+};
+
+/// One (rule, device) pair to evaluate: the device's latest value of the
+/// rule's metric and, when for_s > 0, the points of the last for_s seconds.
+struct rule_candidate {
+  rule_row rule;
+  std::string device_id;
+  std::string device_tenant;
+  double latest = 0;
+  int64_t latest_ms = 0;
+  int64_t window_count = 0;
+  double window_min = 0;
+  double window_max = 0;
+  /// Points in the window equal to the rule's value.
+  int64_t window_equal = 0;
+};
+/// The (rule, device) pairs of all rules but `skip_rules` (only
+/// `only_rule` when given) whose device has a latest value of the metric.
+[[nodiscard]] caf::expected<std::vector<rule_candidate>>
+rule_candidates(connection& c, const std::vector<std::string>& skip_rules,
+                const std::optional<std::string>& only_rule, int64_t now_ms);
+/// Ids of all rules but `skip_rules` (for the per-rule fallback).
+[[nodiscard]] caf::expected<std::vector<std::string>>
+rule_ids(connection& c, const std::vector<std::string>& skip_rules);
+
+/// An alert to open (the id and opened_ms are assigned on insert).
+struct new_alert {
+  std::string tenant;
+  std::string device_id;
+  std::string kind;
+  std::string rule_id; // empty: null
+  std::string metric;  // empty: null
+  std::string message;
+  std::optional<double> value;
+};
+/// Opens the alerts whose condition has none open yet (the partial unique
+/// index); returns how many were opened.
+[[nodiscard]] caf::expected<int64_t>
+open_alerts(connection& c, const std::vector<new_alert>& as, int64_t now_ms);
+/// Closes the open alerts of `rule_ids` except the (rule id, device id)
+/// pairs in `breaching`; returns how many were closed.
+[[nodiscard]] caf::expected<int64_t>
+close_rule_alerts(connection& c, const std::vector<std::string>& rule_ids,
+                  const std::vector<std::pair<std::string, std::string>>&
+                    breaching,
+                  int64_t now_ms);
+/// Opens a silence alert for each device seen before but not within its
+/// window (devices.silence_s, else `default_silence_s`) and closes those of
+/// devices seen again. Returns (opened, closed).
+[[nodiscard]] caf::expected<std::pair<int64_t, int64_t>>
+sync_silence_alerts(connection& c, int64_t default_silence_s, int64_t now_ms);
+
+struct rollup_row {
+  std::string metric;
+  int64_t hour_ms = 0;
+  int64_t count = 0;
+  double min = 0, max = 0, avg = 0;
+  bool anomaly = false;
+};
+/// A device's rollups of the hours overlapping [from, to], by metric, then
+/// hour.
+[[nodiscard]] caf::expected<std::vector<rollup_row>>
+device_rollups(connection& c, int64_t device_key, int64_t from_ms,
+               int64_t to_ms);
+
+/// The tenant of a device; nullopt if unknown.
+[[nodiscard]] caf::expected<std::optional<std::string>>
+device_tenant(connection& c, const std::string& id);
+
+/// Stores a new rule (id and created_ms set by the caller).
+[[nodiscard]] caf::error insert_rule(connection& c, const rule_row& r);
+/// A rule by id; nullopt if unknown.
+[[nodiscard]] caf::expected<std::optional<rule_row>>
+find_rule(connection& c, const std::string& id);
+/// Rules of `tenant` (empty: all), ordered by (created_ms, id), after the
+/// position (after_ms, after_id).
+[[nodiscard]] caf::expected<std::vector<rule_row>>
+list_rules(connection& c, const std::string& tenant, int64_t after_ms,
+           const std::string& after_id, size_t limit);
+/// Deletes a rule and closes its open alerts; false if unknown.
+[[nodiscard]] caf::expected<bool> delete_rule(connection& c,
+                                              const std::string& id,
+                                              int64_t now_ms);
+
+struct alert_row {
+  std::string id;
+  std::string tenant;
+  std::string device_id;
+  std::string kind;
+  std::string rule_id; // empty: null
+  std::string metric;  // empty: null
+  std::string message;
+  std::string state;
+  int64_t opened_ms = 0;
+  std::optional<int64_t> closed_ms;
+  std::optional<double> value;
+};
+
+/// Newest first: ordered by (opened_ms, id) descending, before the position
+/// (before_ms, before_id) when before_ms >= 0.
+struct alert_filter {
+  std::string tenant; // empty: all tenants
+  std::string state;  // empty: any
+  int64_t before_ms = -1;
+  std::string before_id;
+  size_t limit = 100;
+};
+/// One page of alerts matching `f`.
+[[nodiscard]] caf::expected<std::vector<alert_row>>
+list_alerts(connection& c, const alert_filter& f);
+/// An alert by id; nullopt if unknown.
+[[nodiscard]] caf::expected<std::optional<alert_row>>
+find_alert(connection& c, const std::string& id);
+/// Closes an open alert; nullopt if it is not open (unknown or closed).
+[[nodiscard]] caf::expected<std::optional<alert_row>>
+close_alert(connection& c, const std::string& id, int64_t now_ms);
+
 } // namespace troupe::storage

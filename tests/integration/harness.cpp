@@ -133,6 +133,10 @@ std::string require_env(const char* name) {
   return val;
 }
 
+int free_tcp_port() {
+  return free_port();
+}
+
 int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
@@ -400,6 +404,7 @@ node::node(node_options opts)
 node::node(std::shared_ptr<database> db, node_options opts)
   : opts_(std::move(opts)), db_(std::move(db)) {
   init_dir();
+  port_ = opts_.http_port;
   {
     std::lock_guard<std::mutex> guard{registry_mutex()};
     registry().insert(this);

@@ -43,6 +43,10 @@ std::string require_env(const char* name);
 /// Milliseconds since the Unix epoch (wall clock).
 int64_t now_ms();
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
+/// released), for a node's extra listeners (e.g. cluster.listen).
+int free_tcp_port();
+
 /// A process-unique id `<prefix>-<n>`, valid per API.md's id syntax.
 std::string unique_id(const std::string& prefix);
 
@@ -177,6 +181,9 @@ struct node_options {
   std::string admin_password = "admin-Pw-0123456789";
   /// Bound on the wait for /readyz.
   std::chrono::seconds ready_timeout = 60s;
+  /// HTTP port to listen on; 0 picks a free one. (Lets a test know the port
+  /// before the node is ready, e.g. to watch it while it joins a cluster.)
+  int http_port = 0;
 };
 
 /// A device as registered by the admin.

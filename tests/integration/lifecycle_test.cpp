@@ -111,6 +111,7 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
   }
   httplib::Client c{"127.0.0.1", port};
   c.set_connection_timeout(2);
+  c.set_read_timeout(30);
   auto ready = eventually(
     [&] {
       auto r = c.Get("/readyz");
