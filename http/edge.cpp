@@ -169,9 +169,14 @@ private:
     auto inner = caf::make_message(std::move(msg));
     auto backoff = milliseconds(20);
     for (;;) {
+      auto t0 = steady_clock::now();
       auto r = ask<T>(region,
                       caf::make_message(runtime::route_atom::value, key, inner),
                       t);
+      if (auto map = node_.current_map();
+          map && map->shards() > 0 && map->owner(map->shard_of(key)) != node_.id())
+        remote_calls_->observe(
+          duration<double>(steady_clock::now() - t0).count());
       if (r || r.error() != runtime::errc::moved
           || steady_clock::now() + backoff > deadline)
         return r;
@@ -214,6 +219,7 @@ private:
   runtime::gauge* in_flight_ = nullptr;
   runtime::gauge* long_poll_gauge_ = nullptr;
   runtime::counter* retries_ = nullptr;
+  runtime::histogram* remote_calls_ = nullptr;
 };
 
 // -- plumbing -------------------------------------------------------------------
@@ -1337,6 +1343,9 @@ caf::error edge::start() {
   in_flight_ = &reg.get_gauge("troupe_http_in_flight", "Requests being served");
   long_poll_gauge_ = &reg.get_gauge("troupe_http_long_polls",
                                     "Long-polls being held");
+  remote_calls_ = &reg.get_histogram("troupe_cluster_remote_call_seconds",
+                                     "Latency of requests served by another "
+                                     "node (forwarded over CAF)");
   retries_ = &reg.get_counter("troupe_http_moved_retries_total",
                               "Requests retried because their shard was "
                               "moving");

@@ -41,6 +41,8 @@ struct membership_state {
   std::vector<caf::actor> regions;
   std::map<std::string, peer> peers;
   std::set<std::string> connecting_failed;
+  std::set<std::string> connecting;
+  caf::actor connector;
   steady_clock::time_point last_ok = steady_clock::now();
   bool fenced = false;
   bool registered = false;
@@ -73,6 +75,8 @@ void push(membership_actor* self) {
   if (!st.pushed)
     return;
   auto version = st.pushed->version;
+  st.owner->set_current_map(
+    std::make_shared<const shard_map>(st.pushed->owners, version));
   auto left = std::make_shared<size_t>(st.regions.size());
   for (size_t i = 0; i < st.regions.size(); ++i) {
     placement p;
@@ -142,7 +146,7 @@ void connect_peers(membership_actor* self,
     }
   }
   for (auto& m : live) {
-    if (!wanted.count(m.id))
+    if (!wanted.count(m.id) || st.connecting.count(m.id))
       continue;
     auto known = st.peers.find(m.id);
     if (known != st.peers.end() && known->second.address == m.cluster_address)
@@ -151,29 +155,52 @@ void connect_peers(membership_actor* self,
     uint16_t port = 0;
     if (!config::split_host_port(m.cluster_address, host, port))
       continue;
-    // Blocking, but bounded: heartbeats are on, and this is a detached actor.
-    auto ep = self->system().middleman().remote_actor(host, port);
-    if (!ep) {
-      if (st.connecting_failed.insert(m.id).second)
-        log().warn("membership: cannot reach peer {} at {}: {}", m.id,
-                   m.cluster_address, self->system().render(ep.error()));
-      continue;
-    }
-    st.connecting_failed.erase(m.id);
-    self->monitor(*ep);
+    // The connector blocks in remote_actor, never the membership actor, so
+    // a frozen peer cannot delay our own heartbeat.
     auto pid = m.id;
     auto addr = m.cluster_address;
-    self->request(*ep, seconds(5), get_atom::value)
+    st.connecting.insert(pid);
+    auto on_fail = [=](caf::error& err) {
+      auto& st = self->state;
+      st.connecting.erase(pid);
+      if (st.connecting_failed.insert(pid).second)
+        log().warn("membership: cannot reach peer {} at {}: {}", pid, addr,
+                   self->system().render(err));
+    };
+    self->request(st.connector, seconds(30), get_atom::value, host, port)
       .then(
-        [=](std::vector<caf::actor>& regions) {
-          auto& st = self->state;
-          st.peers[pid] = peer{addr, *ep, std::move(regions)};
-          st.peers_changed = true;
-          log().info("membership: connected to peer {} at {}", pid, addr);
-          push(self);
+        [=](caf::actor& ep) {
+          self->monitor(ep);
+          self->request(ep, seconds(5), get_atom::value)
+            .then(
+              [=](std::vector<caf::actor>& regions) {
+                auto& st = self->state;
+                st.connecting.erase(pid);
+                st.connecting_failed.erase(pid);
+                st.peers[pid] = peer{addr, ep, std::move(regions)};
+                st.peers_changed = true;
+                log().info("membership: connected to peer {} at {}", pid,
+                           addr);
+                push(self);
+              },
+              on_fail);
         },
-        [=](caf::error& err) { log_err("peer did not answer", err); });
+        on_fail);
   }
+}
+
+/// Connects to peers' published endpoints (blocking CAF calls, bounded by
+/// the middleman's heartbeat and connection timeout).
+caf::behavior connector(caf::event_based_actor* self) {
+  return {
+    [=](get_atom, const std::string& host,
+        uint16_t port) -> caf::result<caf::actor> {
+      auto ep = self->system().middleman().remote_actor(host, port);
+      if (!ep)
+        return ep.error();
+      return *ep;
+    },
+  };
 }
 
 void update_view(membership_actor* self,
@@ -342,6 +369,7 @@ caf::behavior membership(membership_actor* self, node* n,
   st.http_address = n->cfg().http.listen;
   st.regions = std::move(regions);
   st.conn = std::make_unique<storage::connection>(n->database_url(), 5);
+  st.connector = self->spawn<caf::detached + caf::linked>(connector);
   auto& reg = metrics();
   st.members_gauge = &reg.get_gauge("troupe_cluster_members",
                                     "Live cluster members");

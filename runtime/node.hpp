@@ -13,6 +13,7 @@
 
 #include "cluster-config/node_config.hpp"
 #include "runtime/cluster.hpp"
+#include "runtime/shard_map.hpp"
 
 namespace troupe::runtime {
 
@@ -51,6 +52,15 @@ public:
   /// The cluster as the membership service last saw it (thread-safe).
   cluster_view view() const;
   void set_cluster_view(cluster_view v);
+
+  /// The newest shard map this node applied (lock-free; null on a single
+  /// node). The edge uses it to tell local from remote calls.
+  std::shared_ptr<const shard_map> current_map() const {
+    return std::atomic_load(&map_);
+  }
+  void set_current_map(std::shared_ptr<const shard_map> m) {
+    std::atomic_store(&map_, std::move(m));
+  }
 
   /// Runs the node until a stop signal; returns the process exit code.
   int run();
@@ -95,6 +105,7 @@ private:
   };
   std::vector<service> services_;
   std::vector<std::function<void(caf::actor_system_config&)>> configure_;
+  std::shared_ptr<const shard_map> map_;
   mutable std::mutex view_mtx_;
   cluster_view view_;
   struct impl;

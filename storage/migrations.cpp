@@ -202,15 +202,21 @@ caf::error migrate(connection& conn, int& version) {
     auto res = conn.exec(sql);
     return res ? caf::none : res.error();
   };
-  if (auto err = step("CREATE EXTENSION IF NOT EXISTS pgcrypto"))
-    return err;
-  if (auto err = step("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                      " version integer PRIMARY KEY, name text NOT NULL,"
-                      " applied_ms bigint NOT NULL)"))
-    return err;
-  // One node at a time applies migrations.
+  // One node at a time applies migrations (catalog changes race even with
+  // IF NOT EXISTS).
   if (auto err = step("SELECT pg_advisory_lock(7201001)"))
     return err;
+  auto unlock = [&] { (void) step("SELECT pg_advisory_unlock(7201001)"); };
+  if (auto err = step("CREATE EXTENSION IF NOT EXISTS pgcrypto")) {
+    unlock();
+    return err;
+  }
+  if (auto err = step("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      " version integer PRIMARY KEY, name text NOT NULL,"
+                      " applied_ms bigint NOT NULL)")) {
+    unlock();
+    return err;
+  }
   caf::error result;
   auto current = conn.exec("SELECT coalesce(max(version), 0) FROM "
                            "schema_migrations");
@@ -242,12 +248,35 @@ caf::error migrate(connection& conn, int& version) {
       version = m.version;
     }
   }
-  (void) step("SELECT pg_advisory_unlock(7201001)");
+  unlock();
   return result;
 }
 
+namespace {
+
+caf::error maintain_partitions_locked(connection& conn, int64_t days_back,
+                                      int64_t days_ahead,
+                                      int64_t retention_days);
+
+} // namespace
+
 caf::error maintain_partitions(connection& conn, int64_t days_back,
                                int64_t days_ahead, int64_t retention_days) {
+  // Nodes starting together would race on the catalog ("relation already
+  // exists" despite IF NOT EXISTS): one at a time.
+  if (auto r = conn.exec("SELECT pg_advisory_lock(7201002)"); !r)
+    return r.error();
+  auto err = maintain_partitions_locked(conn, days_back, days_ahead,
+                                        retention_days);
+  (void) conn.exec("SELECT pg_advisory_unlock(7201002)");
+  return err;
+}
+
+namespace {
+
+caf::error maintain_partitions_locked(connection& conn, int64_t days_back,
+                                      int64_t days_ahead,
+                                      int64_t retention_days) {
   using namespace std::chrono;
   auto today = floor<hours>(system_clock::now()).time_since_epoch().count()
                / 24;
@@ -301,5 +330,7 @@ caf::error maintain_partitions(connection& conn, int64_t days_back,
   }
   return caf::none;
 }
+
+} // namespace
 
 } // namespace troupe::storage
