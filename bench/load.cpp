@@ -1,6 +1,8 @@
-// troupe_load: drives device telemetry into a running troupe node over HTTP
-// and reports throughput, latency percentiles, answers by status and, with
-// --pid, the node's CPU time per 1,000 requests. See bench/README.md.
+// troupe_load: drives device telemetry into a running troupe node (or
+// several: --url takes a comma-separated list, worker connection i uses
+// url[i % n]) over HTTP and reports throughput, latency percentiles, answers
+// by status and, with --pid (one pid or a comma-separated list), the CPU time
+// of those processes together per 1,000 requests. See bench/README.md.
 //
 // Phases, each bounded by per-request timeouts and a phase deadline:
 //
@@ -33,7 +35,8 @@ constexpr int exit_usage = 2;
 
 /// The run's settings, read once from the command line.
 struct load_config {
-  std::string url;
+  std::string url;               // the first of `urls`: admin, registration
+  std::vector<std::string> urls; // worker connection i uses urls[i % n]
   std::string admin_user;
   std::string admin_password;
   std::string tenant;
@@ -47,7 +50,7 @@ struct load_config {
   int64_t timeout_s = 0;
   int64_t admin_timeout_s = 0;
   int64_t login_timeout_s = 0;
-  int pid = 0; // 0: no CPU accounting
+  std::vector<int> pids; // empty: no CPU accounting
 };
 
 /// One simulated device: credentials, auth header and the batch and
@@ -118,6 +121,63 @@ bool valid_id_chars(const std::string& s) {
   });
 }
 
+/// Splits `text` at commas; empty items are kept (and rejected by callers).
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    auto comma = text.find(',', start);
+    out.push_back(text.substr(start, comma == std::string::npos
+                                       ? std::string::npos
+                                       : comma - start));
+    if (comma == std::string::npos)
+      return out;
+    start = comma + 1;
+  }
+}
+
+/// A pid in [1, INT32_MAX] written in decimal, or nothing.
+std::optional<int> parse_pid(const std::string& text) {
+  if (text.empty() || text.size() > 10
+      || !std::all_of(text.begin(), text.end(),
+                      [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  auto v = std::stoll(text);
+  if (v < 1 || v > INT32_MAX)
+    return std::nullopt;
+  return static_cast<int>(v);
+}
+
+/// User plus system CPU seconds of every process in `pids`, each and in
+/// total; nothing when any of them cannot be read.
+struct cpu_sample {
+  std::vector<double> each;
+  double total = 0;
+};
+
+std::optional<cpu_sample> sample_cpu(const std::vector<int>& pids,
+                                     int* missing = nullptr) {
+  cpu_sample s;
+  for (auto pid : pids) {
+    auto v = process_cpu_seconds(pid);
+    if (!v) {
+      if (missing != nullptr)
+        *missing = pid;
+      return std::nullopt;
+    }
+    s.each.push_back(*v);
+    s.total += *v;
+  }
+  return s;
+}
+
+std::string join_commas(const std::vector<std::string>& items) {
+  std::string out;
+  for (auto& i : items)
+    out += (out.empty() ? "" : ",") + i;
+  return out;
+}
+
 std::optional<load_config> parse_args(int argc, char** argv) {
   options opts{
     "troupe_load",
@@ -125,7 +185,9 @@ std::optional<load_config> parse_args(int argc, char** argv) {
     "sends telemetry from --connections keep-alive connections for --duration\n"
     "seconds and reports requests/s, points/s, latency and status counts.",
     {
-      {"url", option_spec::text, "http://127.0.0.1:8080", "troupe base URL"},
+      {"url", option_spec::text, "http://127.0.0.1:8080",
+       "troupe base URL, or a comma-separated list (connection i uses url[i % "
+       "n]; admin and registration use the first)"},
       {"admin-user", option_spec::text, "admin", "admin username"},
       {"admin-password", option_spec::text, "", "admin password (required)"},
       {"tenant", option_spec::text, "bench", "tenant for the devices"},
@@ -135,8 +197,8 @@ std::optional<load_config> parse_args(int argc, char** argv) {
       {"points", option_spec::integer, "10", "points per request", 1, 10000},
       {"metrics", option_spec::integer, "2", "distinct metrics", 1, 10000},
       {"prefix", option_spec::text, "bench-", "device id prefix"},
-      {"pid", option_spec::integer, "", "troupe pid for CPU time", 1,
-       INT32_MAX},
+      {"pid", option_spec::text, "",
+       "troupe pid for CPU time, or a comma-separated list (CPU is summed)"},
       {"register-chunk", option_spec::integer, "1000",
        "devices per bulk register request", 1, 10000},
       {"timeout", option_spec::integer, "30", "per-request timeout, s", 1,
@@ -156,9 +218,12 @@ std::optional<load_config> parse_args(int argc, char** argv) {
     return std::nullopt;
   }
   load_config cfg;
-  cfg.url = opts.get("url");
-  while (!cfg.url.empty() && cfg.url.back() == '/')
-    cfg.url.pop_back();
+  for (auto u : split_commas(opts.get("url"))) {
+    while (!u.empty() && u.back() == '/')
+      u.pop_back();
+    cfg.urls.push_back(u);
+  }
+  cfg.url = cfg.urls.front();
   cfg.admin_user = opts.get("admin-user");
   cfg.admin_password = opts.get("admin-password");
   cfg.tenant = opts.get("tenant");
@@ -172,14 +237,24 @@ std::optional<load_config> parse_args(int argc, char** argv) {
   cfg.timeout_s = opts.get_int("timeout");
   cfg.admin_timeout_s = opts.get_int("admin-timeout");
   cfg.login_timeout_s = opts.get_int("login-timeout");
-  if (opts.given("pid"))
-    cfg.pid = static_cast<int>(opts.get_int("pid"));
   auto usage_error = [&](const std::string& msg) {
     std::cerr << "troupe_load: " << msg << "\n\n" << opts.usage();
     std::exit(exit_usage);
   };
-  if (!valid_base_url(cfg.url))
-    usage_error("--url must look like http://host:port, got '" + cfg.url + "'");
+  if (opts.given("pid")) {
+    for (auto& p : split_commas(opts.get("pid"))) {
+      auto pid = parse_pid(p);
+      if (!pid)
+        usage_error("--pid needs pids in [1, " + std::to_string(INT32_MAX)
+                    + "], comma-separated, got '" + opts.get("pid") + "'");
+      cfg.pids.push_back(*pid);
+    }
+  }
+  for (auto& u : cfg.urls)
+    if (!valid_base_url(u))
+      usage_error("--url must look like http://host:port (or a "
+                  "comma-separated list of those), got '"
+                  + u + "'");
   if (cfg.admin_password.empty())
     usage_error("--admin-password is required");
   if (cfg.tenant.empty() || cfg.tenant.size() > 64
@@ -279,8 +354,8 @@ std::vector<device*> share_of(std::vector<device>& devs, size_t w, size_t n) {
   return out;
 }
 
-void login_worker(httplib::Client& cli, std::vector<device*> mine,
-                  const load_config& cfg, bench_clock::time_point deadline,
+void login_worker(httplib::Client& cli, const std::string& url,
+                  std::vector<device*> mine, bench_clock::time_point deadline,
                   abort_state& abort, loop_stats& stats,
                   std::string& first_error) {
   constexpr int max_attempts = 5;
@@ -294,7 +369,7 @@ void login_worker(httplib::Client& cli, std::vector<device*> mine,
                             stats);
       if (!res) {
         if (attempt == max_attempts)
-          abort.raise(describe(res, cfg.url, "device login"));
+          abort.raise(describe(res, url, "device login"));
         std::this_thread::sleep_for(milliseconds{100});
         continue;
       }
@@ -312,7 +387,7 @@ void login_worker(httplib::Client& cli, std::vector<device*> mine,
             first_error = "device login: no \"token\" in " + snippet(res->body);
         }
       } else if (first_error.empty()) {
-        first_error = describe(res, cfg.url, "device login of " + d->id);
+        first_error = describe(res, url, "device login of " + d->id);
       }
       break;
     }
@@ -393,12 +468,13 @@ int main(int argc, char** argv) {
   const auto cfg = *parsed;
   auto workers = static_cast<size_t>(std::min(cfg.connections, cfg.devices));
 
-  std::optional<double> cpu_before;
-  if (cfg.pid != 0 && !process_cpu_seconds(cfg.pid))
-    fail("--pid " + std::to_string(cfg.pid)
+  std::optional<cpu_sample> cpu_before;
+  if (int missing = 0; !cfg.pids.empty() && !sample_cpu(cfg.pids, &missing))
+    fail("--pid " + std::to_string(missing)
          + ": cannot read /proc/PID/stat (no such process?)");
 
-  std::cout << "troupe_load: url=" << cfg.url << " tenant=" << cfg.tenant
+  std::cout << "troupe_load: url=" << join_commas(cfg.urls)
+            << " tenant=" << cfg.tenant
             << " devices=" << cfg.devices << " connections=" << workers
             << " duration=" << cfg.duration_s << "s points=" << cfg.points
             << " metrics=" << cfg.metrics << std::endl;
@@ -434,9 +510,15 @@ int main(int argc, char** argv) {
 
   // -- devices: login from every connection --
   std::vector<std::unique_ptr<httplib::Client>> clients;
-  for (size_t w = 0; w < workers; ++w)
-    clients.push_back(make_client(cfg.url, static_cast<int>(cfg.timeout_s),
+  auto url_of = [&](size_t w) -> const std::string& {
+    return cfg.urls[w % cfg.urls.size()];
+  };
+  for (size_t w = 0; w < workers; ++w) {
+    clients.push_back(make_client(url_of(w), static_cast<int>(cfg.timeout_s),
                                   static_cast<int>(cfg.timeout_s)));
+    if (!clients.back())
+      fail("cannot use --url " + url_of(w));
+  }
   abort_state abort;
   std::vector<loop_stats> login_stats(workers);
   std::vector<std::string> login_errors(workers);
@@ -446,7 +528,7 @@ int main(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (size_t w = 0; w < workers; ++w)
       threads.emplace_back(login_worker, std::ref(*clients[w]),
-                           share_of(devs, w, workers), std::cref(cfg),
+                           std::cref(url_of(w)), share_of(devs, w, workers),
                            login_deadline, std::ref(abort),
                            std::ref(login_stats[w]), std::ref(login_errors[w]));
     for (auto& t : threads)
@@ -475,8 +557,8 @@ int main(int argc, char** argv) {
     fail("no device could log in; nothing to measure");
 
   // -- telemetry --
-  if (cfg.pid != 0)
-    cpu_before = process_cpu_seconds(cfg.pid);
+  if (!cfg.pids.empty())
+    cpu_before = sample_cpu(cfg.pids);
   std::vector<loop_stats> stats(workers);
   auto t0 = bench_clock::now();
   auto deadline = t0 + std::chrono::seconds{cfg.duration_s};
@@ -491,13 +573,23 @@ int main(int argc, char** argv) {
   }
   auto elapsed = seconds_since(t0);
   std::optional<double> cpu_s;
+  std::vector<double> cpu_each;
   if (cpu_before) {
-    if (auto after = process_cpu_seconds(cfg.pid))
-      cpu_s = *after - *cpu_before;
-    else
-      std::cerr << "troupe_load: warning: pid " << cfg.pid
+    int missing = 0;
+    if (auto after = sample_cpu(cfg.pids, &missing)) {
+      cpu_s = after->total - cpu_before->total;
+      for (size_t i = 0; i < cfg.pids.size(); ++i)
+        cpu_each.push_back(after->each[i] - cpu_before->each[i]);
+    } else {
+      std::cerr << "troupe_load: warning: pid " << missing
                 << " vanished during the run; no CPU figure" << std::endl;
+    }
   }
+
+  // Answered requests per base URL (workers are assigned round robin).
+  std::vector<uint64_t> per_url(cfg.urls.size(), 0);
+  for (size_t w = 0; w < workers; ++w)
+    per_url[w % cfg.urls.size()] += stats[w].answered();
 
   loop_stats all;
   for (auto& s : stats)
@@ -528,6 +620,12 @@ int main(int argc, char** argv) {
   for (auto& [name, n] : all.transport_errors)
     std::cout << " [" << name << ": " << n << "]";
   std::cout << '\n';
+  if (cfg.urls.size() > 1) {
+    std::cout << "  by url       ";
+    for (size_t i = 0; i < cfg.urls.size(); ++i)
+      std::cout << ' ' << cfg.urls[i] << ": " << per_url[i];
+    std::cout << '\n';
+  }
   if (cpu_s) {
     std::cout << "  troupe cpu    " << round_to(*cpu_s, 2) << " s ("
               << round_to(*cpu_s / elapsed, 2) << " cores), "
@@ -539,6 +637,9 @@ int main(int argc, char** argv) {
   nlohmann::ordered_json r;
   r["tool"] = "troupe_load";
   r["url"] = cfg.url;
+  r["urls"] = cfg.urls;
+  r["requests_by_url"] = per_url;
+  r["pids"] = cfg.pids;
   r["devices"] = cfg.devices;
   r["devices_ready"] = ready;
   r["connections"] = workers;
@@ -559,6 +660,10 @@ int main(int argc, char** argv) {
   r["transport_errors"] = transport;
   if (cpu_s) {
     r["cpu_s"] = round_to(*cpu_s, 3);
+    auto each = nlohmann::ordered_json::array();
+    for (auto c : cpu_each)
+      each.push_back(round_to(c, 3));
+    r["cpu_s_by_pid"] = each;
     r["cpu_cores"] = round_to(*cpu_s / elapsed, 3);
     r["cpu_s_per_1k_requests"]
       = round_to(answered ? *cpu_s * 1000.0 / answered : 0.0, 5);

@@ -186,6 +186,12 @@ private:
     }
   }
 
+  /// Reads `limit` (default 100, at most 1000) and `cursor` (an opaque
+  /// position tagged `tag`); fails the exchange (400) on bad input.
+  bool page_params(exchange& x, char tag, int64_t& limit, std::string& after);
+  /// API.md's list body: {"items": ..., "next_cursor": ... | null}.
+  static json page_body(json items, const std::string& next, char tag);
+
   /// Parses the JSON body; fails the exchange (400/415) when it cannot.
   std::optional<json> json_body(exchange& x);
   /// Authenticates a user; fails the exchange (401) when it cannot.
@@ -362,6 +368,32 @@ void edge::dispatch(const std::string& method, const httplib::Request& req,
   observe(x.route, method, res.status, secs);
   log().debug("req={} {} {} route={} status={} ms={:.2f}", x.req_id, method,
               req.path, x.route, res.status, secs * 1000);
+}
+
+bool edge::page_params(exchange& x, char tag, int64_t& limit,
+                       std::string& after) {
+  auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
+  if (auto e = std::get_if<api_error>(&lim)) {
+    fail(x, *e);
+    return false;
+  }
+  limit = std::get<int64_t>(lim);
+  if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
+    auto pos = decode_cursor(c);
+    if (!pos || (*pos)[0] != tag) {
+      fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
+      return false;
+    }
+    after = pos->substr(2);
+  }
+  return true;
+}
+
+json edge::page_body(json items, const std::string& next, char tag) {
+  return {{"items", std::move(items)},
+          {"next_cursor", next.empty() ? json(nullptr)
+                                       : json(encode_cursor(
+                                         std::string{tag, ':'} + next))}};
 }
 
 std::optional<json> edge::json_body(exchange& x) {
@@ -635,27 +667,15 @@ void edge::user_routes() {
                                  "online must be true or false"});
       req.online = v == "true" ? 1 : 0;
     }
-    auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
-    if (auto e = std::get_if<api_error>(&lim))
-      return fail(x, *e);
-    req.limit = std::get<int64_t>(lim);
-    if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
-      auto pos = decode_cursor(c);
-      if (!pos || (*pos)[0] != 'd')
-        return fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
-      req.after = pos->substr(2);
-    }
+    if (!page_params(x, 'd', req.limit, req.after))
+      return;
     auto r = ask<actors::device_page>(directory_, caf::make_message(req));
     if (!r)
       return fail(x, r.error());
     auto items = json::array();
     for (auto& v : r->items)
       items.push_back(device_json(v, false));
-    reply(x, 200,
-          {{"items", items},
-           {"next_cursor", r->next.empty() ? json(nullptr)
-                                           : json(encode_cursor("d:"
-                                                                + r->next))}});
+    reply(x, 200, page_body(std::move(items), r->next, 'd'));
   });
   add("GET", "/api/v1/devices/([^/]+)", "/api/v1/devices/{id}",
       [this](exchange& x) {
@@ -917,27 +937,15 @@ void edge::admin_routes() {
         if (!who)
           return;
         actors::list_users lu{*who, "", 100};
-        auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
-        if (auto e = std::get_if<api_error>(&lim))
-          return fail(x, *e);
-        lu.limit = std::get<int64_t>(lim);
-        if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
-          auto pos = decode_cursor(c);
-          if (!pos || (*pos)[0] != 'u')
-            return fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
-          lu.after = pos->substr(2);
-        }
+        if (!page_params(x, 'u', lu.limit, lu.after))
+          return;
         auto r = ask<actors::user_list>(directory_, caf::make_message(lu));
         if (!r)
           return fail(x, r.error());
         auto items = json::array();
         for (auto& u : r->items)
           items.push_back(user_json(u));
-        reply(x, 200,
-              {{"items", items},
-               {"next_cursor", r->next.empty()
-                                 ? json(nullptr)
-                                 : json(encode_cursor("u:" + r->next))}});
+        reply(x, 200, page_body(std::move(items), r->next, 'u'));
       });
   add("DELETE", "/api/v1/admin/users/([^/]+)", "/api/v1/admin/users/{username}",
       [this](exchange& x) {
@@ -1192,27 +1200,15 @@ void edge::analysis_routes() {
         return fail(x, api_error{400, "invalid_request",
                                  "state must be open or closed"});
     }
-    auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
-    if (auto e = std::get_if<api_error>(&lim))
-      return fail(x, *e);
-    req.limit = std::get<int64_t>(lim);
-    if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
-      auto pos = decode_cursor(c);
-      if (!pos || pos->size() < 2 || pos->compare(0, 2, "a:") != 0)
-        return fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
-      req.after = pos->substr(2);
-    }
+    if (!page_params(x, 'a', req.limit, req.after))
+      return;
     auto r = ask<actors::alert_page>(directory_, caf::make_message(req));
     if (!r)
       return fail(x, r.error());
     auto items = json::array();
     for (auto& a : r->items)
       items.push_back(alert_json(a));
-    reply(x, 200,
-          {{"items", items},
-           {"next_cursor", r->next.empty()
-                             ? json(nullptr)
-                             : json(encode_cursor("a:" + r->next))}});
+    reply(x, 200, page_body(std::move(items), r->next, 'a'));
   });
   // Closing an alert that is already closed answers 409.
   add("POST", "/api/v1/alerts/([^/]+)/close", "/api/v1/alerts/{id}/close",
@@ -1235,27 +1231,15 @@ void edge::analysis_routes() {
       return;
     actors::list_rules req;
     req.who = *who;
-    auto lim = parse_limit(x.req.get_param_value("limit"), 100, 1000);
-    if (auto e = std::get_if<api_error>(&lim))
-      return fail(x, *e);
-    req.limit = std::get<int64_t>(lim);
-    if (auto c = x.req.get_param_value("cursor"); !c.empty()) {
-      auto pos = decode_cursor(c);
-      if (!pos || pos->size() < 2 || pos->compare(0, 2, "r:") != 0)
-        return fail(x, api_error{400, "invalid_cursor", "invalid cursor"});
-      req.after = pos->substr(2);
-    }
+    if (!page_params(x, 'r', req.limit, req.after))
+      return;
     auto r = ask<actors::rule_page>(directory_, caf::make_message(req));
     if (!r)
       return fail(x, r.error());
     auto items = json::array();
     for (auto& rl : r->items)
       items.push_back(rule_json(rl));
-    reply(x, 200,
-          {{"items", items},
-           {"next_cursor", r->next.empty()
-                             ? json(nullptr)
-                             : json(encode_cursor("r:" + r->next))}});
+    reply(x, 200, page_body(std::move(items), r->next, 'r'));
   });
   add("POST", "/api/v1/rules", "/api/v1/rules", [this](exchange& x) {
     auto who = user(x);

@@ -339,7 +339,13 @@ void tick(membership_actor* self) {
       log().info("membership: drained (no shards left)");
     }
   }
-  if (st.leaving && (st.state == "drained" || now > st.leave_deadline)) {
+  // With no other alive member there is no one to hand shards to (the whole
+  // cluster is stopping): leave at once instead of waiting for a deadline.
+  bool others_alive = std::any_of(live.begin(), live.end(), [&](auto& m) {
+    return m.id != st.id && m.state == "alive";
+  });
+  if (st.leaving
+      && (st.state == "drained" || !others_alive || now > st.leave_deadline)) {
     (void) storage::set_member_state(*st.conn, st.id, "left");
     log().info("membership: left the cluster ({})", st.state);
     st.leaving->deliver(ok_atom::value);
@@ -454,11 +460,15 @@ void install_cluster(node& n, std::vector<std::string> names) {
       config::split_host_port(n.cfg().cluster.listen, host, port);
       auto bound = sys.middleman().publish(handles->second, port, host.c_str(),
                                            true);
-      if (!bound)
+      if (!bound) {
+        // Drop the endpoint, or the actor system would wait for it forever.
+        caf::anon_send_exit(handles->second, caf::exit_reason::user_shutdown);
+        handles->second = nullptr;
         return make_runtime_error(errc::shutting_down,
                                   "cannot publish the cluster endpoint on "
                                     + n.cfg().cluster.listen + ": "
                                     + sys.render(bound.error()));
+      }
       log().info("cluster endpoint published on {}:{}", host, *bound);
       handles->first = sys.spawn<caf::detached>(membership, &n, regions);
       n.set_actor("membership", handles->first);
@@ -474,9 +484,13 @@ void install_cluster(node& n, std::vector<std::string> names) {
           .receive([](ok_atom) {},
                    [](caf::error& err) { log_err("leave failed", err); });
       }
+      sys.middleman().unpublish(handles->second, 0);
       caf::anon_send_exit(handles->first, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(handles->second, caf::exit_reason::user_shutdown);
-      sys.middleman().unpublish(handles->second, 0);
+      // Release the handles: a detached actor's thread is only joined once
+      // nothing refers to it (~actor_system waits for it).
+      handles->first = nullptr;
+      handles->second = nullptr;
     });
 }
 

@@ -330,7 +330,7 @@ TEST_CASE("every point answered 202 survives a SIGKILL of the node",
 
 TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
           "after it returns",
-          "[durability][!mayfail]") {
+          "[durability]") {
   pg_server pg;
   node n;
   auto devices = setup_devices(n, 20);

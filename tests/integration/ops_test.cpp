@@ -112,7 +112,7 @@ TEST_CASE("gzip: compressed request bodies are accepted", "[ops][gzip]") {
   CHECK(bad.status == 400);
 }
 
-TEST_CASE("cluster view and drain are admin-only", "[ops][cluster][!mayfail]") {
+TEST_CASE("cluster view and drain are admin-only", "[ops][cluster]") {
   auto& n = shared_node();
   auto admin = n.admin_token();
   auto r = n.get("/api/v1/cluster", admin);
