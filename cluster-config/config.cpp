@@ -472,6 +472,10 @@ caf::error validate(const node_config& cfg) {
     return make_config_error(errc::contradiction,
                              "cluster.lease_ms: must be at least twice "
                              "cluster.heartbeat_ms");
+  if (!cfg.cluster.join.empty() && cfg.cluster.listen.empty())
+    return make_config_error(errc::contradiction,
+                             "cluster.join: joining a cluster needs "
+                             "cluster.listen (this node's own CAF endpoint)");
   if (!cfg.cluster.listen.empty() && cfg.storage.database_url.empty())
     return make_config_error(errc::contradiction,
                              "cluster.listen: a cluster shares one "

@@ -84,6 +84,16 @@ TEST_CASE("contradictions are rejected") {
   cfg = load_from_text("[cluster]\nheartbeat_ms = 1000\nlease_ms = 1500\n",
                        {}, no_env);
   REQUIRE(!cfg);
+  cfg = load_from_text("[cluster]\njoin = [\"a:1\"]\n", {}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("cluster.join") != std::string::npos);
+  cfg = load_from_text("[cluster]\nlisten = \"127.0.0.1:9091\"\n", {},
+                       no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("database_url") != std::string::npos);
+  cfg = load_from_text("[cluster]\nlisten = \"127.0.0.1:9091\"\n", {},
+                       env_of({{"TROUPE_DATABASE_URL", "postgresql://x/y"}}));
+  CHECK(cfg);
 }
 
 TEST_CASE("command line flags map to settings") {

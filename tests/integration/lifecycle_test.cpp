@@ -109,6 +109,23 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
           "--data-dir", (dir + "/data").c_str(), nullptr);
     _exit(127);
   }
+  // Whatever fails below, the node (and its PostgreSQL) must not outlive
+  // the test.
+  struct reaper {
+    pid_t pid;
+    ~reaper() {
+      if (pid <= 0 || waitpid(pid, nullptr, WNOHANG) == pid)
+        return;
+      kill(pid, SIGTERM);
+      for (int i = 0; i < 300; ++i) {
+        if (waitpid(pid, nullptr, WNOHANG) == pid)
+          return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } guard{pid};
   httplib::Client c{"127.0.0.1", port};
   c.set_connection_timeout(2);
   c.set_read_timeout(30);
@@ -140,6 +157,7 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
   }
+  guard.pid = -1;
   REQUIRE(exited);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
