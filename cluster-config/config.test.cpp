@@ -35,9 +35,11 @@ TEST_CASE("file, environment and flags apply in order") {
 listen = "0.0.0.0:9000"   # trailing comment
 threads = 16
 [cluster]
+listen = "127.0.0.1:9091"
 join = ["a:1", 'b:2']
 [storage]
 data_dir = "/tmp/x"
+database_url = "postgresql://h/db"
 )";
   auto cfg = load_from_text(file, {}, no_env);
   REQUIRE(cfg);
