@@ -188,6 +188,10 @@ const std::vector<field>& fields() {
      int_member(&nc::actors, &actors_config::online_window_s, 1, max_i)},
     {"actors.db_workers",
      int_member(&nc::actors, &actors_config::db_workers, 1, 256)},
+    {"actors.scheduler_policy",
+     str_member(&nc::actors, &actors_config::scheduler_policy)},
+    {"actors.scheduler_threads",
+     int_member(&nc::actors, &actors_config::scheduler_threads, 0, 256)},
     {"cluster.node_id", str_member(&nc::cluster, &cluster_config::node_id)},
     {"cluster.shards",
      int_member(&nc::cluster, &cluster_config::shards, 1, 65536)},
@@ -463,6 +467,12 @@ caf::error validate(const node_config& cfg) {
     return invalid("log.level", "expected one of trace, debug, info, warn, "
                                 "error, off; got '"
                                   + cfg.log.level + "'");
+  if (cfg.actors.scheduler_policy != "stealing"
+      && cfg.actors.scheduler_policy != "sharing"
+      && cfg.actors.scheduler_policy != "auto")
+    return invalid("actors.scheduler_policy",
+                   "expected auto, stealing or sharing, got '"
+                     + cfg.actors.scheduler_policy + "'");
   if (cfg.ingest.max_points_per_request > cfg.ingest.max_queued_points)
     return make_config_error(errc::contradiction,
                              "ingest.max_points_per_request: larger than "

@@ -45,6 +45,8 @@ constexpr int64_t device_token_ttl_s = 86'400;
 constexpr int64_t command_ttl_s = 86'400;
 constexpr int64_t online_window_s = 300;
 constexpr size_t db_workers = 4;
+constexpr const char* scheduler_policy = "auto";
+constexpr size_t scheduler_threads = 0;
 } // namespace actors
 
 namespace cluster {

@@ -84,6 +84,13 @@ struct actors_config {
   int64_t online_window_s = defaults::actors::online_window_s;
   /// Detached workers running database queries. Default 4.
   size_t db_workers = defaults::actors::db_workers;
+  /// CAF scheduler: "stealing" (work stealing), "sharing" (one shared
+  /// queue, no idle spinning) or "auto": sharing on a cluster node (3x less
+  /// CPU per forwarded request, bench/RESULTS.md), stealing on a single node.
+  /// Default auto.
+  std::string scheduler_policy = defaults::actors::scheduler_policy;
+  /// CAF scheduler threads; 0: max(4, cores). Default 0.
+  size_t scheduler_threads = defaults::actors::scheduler_threads;
 };
 
 /// [cluster]: membership and placement.

@@ -209,7 +209,16 @@ int node::run() {
   impl_->caf_cfg = std::make_unique<caf::actor_system_config>();
   auto& cc = *impl_->caf_cfg;
   auto cores = std::max(2u, std::thread::hardware_concurrency());
-  cc.set("scheduler.max-threads", static_cast<size_t>(std::max(4u, cores)));
+  auto threads = cfg_.actors.scheduler_threads > 0
+                   ? cfg_.actors.scheduler_threads
+                   : static_cast<size_t>(std::max(4u, cores));
+  cc.set("scheduler.max-threads", threads);
+  // Work stealing spins idle workers: on a cluster node that tripled the CPU
+  // per forwarded request (bench/RESULTS.md), so clusters share one queue.
+  auto& policy = cfg_.actors.scheduler_policy;
+  auto sharing = policy == "sharing" || (policy == "auto" && clustered());
+  cc.set("scheduler.policy",
+         sharing ? caf::atom("sharing") : caf::atom("stealing"));
   cc.set("logger.verbosity", caf::atom("quiet"));
   if (clustered()) {
     // CAF 0.17 ships with heartbeats off: a frozen peer would never be
