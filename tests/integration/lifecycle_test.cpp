@@ -89,11 +89,7 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
   std::string dir = tmpl;
   // The server runs as the postgres user when we are root: let it in.
   fs::permissions(dir, fs::perms::all, fs::perm_options::replace);
-  auto port = [] {
-    httplib::Server probe;
-    auto p = probe.bind_to_any_port("127.0.0.1");
-    return p;
-  }();
+  auto port = free_tcp_port();
   auto log = dir + "/node.log";
   auto pid = fork();
   REQUIRE(pid >= 0);
@@ -146,6 +142,8 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
   auto login = c.Post("/api/v1/login",
                       R"({"username":"root-admin","password":"embedded-Pw-1"})",
                       "application/json");
+  INFO("login: " << (login ? std::to_string(login->status)
+                            : httplib::to_string(login.error())));
   REQUIRE(login);
   CHECK(login->status == 200);
   CHECK(fs::exists(dir + "/data/postgres/PG_VERSION"));
