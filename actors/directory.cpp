@@ -111,6 +111,35 @@ alert to_alert(const storage::alert_row& a) {
   return x;
 }
 
+/// Runs `change(connection&) -> expected<bool>` on the device's row (false:
+/// no such device, 404), then resets the live device actor so its next
+/// message reloads from PostgreSQL (old secret and tokens, or the deleted
+/// device, are gone from memory too), and answers `reply`.
+template <class T, class F>
+caf::typed_response_promise<T>
+change_device(directory_actor* self, const std::string& id, F change, T reply,
+              std::string what) {
+  auto rp = self->make_response_promise<T>();
+  db_call<bool>(self, self->state.ctx->db, std::move(change),
+                [=](caf::expected<bool> r) mutable {
+                  if (!r) {
+                    rp.deliver(r.error());
+                    return;
+                  }
+                  if (!*r) {
+                    rp.deliver(make_actor_error(errc::not_found,
+                                                "device " + id
+                                                  + " not found"));
+                    return;
+                  }
+                  self->send(self->state.ctx->devices, route_atom::value, id,
+                             caf::make_message(reset_atom::value));
+                  log().info("device={} {}", id, what);
+                  rp.deliver(std::move(reply));
+                });
+  return rp;
+}
+
 // A fixed argon2id hash to verify against when the user does not exist, so
 // both failures take the same time.
 const std::string& dummy_hash() {
@@ -498,60 +527,26 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
     [=](rotate_secret& req) -> caf::result<device_secret> {
       if (!is_admin(req.who))
         return forbidden(req.who, "manage devices");
-      auto& st = self->state;
-      auto key = st.ctx->secret_key;
       auto secret = storage::crypto::random_token(32);
-      auto rp = self->make_response_promise<device_secret>();
-      db_call<bool>(
-        self, st.ctx->db,
-        [id = req.id, hash = storage::crypto::keyed_hash(key, secret)](
-          storage::connection& c) {
+      auto hash = storage::crypto::keyed_hash(self->state.ctx->secret_key,
+                                              secret);
+      return change_device(
+        self, req.id,
+        [id = req.id, hash](storage::connection& c) {
           return storage::update_device_secret(c, id, hash);
         },
-        [=](caf::expected<bool> r) mutable {
-          if (!r) {
-            rp.deliver(r.error());
-            return;
-          }
-          if (!*r) {
-            rp.deliver(make_actor_error(errc::not_found,
-                                        "device " + req.id + " not found"));
-            return;
-          }
-          // The live actor drops its copy (old secret, old tokens).
-          self->send(self->state.ctx->devices, route_atom::value, req.id,
-                     caf::make_message(reset_atom::value));
-          log().info("device={} secret rotated by={}", req.id,
-                     req.who.username);
-          rp.deliver(device_secret{req.id, "", "", secret});
-        });
-      return rp;
+        device_secret{req.id, "", "", secret},
+        "secret rotated by=" + req.who.username);
     },
     [=](delete_device& req) -> caf::result<done> {
       if (!is_admin(req.who))
         return forbidden(req.who, "manage devices");
-      auto rp = self->make_response_promise<done>();
-      db_call<bool>(
-        self, self->state.ctx->db,
+      return change_device(
+        self, req.id,
         [id = req.id](storage::connection& c) {
           return storage::delete_device(c, id);
         },
-        [=](caf::expected<bool> r) mutable {
-          if (!r) {
-            rp.deliver(r.error());
-            return;
-          }
-          if (!*r) {
-            rp.deliver(make_actor_error(errc::not_found,
-                                        "device " + req.id + " not found"));
-            return;
-          }
-          self->send(self->state.ctx->devices, route_atom::value, req.id,
-                     caf::make_message(reset_atom::value));
-          log().info("device={} deleted by={}", req.id, req.who.username);
-          rp.deliver(done{});
-        });
-      return rp;
+        done{}, "deleted by=" + req.who.username);
     },
   };
 }

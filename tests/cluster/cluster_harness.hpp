@@ -6,6 +6,7 @@
 // spread over nodes, and a sampler that watches `troupe_shards_served` on
 // every live node to catch a shard served by two nodes at once.
 
+#include "tests/integration/acked.hpp"
 #include "tests/integration/harness.hpp"
 
 #include <atomic>
@@ -142,22 +143,6 @@ private:
 // -- upload load -------------------------------------------------------------------
 
 constexpr int points_per_batch = 10;
-constexpr const char* load_metric = "load";
-
-struct device_state {
-  size_t index = 0;
-  std::string id;
-  std::string secret;
-  std::string token;
-  int64_t next_batch = 1;
-  int64_t next_seq = 0;
-};
-
-struct acked_batch {
-  size_t device = 0;
-  int64_t batch_id = 0;
-  json body;
-};
 
 /// Registers `count` devices in a fresh tenant through `reg` and logs each
 /// in through a node picked round robin from `login_via`.
@@ -216,21 +201,5 @@ private:
   std::string longest_dev_;
   std::vector<std::thread> threads_;
 };
-
-struct verdict {
-  size_t acked_points = 0;
-  size_t missing = 0;
-  size_t wrong_value = 0;
-  size_t rows = 0;
-  std::string first_missing;
-};
-
-/// Direct SQL on telemetry ⋈ devices ⋈ metrics: is every acked point stored
-/// (polling up to `timeout`)?
-verdict wait_stored(const database& db, const std::vector<acked_batch>& acked,
-                    const std::vector<device_state>& devices,
-                    std::chrono::milliseconds timeout);
-
-std::string describe(const std::map<int, size_t>& statuses);
 
 } // namespace troupe::test::cluster

@@ -5,6 +5,7 @@
 // Runs serially (RUN_SERIAL in CMake): the second test stops the shared test
 // PostgreSQL.
 
+#include "tests/integration/acked.hpp"
 #include "tests/integration/harness.hpp"
 
 #include <catch2/catch.hpp>
@@ -20,22 +21,6 @@ using namespace troupe::test;
 namespace {
 
 constexpr int points_per_batch = 20;
-constexpr const char* metric_name = "load";
-
-struct device_state {
-  size_t index = 0;
-  std::string id;
-  std::string secret;
-  std::string token;
-  int64_t next_batch = 1;
-  int64_t next_seq = 0;
-};
-
-struct acked_batch {
-  size_t device = 0;
-  int64_t batch_id = 0;
-  json body;
-};
 
 /// Uploads from `threads` threads, each owning every threads-th device (so
 /// a device's batch ids grow in order), until stopped. Records every batch
@@ -113,7 +98,7 @@ private:
       json pts = json::array();
       for (int i = 0; i < points_per_batch; ++i) {
         auto seq = d.next_seq++;
-        pts.push_back({{"metric", metric_name},
+        pts.push_back({{"metric", load_metric},
                        {"value", static_cast<double>(d.index * 1'000'000 + seq)},
                        {"ts", base_ts_ + seq}});
       }
@@ -205,78 +190,6 @@ std::vector<device_state> setup_devices(node& n, size_t count) {
   return out;
 }
 
-/// (device id, ts) -> value of every stored point of `metric_name`.
-std::map<std::pair<std::string, int64_t>, double>
-stored_points(const database& db, size_t* rows_out = nullptr) {
-  auto rows = db.query(
-    "SELECT d.id, round(extract(epoch FROM t.ts) * 1000)::bigint, t.value "
-    "FROM telemetry t JOIN devices d ON d.key = t.device_key "
-    "JOIN metrics m ON m.id = t.metric_id WHERE m.name = 'load'");
-  if (rows_out != nullptr)
-    *rows_out = rows.size();
-  std::map<std::pair<std::string, int64_t>, double> out;
-  for (auto& r : rows)
-    out[{r[0], std::stoll(r[1])}] = std::stod(r[2]);
-  return out;
-}
-
-struct verdict {
-  size_t acked_points = 0;
-  size_t missing = 0;
-  size_t wrong_value = 0;
-  size_t rows = 0;
-  std::string first_missing;
-};
-
-verdict check_stored(const database& db, const std::vector<acked_batch>& acked,
-                     const std::vector<device_state>& devices) {
-  verdict v;
-  auto stored = stored_points(db, &v.rows);
-  for (auto& b : acked) {
-    for (auto& p : b.body["points"]) {
-      ++v.acked_points;
-      auto key = std::make_pair(devices[b.device].id, p["ts"].get<int64_t>());
-      auto i = stored.find(key);
-      if (i == stored.end()) {
-        if (v.missing++ == 0)
-          v.first_missing = key.first + " batch " + std::to_string(b.batch_id)
-                            + " ts " + std::to_string(key.second);
-      } else if (i->second != p["value"].get<double>()) {
-        ++v.wrong_value;
-      }
-    }
-  }
-  return v;
-}
-
-/// Polls until every acked point is stored, or `timeout`.
-verdict wait_stored(const database& db, const std::vector<acked_batch>& acked,
-                    const std::vector<device_state>& devices,
-                    std::chrono::milliseconds timeout) {
-  verdict v;
-  eventually(
-    [&] {
-      try {
-        v = check_stored(db, acked, devices);
-      } catch (const std::exception& e) {
-        // PostgreSQL may still be coming up.
-        v.missing = v.acked_points ? v.acked_points : 1;
-        v.first_missing = e.what();
-      }
-      return v.missing == 0 && v.wrong_value == 0;
-    },
-    timeout, 250ms);
-  return v;
-}
-
-std::string describe(const std::map<int, size_t>& statuses) {
-  std::string out;
-  for (auto& [status, count] : statuses)
-    out += (status == 0 ? std::string{"no-answer"} : std::to_string(status))
-           + ":" + std::to_string(count) + " ";
-  return out;
-}
-
 } // namespace
 
 TEST_CASE("every point answered 202 survives a SIGKILL of the node",
@@ -324,7 +237,7 @@ TEST_CASE("every point answered 202 survives a SIGKILL of the node",
   // And new uploads go on.
   json fresh{{"batch_id", last.batch_id + 1'000'000},
              {"points",
-              {{{"metric", metric_name}, {"value", -1.0}, {"ts", base_ts - 1}}}}};
+              {{{"metric", load_metric}, {"value", -1.0}, {"ts", base_ts - 1}}}}};
   TROUPE_CHECK_STATUS(post_telemetry(n, token, fresh), 202);
 }
 
