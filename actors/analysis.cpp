@@ -75,29 +75,6 @@ bool is_anomaly(double avg, int64_t prior_n, double prior_mean,
   return dev > z * prior_sd;
 }
 
-restart_policy::restart_policy(size_t max_restarts,
-                               std::chrono::milliseconds window,
-                               std::chrono::milliseconds base,
-                               std::chrono::milliseconds cap)
-  : max_restarts_(max_restarts), window_(window), base_(base), cap_(cap) {
-}
-
-std::chrono::milliseconds restart_policy::on_crash(clock::time_point now) {
-  while (!crashes_.empty() && now - crashes_.front() > window_)
-    crashes_.pop_front();
-  crashes_.push_back(now);
-  tripped_ = crashes_.size() > max_restarts_;
-  if (tripped_) {
-    // Start the next window afresh once the worker comes back.
-    crashes_.clear();
-    return window_;
-  }
-  auto delay = base_;
-  for (size_t i = 1; i < crashes_.size() && delay < cap_; ++i)
-    delay *= 2;
-  return std::min(delay, cap_);
-}
-
 bool quarantine::fail(const std::string& unit) {
   if (units_.count(unit) > 0)
     return false;
@@ -120,11 +97,21 @@ using restart_atom = caf::atom_constant<caf::atom("restart")>;
 struct run_pass {
   std::vector<std::string> quarantined;
   int64_t now_ms = 0;
+  /// The shards this node owns; all_shards: every device (a single node).
+  bool all_shards = true;
+  std::vector<int32_t> shard_list;
+
+  storage::shard_filter shards() const {
+    if (all_shards)
+      return std::nullopt;
+    return shard_list;
+  }
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_pass& x) {
-  return f(caf::meta::type_name("troupe.run_pass"), x.quarantined, x.now_ms);
+  return f(caf::meta::type_name("troupe.run_pass"), x.quarantined, x.now_ms,
+           x.all_shards, x.shard_list);
 }
 
 /// What a pass did: rows or pairs processed, alerts opened, and the inputs
@@ -184,7 +171,7 @@ caf::expected<pass_report> rollups_pass(storage::connection& c,
   pass_report rep;
   auto drain = [&](std::optional<int64_t> only) -> caf::error {
     for (int i = 0; i < max_chunks; ++i) {
-      auto r = storage::roll_up_dirty(c, skip, only, chunk_rows);
+      auto r = storage::roll_up_dirty(c, skip, only, chunk_rows, req.shards());
       if (!r)
         return std::move(r.error());
       rep.processed += r->written;
@@ -201,7 +188,7 @@ caf::expected<pass_report> rollups_pass(storage::connection& c,
   log().warn("analysis pass=rollups set-based run failed, retrying per "
              "device: {}",
              config::describe(err));
-  auto keys = storage::dirty_device_keys(c, skip);
+  auto keys = storage::dirty_device_keys(c, skip, req.shards());
   if (!keys)
     return std::move(keys.error());
   for (auto k : *keys) {
@@ -223,7 +210,8 @@ caf::expected<pass_report> anomaly_pass(storage::connection& c,
   std::set<int64_t> touched;
   auto check = [&](std::optional<int64_t> only) -> caf::error {
     for (int i = 0; i < max_chunks; ++i) {
-      auto cs = storage::unchecked_rollups(c, skip, only, chunk_rows);
+      auto cs = storage::unchecked_rollups(c, skip, only, chunk_rows,
+                                           req.shards());
       if (!cs)
         return std::move(cs.error());
       std::vector<bool> flags;
@@ -247,7 +235,7 @@ caf::expected<pass_report> anomaly_pass(storage::connection& c,
     log().warn("analysis pass=anomaly set-based run failed, retrying per "
                "device: {}",
                config::describe(err));
-    auto keys = storage::unchecked_device_keys(c, skip);
+    auto keys = storage::unchecked_device_keys(c, skip, req.shards());
     if (!keys)
       return std::move(keys.error());
     for (auto k : *keys) {
@@ -277,7 +265,7 @@ caf::expected<pass_report> rules_pass(storage::connection& c,
     return std::move(ids.error());
   std::vector<storage::rule_candidate> cands;
   auto all = storage::rule_candidates(c, req.quarantined, std::nullopt,
-                                      req.now_ms);
+                                      req.now_ms, req.shards());
   if (all) {
     cands = std::move(*all);
   } else if (!per_unit_retry(all.error())) {
@@ -287,7 +275,8 @@ caf::expected<pass_report> rules_pass(storage::connection& c,
                "rule: {}",
                config::describe(all.error()));
     for (auto& id : *ids) {
-      auto one = storage::rule_candidates(c, {}, id, req.now_ms);
+      auto one = storage::rule_candidates(c, {}, id, req.now_ms,
+                                          req.shards());
       if (!one) {
         if (!per_unit_retry(one.error()))
           return std::move(one.error());
@@ -326,7 +315,7 @@ caf::expected<pass_report> rules_pass(storage::connection& c,
         == rep.failed.end())
       evaluated.push_back(id);
   if (auto closed = storage::close_rule_alerts(c, evaluated, breaching,
-                                               req.now_ms);
+                                               req.now_ms, req.shards());
       !closed)
     return std::move(closed.error());
   return rep;
@@ -335,7 +324,8 @@ caf::expected<pass_report> rules_pass(storage::connection& c,
 caf::expected<pass_report> silence_pass(storage::connection& c,
                                         const run_pass& req,
                                         int64_t silence_s) {
-  auto r = storage::sync_silence_alerts(c, silence_s, req.now_ms);
+  auto r = storage::sync_silence_alerts(c, silence_s, req.now_ms,
+                                        req.shards());
   if (!r)
     return std::move(r.error());
   pass_report rep;
@@ -389,11 +379,13 @@ struct slot {
   quarantine poisoned;
   runtime::counter* runs = nullptr;
   runtime::counter* failures = nullptr;
+  runtime::gauge* last_items = nullptr;
 };
 
 struct supervisor_state {
   std::string name = "analysis";
   config::analysis_config cfg;
+  owned_shards_fn owned;
   std::string url;
   int64_t connect_timeout_s = 5;
   std::map<std::string, std::unique_ptr<slot>> slots;
@@ -446,7 +438,10 @@ void run(supervisor_actor* self, const std::string& pass) {
   // A pass may take long on a backlog, but not longer than the worker's
   // statement timeout allows, plus slack.
   auto timeout = std::chrono::minutes(10);
-  self->request(worker, timeout, run_pass{s.poisoned.units(), now_ms()})
+  auto owned = st.owned();
+  self->request(worker, timeout,
+                run_pass{s.poisoned.units(), now_ms(), !owned,
+                         owned ? *owned : std::vector<int32_t>{}})
     .then(
       [=](pass_report& rep) {
         auto& st = self->state;
@@ -466,6 +461,7 @@ void run(supervisor_actor* self, const std::string& pass) {
                         pass, u, st.cfg.max_unit_failures);
           }
         }
+        s.last_items->set(rep.processed);
         log().debug("analysis pass={} processed={}", pass, rep.processed);
         finished(self, s);
       },
@@ -488,9 +484,11 @@ void run(supervisor_actor* self, const std::string& pass) {
 }
 
 caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
-                         std::string url, int64_t connect_timeout_s) {
+                         std::string url, int64_t connect_timeout_s,
+                         owned_shards_fn owned) {
   auto& st = self->state;
   st.cfg = cfg;
+  st.owned = std::move(owned);
   st.url = std::move(url);
   st.connect_timeout_s = connect_timeout_s;
   auto& reg = runtime::metrics();
@@ -506,13 +504,18 @@ caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
       restart_policy{static_cast<size_t>(cfg.max_restarts),
                      std::chrono::seconds(cfg.restart_window_s),
                      std::chrono::milliseconds(cfg.restart_backoff_ms)},
-      quarantine{cfg.max_unit_failures}, nullptr, nullptr});
+      quarantine{cfg.max_unit_failures}, nullptr, nullptr, nullptr});
     auto label = "pass=\"" + p + "\"";
     s->runs = &reg.get_counter("troupe_analysis_runs_total",
                                "Analysis passes run", label);
     s->failures = &reg.get_counter("troupe_analysis_failures_total",
                                    "Analysis passes failed, in full or for "
                                    "some inputs",
+                                   label);
+    s->last_items = &reg.get_gauge("troupe_analysis_last_pass_items",
+                                   "Items (rows, rule and device pairs, "
+                                   "devices) the last pass processed on "
+                                   "this node",
                                    label);
     start_worker(self, *s);
     st.slots.emplace(p, std::move(s));
@@ -572,8 +575,9 @@ caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
 caf::actor spawn_analysis(caf::actor_system& sys,
                           const config::analysis_config& cfg,
                           const std::string& database_url,
-                          int64_t connect_timeout_s) {
-  return sys.spawn(supervisor, cfg, database_url, connect_timeout_s);
+                          int64_t connect_timeout_s, owned_shards_fn owned) {
+  return sys.spawn(supervisor, cfg, database_url, connect_timeout_s,
+                   std::move(owned));
 }
 
 } // namespace troupe::actors

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <optional>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -12,8 +14,11 @@
 #include <caf/actor_system.hpp>
 
 #include "cluster-config/node_config.hpp"
+#include "runtime/supervisor.hpp"
 
 namespace troupe::actors {
+
+using runtime::restart_policy;
 
 // -- pure logic (unit-tested in analysis.test.cpp) ---------------------------------
 
@@ -44,35 +49,6 @@ bool rule_breached(const std::string& op, double threshold, int64_t for_s,
 /// deviation (a flat history), any change is an anomaly.
 bool is_anomaly(double avg, int64_t prior_n, double prior_mean,
                 double prior_sd, double z);
-
-/// The restart-intensity window of one supervised worker: each crash waits
-/// `base` doubled per earlier crash in the window (at most `cap`); more
-/// than `max_restarts` crashes within `window` trip it, and the worker
-/// stays down for a whole window. Owner: the analysis supervisor, per
-/// worker. Not thread-safe.
-class restart_policy {
-public:
-  using clock = std::chrono::steady_clock;
-
-  restart_policy(size_t max_restarts, std::chrono::milliseconds window,
-                 std::chrono::milliseconds base,
-                 std::chrono::milliseconds cap = std::chrono::seconds(30));
-
-  /// Records a crash at `now`; returns the delay before the restart.
-  std::chrono::milliseconds on_crash(clock::time_point now);
-
-  /// Whether the last crash exceeded the intensity (the delay was a
-  /// window).
-  bool tripped() const { return tripped_; }
-
-private:
-  size_t max_restarts_;
-  std::chrono::milliseconds window_;
-  std::chrono::milliseconds base_;
-  std::chrono::milliseconds cap_;
-  std::deque<clock::time_point> crashes_;
-  bool tripped_ = false;
-};
 
 /// Failure counts of a pass's inputs (a device, a rule). An input that
 /// failed `max_failures` passes is quarantined: skipped until the node
@@ -105,6 +81,11 @@ private:
 
 // -- the supervisor --------------------------------------------------------------
 
+/// The shards whose devices this node analyses now; nullopt: all. Called
+/// from the analysis supervisor's thread.
+using owned_shards_fn
+  = std::function<std::optional<std::vector<int32_t>>()>;
+
 /// Spawns the node's analysis supervisor. It owns one worker per pass
 /// (`rollups`, `rules`, `anomaly`, `silence`), each a detached actor with
 /// its own PostgreSQL connection (its queries block), spawned monitored.
@@ -127,13 +108,17 @@ private:
 /// Metrics: troupe_analysis_runs_total{pass}, _failures_total{pass},
 /// _restarts_total, _quarantined_total, troupe_alerts_opened_total.
 ///
+/// Each pass covers the devices of the shards `owned()` names when the
+/// pass starts (nullopt: every device, a single node), so in a cluster each
+/// device is analysed by one node, and a moved shard's analysis moves with
+/// it at the next pass. troupe_analysis_last_pass_items{pass} shows what
+/// the last pass processed here.
+///
 /// Owner: actors::install; stops on `runtime::stop_atom` (its workers finish
-/// the query in progress, then exit). Single node for now: each pass sees
-/// every device; with shards, a node will pass the device keys of its own
-/// shards to the queries (they take device-key filters).
+/// the query in progress, then exit).
 caf::actor spawn_analysis(caf::actor_system& sys,
                           const config::analysis_config& cfg,
                           const std::string& database_url,
-                          int64_t connect_timeout_s);
+                          int64_t connect_timeout_s, owned_shards_fn owned);
 
 } // namespace troupe::actors

@@ -62,32 +62,6 @@ TEST_CASE("z-score anomalies need history and a large deviation") {
   CHECK_FALSE(is_anomaly(20, 10, 20, 0, 3.0));
 }
 
-TEST_CASE("restarts back off and trip after too many in the window") {
-  restart_policy p{3, seconds(60), milliseconds(100), seconds(1)};
-  auto t = restart_policy::clock::now();
-  CHECK(p.on_crash(t) == milliseconds(100));
-  CHECK(p.on_crash(t + seconds(1)) == milliseconds(200));
-  CHECK(p.on_crash(t + seconds(2)) == milliseconds(400));
-  CHECK_FALSE(p.tripped());
-  // The fourth within 60 s trips: down for a whole window.
-  CHECK(p.on_crash(t + seconds(3)) == seconds(60));
-  CHECK(p.tripped());
-  // Afterwards the count starts over.
-  CHECK(p.on_crash(t + seconds(70)) == milliseconds(100));
-  CHECK_FALSE(p.tripped());
-  // Crashes older than the window are forgotten.
-  CHECK(p.on_crash(t + seconds(200)) == milliseconds(100));
-}
-
-TEST_CASE("restart backoff is capped") {
-  restart_policy p{100, seconds(60), milliseconds(500), seconds(2)};
-  auto t = restart_policy::clock::now();
-  milliseconds last{0};
-  for (int i = 0; i < 10; ++i)
-    last = p.on_crash(t + milliseconds(i));
-  CHECK(last == seconds(2));
-}
-
 TEST_CASE("an input is quarantined after repeated failures, once") {
   quarantine q{3};
   CHECK_FALSE(q.fail("dev-1"));

@@ -19,7 +19,14 @@ namespace troupe::actors {
 struct context {
   config::actors_config actors;
   config::ingest_config ingest;
+  /// Supervision settings (restart backoff and intensity) are shared with
+  /// the analysis workers.
+  config::analysis_config analysis;
+  /// Login throttling.
+  config::auth_config auth;
   std::string node_id;
+  /// The cluster's shard count (cluster.shards).
+  size_t shards = 0;
   /// Key for keyed hashes of device secrets and tokens (cluster-wide).
   std::string secret_key;
   /// Database pool (runtime::spawn_db_pool).
@@ -29,6 +36,7 @@ struct context {
   /// Shard regions.
   caf::actor devices;
   caf::actor sessions;
+  caf::actor users;
   /// Points accepted into importer queues and not yet answered: the bound
   /// behind 429.
   std::shared_ptr<std::atomic<int64_t>> queued_points

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <unordered_map>
 
@@ -15,6 +16,7 @@
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
 #include "runtime/errc.hpp"
+#include "runtime/failure_window.hpp"
 #include "runtime/metrics.hpp"
 #include "storage/crypto.hpp"
 #include "storage/errc.hpp"
@@ -52,10 +54,32 @@ struct device_state {
   std::unordered_map<std::string, int64_t> tokens; // hash -> expires_ms
   std::map<uint64_t, waiter> waiters;
   uint64_t next_waiter = 0;
+  /// Delivery marks written to PostgreSQL and not yet confirmed. Reads of
+  /// command status wait for them (read your writes), and so does stop.
+  int64_t marks_in_flight = 0;
+  /// Failed logins of this device id (auth.max_failed_logins).
+  std::unique_ptr<runtime::failure_window> failures;
+  std::vector<std::function<void()>> after_marks;
+  bool stop_requested = false;
   std::chrono::steady_clock::time_point last_activity;
 };
 
 using device_actor = caf::stateful_actor<device_state>;
+
+runtime::counter* login_throttled() {
+  static auto c = &runtime::metrics().get_counter(
+    "troupe_login_throttled_total",
+    "Logins refused with 429 (too many failures)",
+    "kind=\"device\",scope=\"key\"");
+  return c;
+}
+
+runtime::counter* login_failed() {
+  static auto c = &runtime::metrics().get_counter(
+    "troupe_login_failures_total", "Logins refused for wrong credentials",
+    "kind=\"device\"");
+  return c;
+}
 
 caf::error unauthorized() {
   return make_actor_error(errc::unauthorized, "invalid or expired token");
@@ -158,7 +182,8 @@ std::vector<command> take_pending(device_actor* self, bool include_delivered) {
       out.push_back(c);
     }
   }
-  if (!ids.empty())
+  if (!ids.empty()) {
+    ++st.marks_in_flight;
     db_call<bool>(
       self, st.ctx->db,
       [ids, now](storage::connection& c) -> caf::expected<bool> {
@@ -167,10 +192,20 @@ std::vector<command> take_pending(device_actor* self, bool include_delivered) {
         return true;
       },
       [self](caf::expected<bool> r) {
+        auto& st = self->state;
         if (!r)
-          log().warn("device={} cannot mark commands delivered: {}",
-                     self->state.id, config::describe(r.error()));
+          log().warn("device={} cannot mark commands delivered: {}", st.id,
+                     config::describe(r.error()));
+        if (--st.marks_in_flight > 0)
+          return;
+        auto waiting = std::move(st.after_marks);
+        st.after_marks.clear();
+        for (auto& f : waiting)
+          f();
+        if (st.stop_requested)
+          self->quit();
       });
+  }
   return out;
 }
 
@@ -231,6 +266,57 @@ void load(device_actor* self, storage::device_row row) {
     st.tokens[hash] = exp;
 }
 
+/// Answers a command list from PostgreSQL, expiring overdue commands in
+/// the same job so the list shows them; what this actor knows of its open
+/// commands (a delivery whose mark failed) overrides older rows.
+void list_commands_now(device_actor* self, const list_commands& req,
+                       caf::typed_response_promise<command_page> rp) {
+  auto& st = self->state;
+  std::vector<std::string> overdue;
+  auto now = now_ms();
+  for (auto& c : st.open)
+    if (c.expires_ms <= now)
+      overdue.push_back(c.id);
+  st.open.erase(std::remove_if(st.open.begin(), st.open.end(),
+                               [&](const command& c) {
+                                 return c.expires_ms <= now;
+                               }),
+                st.open.end());
+  db_call<std::vector<storage::command_row>>(
+    self, st.ctx->db,
+    [=, id = st.id](storage::connection& c)
+      -> caf::expected<std::vector<storage::command_row>> {
+      if (auto err = storage::expire_commands(c, overdue))
+        return err;
+      return storage::list_commands(c, id, req.status, req.after_seq,
+                                    static_cast<size_t>(req.limit + 1));
+    },
+    [=](caf::expected<std::vector<storage::command_row>> r) mutable {
+      if (!r) {
+        rp.deliver(r.error());
+        return;
+      }
+      auto& st = self->state;
+      command_page page;
+      for (size_t i = 0; i < r->size(); ++i) {
+        if (static_cast<int64_t>(i) == req.limit) {
+          page.next_seq = (*r)[i - 1].seq;
+          break;
+        }
+        auto c = to_command((*r)[i]);
+        if (c.status == "pending")
+          for (auto& mine : st.open)
+            if (mine.id == c.id && mine.status == "delivered") {
+              c.status = mine.status;
+              c.delivered_ms = mine.delivered_ms;
+            }
+        if (req.status.empty() || c.status == req.status)
+          page.items.push_back(std::move(c));
+      }
+      rp.deliver(std::move(page));
+    });
+}
+
 } // namespace
 
 caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
@@ -240,6 +326,9 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
   st.region = region;
   st.id = id;
   st.name = "device:" + id;
+  st.failures = std::make_unique<runtime::failure_window>(
+    ctx->auth.max_failed_logins,
+    std::chrono::seconds(ctx->auth.failed_login_window_s));
   touch(self);
   // Load before serving anything: the awaited reply is handled first.
   db_call<std::optional<storage::device_row>>(
@@ -268,12 +357,24 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
     [=](device_login& req) -> caf::result<device_login_reply> {
       auto& st = self->state;
       touch(self);
+      auto now = std::chrono::steady_clock::now();
+      if (auto wait = st.failures->blocked_for(now); wait.count() > 0) {
+        login_throttled()->inc();
+        log().warn("device={} req={} login throttled", st.id, req.req_id);
+        return make_throttled_error("too many failed logins for this "
+                                    "device; try again later",
+                                    runtime::retry_after_s(wait));
+      }
       if (!st.known
           || !storage::crypto::equal_constant_time(
             storage::crypto::keyed_hash(st.ctx->secret_key, req.secret),
-            st.secret_hash))
+            st.secret_hash)) {
+        st.failures->fail(now);
+        login_failed()->inc();
         return make_actor_error(errc::unauthorized,
                                 "invalid device id or secret");
+      }
+      st.failures->clear();
       auto random = storage::crypto::random_token(32);
       auto token = st.id + "." + random;
       auto hash = storage::crypto::keyed_hash(st.ctx->secret_key, random);
@@ -386,8 +487,8 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
       auto now = now_ms();
       db_call<bool>(
         self, st.ctx->db,
-        [=](storage::connection& c) {
-          return storage::finish_command(c, st.id, req.command_id, req.status,
+        [req, now, id = st.id](storage::connection& c) {
+          return storage::finish_command(c, id, req.command_id, req.status,
                                          req.result_json, now);
         },
         [=](caf::expected<bool> r) mutable {
@@ -463,42 +564,14 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
-      // Expire overdue commands in the same job, so the list shows them.
-      std::vector<std::string> overdue;
-      auto now = now_ms();
-      for (auto& c : st.open)
-        if (c.expires_ms <= now)
-          overdue.push_back(c.id);
-      st.open.erase(std::remove_if(st.open.begin(), st.open.end(),
-                                   [&](const command& c) {
-                                     return c.expires_ms <= now;
-                                   }),
-                    st.open.end());
       auto rp = self->make_response_promise<command_page>();
-      db_call<std::vector<storage::command_row>>(
-        self, st.ctx->db,
-        [=, id = st.id](storage::connection& c)
-          -> caf::expected<std::vector<storage::command_row>> {
-          if (auto err = storage::expire_commands(c, overdue))
-            return err;
-          return storage::list_commands(c, id, req.status, req.after_seq,
-                                        static_cast<size_t>(req.limit + 1));
-        },
-        [=](caf::expected<std::vector<storage::command_row>> r) mutable {
-          if (!r) {
-            rp.deliver(r.error());
-            return;
-          }
-          command_page page;
-          for (size_t i = 0; i < r->size(); ++i) {
-            if (static_cast<int64_t>(i) == req.limit) {
-              page.next_seq = (*r)[i - 1].seq;
-              break;
-            }
-            page.items.push_back(to_command((*r)[i]));
-          }
-          rp.deliver(std::move(page));
-        });
+      // A command handed to the device is `delivered` in every later read:
+      // query once our delivery marks are in PostgreSQL.
+      auto run = [=]() mutable { list_commands_now(self, req, rp); };
+      if (st.marks_in_flight > 0)
+        st.after_marks.emplace_back(std::move(run));
+      else
+        run();
       return rp;
     },
     [=](history& req) -> caf::result<history_reply> {
@@ -607,8 +680,13 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
       answer_waiters(self, {});
     },
     [=](stop_atom) {
+      auto& st = self->state;
       answer_waiters(self, {});
-      self->quit();
+      // Delivery marks land first, so the next owner loads them.
+      if (st.marks_in_flight > 0)
+        st.stop_requested = true;
+      else
+        self->quit();
     },
   };
 }

@@ -11,6 +11,7 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
+#include "runtime/shard_map.hpp"
 #include "storage/crypto.hpp"
 #include "storage/errc.hpp"
 #include "storage/queries.hpp"
@@ -132,53 +133,33 @@ change_device(directory_actor* self, const std::string& id, F change, T reply,
                                                   + " not found"));
                     return;
                   }
-                  self->send(self->state.ctx->devices, route_atom::value, id,
-                             caf::make_message(reset_atom::value));
                   log().info("device={} {}", id, what);
-                  rp.deliver(std::move(reply));
+                  // Answer once the live actor dropped its copy, so the old
+                  // secret and tokens are refused from then on. Either way
+                  // the change is stored: a failed reset only delays it
+                  // until the actor passivates.
+                  auto done_reset = [=]() mutable {
+                    rp.deliver(std::move(reply));
+                  };
+                  self
+                    ->request(self->state.ctx->devices,
+                              std::chrono::seconds(10), route_atom::value, id,
+                              caf::make_message(reset_atom::value))
+                    .then([=](done) mutable { done_reset(); },
+                          [=](caf::error& err) mutable {
+                            log().warn("device={} reset failed: {}", id,
+                                       config::describe(err));
+                            done_reset();
+                          });
                 });
   return rp;
-}
-
-// A fixed argon2id hash to verify against when the user does not exist, so
-// both failures take the same time.
-const std::string& dummy_hash() {
-  static const std::string h = storage::crypto::hash_password("x");
-  return h;
 }
 
 } // namespace
 
 caf::behavior directory(directory_actor* self, context_ptr ctx) {
   self->state.ctx = ctx;
-  (void) dummy_hash();
   return {
-    [=](user_login& req) -> caf::result<user_login_reply> {
-      auto key = self->state.ctx->secret_key;
-      return run_db<user_login_reply>(
-        self, [req, key](storage::connection& c)
-                -> caf::expected<user_login_reply> {
-          auto u = storage::find_user(c, req.username);
-          if (!u)
-            return u.error();
-          auto ok = storage::crypto::verify_password(
-            *u ? (*u)->password_hash : dummy_hash(), req.password);
-          if (!*u || !ok)
-            return make_actor_error(errc::unauthorized,
-                                    "invalid username or password");
-          auto token = storage::crypto::random_token(32);
-          storage::session_row s;
-          s.token_hash = storage::crypto::keyed_hash(key, token);
-          s.user = **u;
-          s.created_ms = s.last_seen_ms = now_ms();
-          if (auto err = storage::insert_session(c, s))
-            return err;
-          log().info("user={} req={} logged in", req.username, req.req_id);
-          return user_login_reply{token, user_info{(*u)->username,
-                                                   (*u)->role,
-                                                   (*u)->tenant}};
-        });
-    },
     [=](list_devices& req) -> caf::result<device_page> {
       auto& st = self->state;
       storage::device_filter f;
@@ -491,9 +472,11 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
       if (!is_admin(req.who))
         return forbidden(req.who, "register devices");
       auto key = self->state.ctx->secret_key;
+      auto shards = self->state.ctx->shards;
       return run_db<device_secrets>(
         self,
-        [req, key](storage::connection& c) -> caf::expected<device_secrets> {
+        [req, key, shards](storage::connection& c)
+          -> caf::expected<device_secrets> {
           std::vector<std::string> tenants;
           for (auto& d : req.devices)
             if (std::find(tenants.begin(), tenants.end(), d.tenant)
@@ -512,7 +495,9 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
           for (auto& d : req.devices) {
             auto secret = storage::crypto::random_token(32);
             rows.push_back({d.id, d.name, d.tenant,
-                            storage::crypto::keyed_hash(key, secret)});
+                            storage::crypto::keyed_hash(key, secret),
+                            static_cast<int32_t>(
+                              runtime::shard_map::shard_of(d.id, shards))});
             out.items.push_back({d.id, d.name, d.tenant, secret});
           }
           if (auto err = storage::insert_devices(c, rows)) {

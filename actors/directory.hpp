@@ -8,8 +8,7 @@
 namespace troupe::actors {
 
 /// Spawns the directory: the node's one actor for what is not a single
-/// device or session. It logs users in (argon2id check on a database
-/// worker, then a new session row), lists devices (a page of ids from
+/// device, session or user. It lists devices (a page of ids from
 /// PostgreSQL, then each device actor's own view), and serves the admin
 /// API: tenants, users, bulk device registration, secret rotation, device
 /// deletion; and the threshold rules and alerts (list, create, delete,

@@ -39,4 +39,11 @@ namespace troupe::actors {
   return caf::make_error(code, std::move(what));
 }
 
+/// A 429 whose context also carries the seconds to wait (Retry-After).
+[[nodiscard]] inline caf::error make_throttled_error(std::string what,
+                                                     int64_t retry_after_s) {
+  return caf::make_error(errc::too_many_requests, std::move(what),
+                         retry_after_s);
+}
+
 } // namespace troupe::actors

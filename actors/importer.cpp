@@ -10,6 +10,7 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/supervisor.hpp"
 #include "storage/errc.hpp"
 #include "storage/spool.hpp"
 
@@ -69,6 +70,8 @@ struct importer_state {
   size_t pending_points = 0;
   bool flush_armed = false;
   bool replay_armed = false;
+  /// Group commits so far (fault injection counts them).
+  uint64_t flushes = 0;
   std::unique_ptr<importer_probe> probe;
 };
 
@@ -149,6 +152,12 @@ void flush(importer_actor* self) {
   auto& st = self->state;
   if (st.parts.empty())
     return;
+  // Fault injection for the supervision tests: fail before writing, so the
+  // held requests are answered by the exception handler, not acknowledged.
+  auto every = st.ctx->ingest.crash_every_flushes;
+  if (every > 0 && ++st.flushes % every == 0)
+    throw std::runtime_error("injected importer failure "
+                             "(ingest.crash_every_flushes)");
   auto parts = std::move(st.parts);
   st.parts.clear();
   auto npoints = st.pending_points;
@@ -214,6 +223,30 @@ caf::behavior importer(importer_actor* self, context_ptr ctx,
     flush(self);
     self->quit(em.reason);
   });
+  // A failure answers every request it holds (not stored, so the devices
+  // retry) before the supervisor restarts us: none waits for a timeout.
+  self->set_exception_handler(
+    [=](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
+      auto& st = self->state;
+      std::string what = "unknown exception";
+      try {
+        std::rethrow_exception(eptr);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      log().error("{} failed: {}; answering {} held requests", st.name, what,
+                  st.parts.size());
+      for (auto& p : st.parts)
+        p.rp.deliver(make_actor_error(errc::unavailable,
+                                      "the importer failed; retry"));
+      st.parts.clear();
+      st.ctx->queued_points->fetch_sub(
+        static_cast<int64_t>(st.pending_points));
+      st.pending_points = 0;
+      st.probe->queued->set(0);
+      return make_actor_error(errc::unavailable, what);
+    });
   return {
     [=](import_request& req) -> caf::result<ok_atom> {
       auto& st = self->state;
@@ -257,8 +290,16 @@ caf::actor spawn_importer(caf::actor_system& sys, const context_ptr& ctx,
                           const std::string& database_url,
                           const std::string& data_dir, size_t index,
                           size_t spool_max_bytes) {
-  return sys.spawn<caf::detached>(importer, ctx, database_url, data_dir, index,
-                                  spool_max_bytes);
+  auto& a = ctx->analysis;
+  return runtime::spawn_supervisor(
+    sys, "importer-" + std::to_string(index),
+    [=](caf::actor_system& sys) {
+      return sys.spawn<caf::detached>(importer, ctx, database_url, data_dir,
+                                      index, spool_max_bytes);
+    },
+    runtime::restart_policy{static_cast<size_t>(a.max_restarts),
+                            std::chrono::seconds(a.restart_window_s),
+                            std::chrono::milliseconds(a.restart_backoff_ms)});
 }
 
 } // namespace troupe::actors

@@ -34,6 +34,11 @@ namespace troupe::actors {
 /// spool is full or cannot be written. A batch that PostgreSQL rejects fails
 /// alone: the others of its group are written without it.
 ///
+/// The handle returned is a supervisor (runtime::spawn_supervisor): an
+/// importer that fails answers the requests it holds with `unavailable`
+/// (nothing it had not stored was acknowledged) and is restarted with the
+/// analysis workers' backoff settings; requests wait for it meanwhile.
+///
 /// Owner: actors::install; stopped (after a final flush) when the node stops.
 caf::actor spawn_importer(caf::actor_system& sys, const context_ptr& ctx,
                           const std::string& database_url,

@@ -11,6 +11,7 @@
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
 #include "actors/session.hpp"
+#include "actors/user.hpp"
 #include "actors/type_ids.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
@@ -66,7 +67,10 @@ void install(runtime::node& n) {
       auto& sys = n.system();
       ctx->actors = cfg.actors;
       ctx->ingest = cfg.ingest;
+      ctx->analysis = cfg.analysis;
+      ctx->auth = cfg.auth;
       ctx->node_id = n.id();
+      ctx->shards = cfg.cluster.shards;
       ctx->secret_key = n.secret_key();
       ctx->db = n.db();
       for (size_t i = 0; i < cfg.ingest.importers; ++i)
@@ -92,13 +96,33 @@ void install(runtime::node& n) {
           return spawn_session(sys, ctx, region, key);
         },
         map, n.id(), clustered);
+      ctx->users = runtime::spawn_shard_region(
+        sys, "user",
+        [ctx](caf::actor_system& sys, const caf::actor& region,
+              const std::string& key) {
+          return spawn_user(sys, ctx, region, key);
+        },
+        map, n.id(), clustered);
       n.set_actor("devices", ctx->devices);
       n.set_actor("sessions", ctx->sessions);
+      n.set_actor("users", ctx->users);
       n.set_actor("directory", spawn_directory(sys, ctx));
       // After the regions: the analysis reads what their actors stored.
+      // Each node analyses the devices of the shards it owns.
+      owned_shards_fn owned = [] { return std::nullopt; };
+      if (clustered)
+        owned = [&n]() -> std::optional<std::vector<int32_t>> {
+          std::vector<int32_t> out;
+          if (auto map = n.current_map())
+            for (uint32_t s = 0; s < map->shards(); ++s)
+              if (map->owner(s) == n.id())
+                out.push_back(static_cast<int32_t>(s));
+          return out;
+        };
       n.set_actor("analysis",
                   spawn_analysis(sys, cfg.analysis, n.database_url(),
-                                 cfg.storage.connect_timeout_s));
+                                 cfg.storage.connect_timeout_s,
+                                 std::move(owned)));
       log().info("actors up importers={} shards={}", ctx->importers.size(),
                  cfg.cluster.shards);
       return caf::none;
@@ -106,7 +130,8 @@ void install(runtime::node& n) {
     [ctx](runtime::node& n) {
       auto& sys = n.system();
       // Regions first: their actors answer waiters and passivate.
-      std::vector<caf::actor> regions{ctx->devices, ctx->sessions};
+      std::vector<caf::actor> regions{ctx->devices, ctx->sessions,
+                                      ctx->users};
       for (auto& r : regions)
         caf::anon_send(r, runtime::stop_atom::value);
       await_down(sys, regions, std::chrono::seconds(30));
@@ -121,13 +146,13 @@ void install(runtime::node& n) {
       await_down(sys, ctx->importers, std::chrono::seconds(60));
       auto dir = n.actor("directory");
       caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
-      ctx->devices = ctx->sessions = nullptr;
+      ctx->devices = ctx->sessions = ctx->users = nullptr;
       ctx->importers.clear();
       ctx->db = nullptr;
     });
   // Membership and placement, only for a cluster node.
   if (n.clustered())
-    runtime::install_cluster(n, {"devices", "sessions"});
+    runtime::install_cluster(n, {"devices", "sessions", "users"});
 }
 
 } // namespace troupe::actors

@@ -1,5 +1,7 @@
 #include "cluster-config/config.hpp"
 
+#include <arpa/inet.h>
+
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -147,11 +149,20 @@ const std::vector<field>& fields() {
      int_member(&nc::http, &http_config::keep_alive_s, 1, 3600)},
     {"http.keep_alive_max_count",
      int_member(&nc::http, &http_config::keep_alive_max_count, 1, max_i)},
+    {"http.max_json_depth",
+     int_member(&nc::http, &http_config::max_json_depth, 2, 256)},
+    {"http.trusted_proxies",
+     list_member(&nc::http, &http_config::trusted_proxies)},
+    {"auth.failed_login_window_s",
+     int_member(&nc::auth, &auth_config::failed_login_window_s, 1, 86400)},
+    {"auth.max_failed_logins",
+     int_member(&nc::auth, &auth_config::max_failed_logins, 1, 1000000)},
+    {"auth.max_failed_logins_per_address",
+     int_member(&nc::auth, &auth_config::max_failed_logins_per_address, 1,
+                1000000)},
     {"storage.database_url",
      str_member(&nc::storage, &storage_config::database_url), true},
     {"storage.data_dir", str_member(&nc::storage, &storage_config::data_dir)},
-    {"storage.pool_size",
-     int_member(&nc::storage, &storage_config::pool_size, 1, 256)},
     {"storage.connect_timeout_s",
      int_member(&nc::storage, &storage_config::connect_timeout_s, 1, 600)},
     {"storage.spool_max_bytes",
@@ -176,6 +187,8 @@ const std::vector<field>& fields() {
      int_member(&nc::ingest, &ingest_config::max_age_days, 1, 36500)},
     {"ingest.max_future_s",
      int_member(&nc::ingest, &ingest_config::max_future_s, 0, 86400 * 365)},
+    {"ingest.crash_every_flushes",
+     int_member(&nc::ingest, &ingest_config::crash_every_flushes, 0, max_i)},
     {"actors.passivate_after_s",
      int_member(&nc::actors, &actors_config::passivate_after_s, 1, max_i)},
     {"actors.session_idle_s",
@@ -461,6 +474,13 @@ caf::error validate(const node_config& cfg) {
       return invalid("cluster.join", "expected HOST:PORT, got '" + seed + "'");
   if (cfg.storage.data_dir.empty())
     return invalid("storage.data_dir", "must not be empty");
+  for (auto& p : cfg.http.trusted_proxies) {
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, p.c_str(), buf) != 1
+        && inet_pton(AF_INET6, p.c_str(), buf) != 1)
+      return invalid("http.trusted_proxies",
+                     "expected IP addresses, got '" + p + "'");
+  }
   static const std::vector<std::string> levels
     = {"trace", "debug", "info", "warn", "error", "off"};
   if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end())

@@ -17,11 +17,17 @@ constexpr int64_t request_timeout_ms = 10'000;
 constexpr size_t gzip_min_bytes = 1024;
 constexpr int64_t keep_alive_s = 5;
 constexpr size_t keep_alive_max_count = 1000;
+constexpr size_t max_json_depth = 32;
 } // namespace http
+
+namespace auth {
+constexpr int64_t failed_login_window_s = 300;
+constexpr int64_t max_failed_logins = 10;
+constexpr int64_t max_failed_logins_per_address = 100;
+} // namespace auth
 
 namespace storage {
 constexpr const char* data_dir = "./troupe-data";
-constexpr size_t pool_size = 4;
 constexpr int64_t connect_timeout_s = 5;
 constexpr size_t spool_max_bytes = size_t{1} << 30;
 constexpr int64_t partition_days_ahead = 3;

@@ -30,6 +30,27 @@ struct http_config {
   int64_t keep_alive_s = defaults::http::keep_alive_s;
   /// Requests served on one connection before it is closed. Default 1000.
   size_t keep_alive_max_count = defaults::http::keep_alive_max_count;
+  /// Nesting allowed in a JSON body below a top-level member (a command's
+  /// args, a result), and in a telemetry document. Deeper: 400. Default 32.
+  size_t max_json_depth = defaults::http::max_json_depth;
+  /// Peers (IP addresses) whose X-Forwarded-For names the client, e.g. the
+  /// load balancer in front of the nodes. Default: none.
+  std::vector<std::string> trusted_proxies;
+};
+
+/// [auth]: login throttling. Failed logins are counted in a sliding
+/// window per username or device id (cluster-wide: by the key's owner) and
+/// per client address (per node); beyond a limit every login for that key
+/// or address answers 429 with Retry-After until old failures leave the
+/// window, so the right credentials are locked out at most one window.
+struct auth_config {
+  /// The sliding window, s. Default 300.
+  int64_t failed_login_window_s = defaults::auth::failed_login_window_s;
+  /// Failed logins per username or device id within the window. Default 10.
+  int64_t max_failed_logins = defaults::auth::max_failed_logins;
+  /// Failed logins per client address within the window. Default 100.
+  int64_t max_failed_logins_per_address
+    = defaults::auth::max_failed_logins_per_address;
 };
 
 /// [storage]: PostgreSQL and the local spool.
@@ -39,8 +60,6 @@ struct storage_config {
   std::string database_url;
   /// Directory for the embedded PostgreSQL, the spool and node files.
   std::string data_dir = defaults::storage::data_dir;
-  /// Connections used by query workers. Default 4.
-  size_t pool_size = defaults::storage::pool_size;
   /// libpq connect timeout, s. Default 5.
   int64_t connect_timeout_s = defaults::storage::connect_timeout_s;
   /// Largest spool size in bytes before ingest answers 503. Default 1 GiB.
@@ -68,6 +87,9 @@ struct ingest_config {
   int64_t max_age_days = defaults::ingest::max_age_days;
   /// Newest accepted point, s after now. Default 300.
   int64_t max_future_s = defaults::ingest::max_future_s;
+  /// Fault injection for tests only: each importer throws before every
+  /// N-th group commit (its requests answer 503, it is restarted). 0: off.
+  int64_t crash_every_flushes = 0;
 };
 
 /// [actors]: device and session actors.
@@ -153,6 +175,7 @@ struct node_config {
   cluster_config cluster;
   log_config log;
   analysis_config analysis;
+  auth_config auth;
   bootstrap_config bootstrap;
 };
 

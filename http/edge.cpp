@@ -18,12 +18,14 @@
 #include "actors/errc.hpp"
 #include "actors/messages.hpp"
 #include "cluster-config/config.hpp"
+#include "http/client_address.hpp"
 #include "http/errc.hpp"
 #include "http/logger.hpp"
 #include "http/parse.hpp"
 #include "http/render.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/bridge.hpp"
+#include "runtime/crash.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node.hpp"
@@ -123,7 +125,11 @@ std::string bearer(const httplib::Request& req) {
 /// request blocks its thread on one actor reply (runtime::ask).
 class edge {
 public:
-  explicit edge(runtime::node& n) : node_(n), cfg_(n.cfg().http) {
+  explicit edge(runtime::node& n)
+    : node_(n),
+      cfg_(n.cfg().http),
+      throttle_(n.cfg().auth.max_failed_logins_per_address,
+                std::chrono::seconds(n.cfg().auth.failed_login_window_s)) {
   }
 
   caf::error start();
@@ -215,7 +221,13 @@ private:
   httplib::Server svr_;
   std::thread thread_;
   std::vector<route> routes_;
-  caf::actor devices_, sessions_, directory_;
+  /// Runs a login `attempt` under the per-address limit: refuses it (429)
+  /// while the client's address is throttled, and counts a 401 against it.
+  template <class F>
+  void guarded_login(exchange& x, const char* kind, F attempt);
+
+  caf::actor devices_, sessions_, users_, directory_;
+  address_throttle throttle_;
   std::atomic<int64_t> long_polls_{0};
   std::atomic<uint64_t> next_req_{0};
   std::atomic<bool> draining_{false};
@@ -289,6 +301,7 @@ void edge::fail(exchange& x, const api_error& e) {
 void edge::dispatch(const std::string& method, const httplib::Request& req,
                     httplib::Response& res,
                     const httplib::ContentReader* reader) {
+  runtime::ensure_signal_stack();
   auto t0 = steady_clock::now();
   exchange x{req, res, {}, {}, {}, "unmatched", method};
   auto rid = req.get_header_value("X-Request-Id");
@@ -323,8 +336,14 @@ void edge::dispatch(const std::string& method, const httplib::Request& req,
   } else {
     x.route = hit->name;
     bool ok = true;
+    if (auto e = check_content_encoding(
+          req.get_header_value("Content-Encoding"))) {
+      ok = false;
+      res.set_header("Connection", "close");
+      fail(x, *e);
+    }
     // A POST without Content-Length or chunked encoding has no body.
-    if (reader && (req.has_header("Content-Length")
+    if (ok && reader && (req.has_header("Content-Length")
                    || req.has_header("Transfer-Encoding"))) {
       bool too_big = false;
       auto read = (*reader)([&](const char* data, size_t n) {
@@ -403,7 +422,7 @@ std::optional<json> edge::json_body(exchange& x) {
                       "expected application/json, got " + mt});
     return std::nullopt;
   }
-  auto p = parse_json(x.body);
+  auto p = parse_json(x.body, cfg_.max_json_depth);
   if (auto e = std::get_if<api_error>(&p)) {
     fail(x, *e);
     return std::nullopt;
@@ -458,6 +477,31 @@ std::optional<std::string> edge::id_param(exchange& x, size_t i) {
   return id;
 }
 
+template <class F>
+void edge::guarded_login(exchange& x, const char* kind, F attempt) {
+  auto addr = client_address(x.req.remote_addr,
+                             x.req.get_header_value("X-Forwarded-For"),
+                             cfg_.trusted_proxies);
+  auto now = address_throttle::clock::now();
+  if (auto wait = throttle_.blocked_for(addr, now); wait.count() > 0) {
+    runtime::metrics()
+      .get_counter("troupe_login_throttled_total",
+                   "Logins refused with 429 (too many failures)",
+                   std::string{"kind=\""} + kind + "\",scope=\"address\"")
+      .inc();
+    log().warn("req={} {} login throttled for address={}", x.req_id, kind,
+               addr);
+    return fail(x, api_error{429, "too_many_requests",
+                             "too many failed logins from this address; "
+                             "try again later",
+                             static_cast<int>(runtime::retry_after_s(wait))});
+  }
+  attempt();
+  // Counted when answered: a slow password check must not age it.
+  if (x.res.status == 401)
+    throttle_.fail(addr, address_throttle::clock::now());
+}
+
 // -- device side -------------------------------------------------------------------
 
 void edge::device_routes() {
@@ -474,18 +518,20 @@ void edge::device_routes() {
                                    "device_id and secret (strings) are "
                                    "required"});
         auto dev = id->get<std::string>();
-        if (!valid_id(dev))
-          return fail(x, api_error{401, "unauthorized",
-                                   "invalid device id or secret"});
-        auto r = ask_entity<actors::device_login_reply>(
-          devices_, dev,
-          actors::device_login{secret->get<std::string>(), x.req_id});
-        if (!r)
-          return fail(x, r.error());
-        reply(x, 200,
-              {{"token", r->token},
-               {"expires_in", r->expires_in_s},
-               {"commands", commands_json(r->commands)}});
+        guarded_login(x, "device", [&] {
+          if (!valid_id(dev))
+            return fail(x, api_error{401, "unauthorized",
+                                     "invalid device id or secret"});
+          auto r = ask_entity<actors::device_login_reply>(
+            devices_, dev,
+            actors::device_login{secret->get<std::string>(), x.req_id});
+          if (!r)
+            return fail(x, r.error());
+          reply(x, 200,
+                {{"token", r->token},
+                 {"expires_in", r->expires_in_s},
+                 {"commands", commands_json(r->commands)}});
+        });
       });
   add("POST", "/api/v1/device/telemetry", "/api/v1/device/telemetry",
       [this](exchange& x) {
@@ -494,23 +540,25 @@ void edge::device_routes() {
         if (!dev)
           return;
         auto mt = media_type(x.req);
-        parsed<json> body = json{};
-        if (mt.empty() || mt == "application/json")
-          body = parse_json(x.body);
-        else if (mt == "application/msgpack" || mt == "application/x-msgpack")
-          body = parse_msgpack(x.body);
-        else
+        auto& icfg = node_.cfg().ingest;
+        telemetry_limits lim{icfg.max_points_per_request,
+                             icfg.max_age_days * 86'400'000,
+                             icfg.max_future_s * 1000, cfg_.max_json_depth};
+        parsed<actors::telemetry> t = api_error{};
+        if (mt.empty() || mt == "application/json") {
+          auto body = parse_json(x.body, cfg_.max_json_depth);
+          if (auto e = std::get_if<api_error>(&body))
+            return fail(x, *e);
+          t = parse_telemetry(std::get<json>(body), lim, now_ms());
+        } else if (mt == "application/msgpack"
+                   || mt == "application/x-msgpack") {
+          t = parse_telemetry_msgpack(x.body, lim, now_ms());
+        } else {
           return fail(x, api_error{415, "unsupported_media_type",
                                    "expected application/json or "
                                    "application/msgpack, got "
                                      + mt});
-        if (auto e = std::get_if<api_error>(&body))
-          return fail(x, *e);
-        auto& icfg = node_.cfg().ingest;
-        telemetry_limits lim{icfg.max_points_per_request,
-                             icfg.max_age_days * 86'400'000,
-                             icfg.max_future_s * 1000};
-        auto t = parse_telemetry(std::get<json>(body), lim, now_ms());
+        }
         if (auto e = std::get_if<api_error>(&t))
           return fail(x, *e);
         auto& msg = std::get<actors::telemetry>(t);
@@ -615,17 +663,19 @@ void edge::user_routes() {
                                "required"});
     auto name = u->get<std::string>();
     auto pw = p->get<std::string>();
-    if (!valid_id(name) || pw.size() > 1024)
-      return fail(x, api_error{401, "unauthorized",
-                               "invalid username or password"});
-    auto r = ask<actors::user_login_reply>(
-      directory_,
-      caf::make_message(actors::user_login{name, pw, x.req_id}));
-    if (!r)
-      return fail(x, r.error());
-    x.res.set_header("Set-Cookie", "troupe_session=" + r->token
-                                     + "; HttpOnly; SameSite=Strict; Path=/");
-    reply(x, 200, {{"token", r->token}, {"user", user_json(r->user)}});
+    guarded_login(x, "user", [&] {
+      if (!valid_id(name) || pw.size() > 1024)
+        return fail(x, api_error{401, "unauthorized",
+                                 "invalid username or password"});
+      auto r = ask_entity<actors::user_login_reply>(
+        users_, name, actors::user_login{name, pw, x.req_id});
+      if (!r)
+        return fail(x, r.error());
+      x.res.set_header("Set-Cookie",
+                       "troupe_session=" + r->token
+                         + "; HttpOnly; SameSite=Strict; Path=/");
+      reply(x, 200, {{"token", r->token}, {"user", user_json(r->user)}});
+    });
   });
   add("POST", "/api/v1/logout", "/api/v1/logout", [this](exchange& x) {
     auto token = bearer(x.req);
@@ -658,8 +708,10 @@ void edge::user_routes() {
     actors::list_devices req;
     req.who = *who;
     req.q = x.req.get_param_value("q");
-    if (req.q.size() > 128)
-      return fail(x, api_error{400, "invalid_request", "q is too long"});
+    if (req.q.size() > 128 || !printable(req.q))
+      return fail(x, api_error{400, "invalid_request",
+                               "q must be at most 128 printable "
+                               "characters"});
     if (x.req.has_param("online")) {
       auto v = x.req.get_param_value("online");
       if (v != "true" && v != "false")
@@ -1321,6 +1373,7 @@ void edge::routes() {
 
 caf::error edge::start() {
   devices_ = node_.actor("devices");
+  users_ = node_.actor("users");
   sessions_ = node_.actor("sessions");
   directory_ = node_.actor("directory");
   auto& reg = runtime::metrics();

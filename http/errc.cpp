@@ -25,8 +25,13 @@ api_error to_api_error(const caf::error& err) {
         return {404, "not_found", msg};
       case actors::errc::conflict:
         return {409, "conflict", msg};
-      case actors::errc::too_many_requests:
-        return {429, "too_many_requests", msg, 1};
+      case actors::errc::too_many_requests: {
+        auto& ctx = err.context();
+        int retry = 1;
+        if (ctx.size() > 1 && ctx.match_element<int64_t>(1))
+          retry = static_cast<int>(ctx.get_as<int64_t>(1));
+        return {429, "too_many_requests", msg, retry};
+      }
       case actors::errc::unavailable:
         return {503, "unavailable", msg, 5};
       default:

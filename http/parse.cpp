@@ -6,6 +6,8 @@
 #include <cstring>
 #include <ctime>
 
+#include <msgpack.hpp>
+
 namespace troupe::http {
 
 namespace {
@@ -157,34 +159,278 @@ std::optional<int64_t> parse_int64(const std::string& text) {
   return std::strtoll(text.c_str(), nullptr, 10);
 }
 
-parsed<nlohmann::json> parse_json(const std::string& body) {
-  auto j = nlohmann::json::parse(body, nullptr, false);
-  if (j.is_discarded())
-    return bad("request body is not valid JSON", "malformed_json");
-  return j;
-}
+namespace {
 
-parsed<nlohmann::json> parse_msgpack(const std::string& body) {
-  auto j = nlohmann::json::from_msgpack(body, true, false);
-  if (j.is_discarded())
-    return bad("request body is not valid MessagePack", "malformed_msgpack");
-  return j;
-}
+/// nlohmann's SAX interface building a DOM with an explicit stack (no
+/// recursion), refusing documents nested too deep or holding NUL
+/// characters, and remembering where it is so errors name the field.
+class bounded_dom {
+public:
+  using json = nlohmann::json;
 
-parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
-                                          const telemetry_limits& limits,
-                                          int64_t now_ms) {
+  bounded_dom(json& root, size_t max_depth)
+    : root_(root), max_depth_(max_depth) {
+  }
+
+  std::optional<api_error> error;
+
+  bool null() {
+    return add(nullptr);
+  }
+  bool boolean(bool v) {
+    return add(v);
+  }
+  bool number_integer(json::number_integer_t v) {
+    return add(v);
+  }
+  bool number_unsigned(json::number_unsigned_t v) {
+    return add(v);
+  }
+  bool number_float(json::number_float_t v, const std::string&) {
+    return add(v);
+  }
+  bool string(std::string& v) {
+    if (v.find('\0') != std::string::npos)
+      return fail(where() + " contains a NUL character");
+    return add(std::move(v));
+  }
+  bool binary(json::binary_t&) {
+    return fail("binary values are not accepted");
+  }
+  bool start_object(size_t) {
+    return open(json::value_t::object);
+  }
+  bool key(std::string& k) {
+    if (k.find('\0') != std::string::npos)
+      return fail((frames_.size() > 1 ? where() + "." : std::string{})
+                  + "a key contains a NUL character");
+    frames_.back().key = std::move(k);
+    return true;
+  }
+  bool end_object() {
+    return close();
+  }
+  bool start_array(size_t) {
+    return open(json::value_t::array);
+  }
+  bool end_array() {
+    return close();
+  }
+  bool parse_error(size_t pos, const std::string&,
+                   const nlohmann::detail::exception&) {
+    if (!error)
+      error = api_error{400, "malformed_json",
+                        "request body is not valid JSON (at byte "
+                          + std::to_string(pos) + ")"};
+    return false;
+  }
+
+private:
+  struct frame {
+    json* value;
+    std::string key; // the member being read (objects)
+  };
+
+  /// The path of the value being read, down to the first object member
+  /// ("args", "[3].name"): enough to name the field, short for deep ones.
+  /// In an array, the element being read is the last one placed, or for
+  /// the innermost frame, the next one.
+  std::string where() const {
+    std::string out;
+    for (size_t i = 0; i < frames_.size(); ++i) {
+      auto& f = frames_[i];
+      if (f.value->is_array()) {
+        auto n = f.value->size();
+        auto inner = i + 1 == frames_.size();
+        out += "[" + std::to_string(inner ? n : n - 1) + "]";
+      } else {
+        out += (out.empty() ? "" : ".") + f.key;
+        break;
+      }
+    }
+    return out.empty() ? "the body" : out;
+  }
+
+  bool fail(std::string msg) {
+    error = api_error{400, "invalid_request", std::move(msg)};
+    return false;
+  }
+
+  json* place(json v) {
+    if (frames_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    auto& top = frames_.back();
+    if (top.value->is_array()) {
+      top.value->push_back(std::move(v));
+      return &top.value->back();
+    }
+    auto& slot = (*top.value)[top.key];
+    slot = std::move(v);
+    return &slot;
+  }
+
+  template <class T>
+  bool add(T&& v) {
+    place(json(std::forward<T>(v)));
+    return true;
+  }
+
+  bool open(json::value_t t) {
+    // The root is level 0; a member's value opens level 1, so level k
+    // opens with k frames below it.
+    if (frames_.size() > max_depth_)
+      return fail(where() + " nests deeper than "
+                  + std::to_string(max_depth_) + " levels");
+    frames_.push_back({place(json(t)), {}});
+    return true;
+  }
+
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+
+  json& root_;
+  size_t max_depth_;
+  std::vector<frame> frames_;
+};
+
+// -- telemetry over two document kinds ---------------------------------------
+
+/// A read-only view of a nlohmann::json node for the telemetry walk.
+struct json_node {
+  const nlohmann::json* v;
+
+  bool is_null() const { return v->is_null(); }
+  bool is_object() const { return v->is_object(); }
+  bool is_array() const { return v->is_array(); }
+  bool is_string() const { return v->is_string(); }
+  bool is_number() const { return v->is_number(); }
+  size_t size() const { return v->size(); }
+  std::optional<json_node> find(const char* key) const {
+    auto it = v->find(key);
+    if (it == v->end())
+      return std::nullopt;
+    return json_node{&*it};
+  }
+  json_node at(size_t i) const { return {&(*v)[i]}; }
+  std::string str() const { return v->get<std::string>(); }
+  double number() const { return v->get<double>(); }
+  std::optional<int64_t> non_negative_int() const {
+    if (v->is_number_unsigned()
+        && v->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX))
+      return static_cast<int64_t>(v->get<uint64_t>());
+    if (v->is_number_integer() && v->get<int64_t>() >= 0)
+      return v->get<int64_t>();
+    return std::nullopt;
+  }
+  std::optional<int64_t> ts() const { return parse_ts(*v); }
+  /// Calls f(key, node) for each member; stops when f returns false.
+  template <class F>
+  bool members(F f) const {
+    for (auto& [k, x] : v->items())
+      if (!f(k, json_node{&x}))
+        return false;
+    return true;
+  }
+};
+
+/// The same view of a msgpack-c object.
+struct msgpack_node {
+  const msgpack::object* v;
+
+  bool is_null() const { return v->type == msgpack::type::NIL; }
+  bool is_object() const { return v->type == msgpack::type::MAP; }
+  bool is_array() const { return v->type == msgpack::type::ARRAY; }
+  bool is_string() const { return v->type == msgpack::type::STR; }
+  bool is_number() const {
+    return v->type == msgpack::type::POSITIVE_INTEGER
+           || v->type == msgpack::type::NEGATIVE_INTEGER
+           || v->type == msgpack::type::FLOAT32
+           || v->type == msgpack::type::FLOAT64;
+  }
+  size_t size() const {
+    return is_object() ? v->via.map.size : is_array() ? v->via.array.size : 0;
+  }
+  std::optional<msgpack_node> find(const char* key) const {
+    auto n = std::strlen(key);
+    for (uint32_t i = 0; i < v->via.map.size; ++i) {
+      auto& kv = v->via.map.ptr[i];
+      if (kv.key.type == msgpack::type::STR && kv.key.via.str.size == n
+          && std::memcmp(kv.key.via.str.ptr, key, n) == 0)
+        return msgpack_node{&kv.val};
+    }
+    return std::nullopt;
+  }
+  msgpack_node at(size_t i) const { return {&v->via.array.ptr[i]}; }
+  std::string str() const { return {v->via.str.ptr, v->via.str.size}; }
+  double number() const {
+    switch (v->type) {
+      case msgpack::type::POSITIVE_INTEGER:
+        return static_cast<double>(v->via.u64);
+      case msgpack::type::NEGATIVE_INTEGER:
+        return static_cast<double>(v->via.i64);
+      default:
+        return v->via.f64;
+    }
+  }
+  std::optional<int64_t> non_negative_int() const {
+    if (v->type == msgpack::type::POSITIVE_INTEGER
+        && v->via.u64 <= static_cast<uint64_t>(INT64_MAX))
+      return static_cast<int64_t>(v->via.u64);
+    return std::nullopt;
+  }
+  std::optional<int64_t> ts() const {
+    switch (v->type) {
+      case msgpack::type::POSITIVE_INTEGER:
+        if (v->via.u64 > static_cast<uint64_t>(INT64_MAX))
+          return std::nullopt;
+        return static_cast<int64_t>(v->via.u64);
+      case msgpack::type::NEGATIVE_INTEGER:
+        return v->via.i64;
+      case msgpack::type::FLOAT32:
+      case msgpack::type::FLOAT64: {
+        auto f = v->via.f64;
+        if (!std::isfinite(f) || f != std::floor(f) || std::fabs(f) > 9e15)
+          return std::nullopt;
+        return static_cast<int64_t>(f);
+      }
+      case msgpack::type::STR:
+        return parse_rfc3339(str());
+      default:
+        return std::nullopt;
+    }
+  }
+  template <class F>
+  bool members(F f) const {
+    for (uint32_t i = 0; i < v->via.map.size; ++i) {
+      auto& kv = v->via.map.ptr[i];
+      // Metric names are strings; anything else cannot be one.
+      std::string k = kv.key.type == msgpack::type::STR
+                        ? std::string{kv.key.via.str.ptr, kv.key.via.str.size}
+                        : std::string{};
+      if (!f(k, msgpack_node{&kv.val}))
+        return false;
+    }
+    return true;
+  }
+};
+
+/// Validates a telemetry document (either form) into the message.
+template <class Node>
+parsed<actors::telemetry> telemetry_from(const Node& body,
+                                         const telemetry_limits& limits,
+                                         int64_t now_ms) {
   if (!body.is_object())
-    return bad("telemetry body must be a JSON object");
+    return bad("telemetry body must be an object");
   actors::telemetry out;
-  if (auto it = body.find("batch_id"); it != body.end() && !it->is_null()) {
-    if (it->is_number_unsigned()
-        && it->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX))
-      out.batch_id = static_cast<int64_t>(it->get<uint64_t>());
-    else if (it->is_number_integer() && it->get<int64_t>() >= 0)
-      out.batch_id = it->get<int64_t>();
-    else
+  if (auto it = body.find("batch_id"); it && !it->is_null()) {
+    auto id = it->non_negative_int();
+    if (!id)
       return bad("batch_id must be a non-negative integer");
+    out.batch_id = *id;
   }
   auto check_ts = [&](int64_t ts, const std::string& where)
     -> std::optional<api_error> {
@@ -199,12 +445,12 @@ parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
   };
   auto pts = body.find("points");
   auto vals = body.find("values");
-  if (pts != body.end() && vals != body.end())
+  if (pts && vals)
     return bad("give either points or values, not both");
-  if (pts != body.end()) {
+  if (pts) {
     if (!pts->is_array())
       return bad("points must be an array");
-    if (pts->empty())
+    if (pts->size() == 0)
       return bad("points must not be empty");
     if (pts->size() > limits.max_points)
       return bad("too many points: " + std::to_string(pts->size())
@@ -212,24 +458,24 @@ parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
                  "too_many_points");
     out.points.reserve(pts->size());
     for (size_t i = 0; i < pts->size(); ++i) {
-      auto& p = (*pts)[i];
+      auto p = pts->at(i);
       auto where = "points[" + std::to_string(i) + "]";
       if (!p.is_object())
         return bad(where + " is not an object");
       actors::point pt;
       auto m = p.find("metric");
-      if (m == p.end() || !m->is_string() || !valid_id(m->get<std::string>()))
+      if (!m || !m->is_string() || !valid_id(m->str()))
         return bad(where + ".metric is missing or not a valid metric name");
-      pt.metric = m->get<std::string>();
+      pt.metric = m->str();
       auto v = p.find("value");
-      if (v == p.end() || !v->is_number() || !std::isfinite(v->get<double>()))
+      if (!v || !v->is_number() || !std::isfinite(v->number()))
         return bad(where + ".value is not a finite number");
-      pt.value = v->get<double>();
+      pt.value = v->number();
       auto t = p.find("ts");
-      if (t == p.end() || t->is_null()) {
+      if (!t || t->is_null()) {
         pt.ts_ms = now_ms;
       } else {
-        auto ts = parse_ts(*t);
+        auto ts = t->ts();
         if (!ts)
           return bad(where + ".ts is not a timestamp (integer ms or "
                              "RFC 3339)");
@@ -241,33 +487,109 @@ parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
     }
     return out;
   }
-  if (vals != body.end()) {
+  if (vals) {
     if (!vals->is_object())
       return bad("values must be an object of metric: number");
-    if (vals->empty())
+    if (vals->size() == 0)
       return bad("values must not be empty");
     if (vals->size() > limits.max_points)
       return bad("too many points: " + std::to_string(vals->size()),
                  "too_many_points");
     int64_t ts = now_ms;
-    if (auto t = body.find("ts"); t != body.end() && !t->is_null()) {
-      auto parsed_ts = parse_ts(*t);
+    if (auto t = body.find("ts"); t && !t->is_null()) {
+      auto parsed_ts = t->ts();
       if (!parsed_ts)
         return bad("ts is not a timestamp (integer ms or RFC 3339)");
       if (auto e = check_ts(*parsed_ts, "ts"))
         return *e;
       ts = *parsed_ts;
     }
-    for (auto& [name, v] : vals->items()) {
+    std::optional<api_error> err;
+    out.points.reserve(vals->size());
+    vals->members([&](const std::string& name, const Node& v) {
       if (!valid_id(name))
-        return bad("values." + name + " is not a valid metric name");
-      if (!v.is_number() || !std::isfinite(v.get<double>()))
-        return bad("values." + name + " is not a finite number");
-      out.points.push_back({name, ts, v.get<double>()});
-    }
+        err = bad("values." + (printable(name) ? name : std::string{"?"})
+                  + " is not a valid metric name");
+      else if (!v.is_number() || !std::isfinite(v.number()))
+        err = bad("values." + name + " is not a finite number");
+      else
+        out.points.push_back({name, ts, v.number()});
+      return !err;
+    });
+    if (err)
+      return *err;
     return out;
   }
   return bad("telemetry needs points or values");
+}
+
+} // namespace
+
+parsed<nlohmann::json> parse_json(const std::string& body, size_t max_depth) {
+  nlohmann::json root;
+  bounded_dom dom{root, max_depth};
+  auto ok = nlohmann::json::sax_parse(body, &dom,
+                                      nlohmann::json::input_format_t::json,
+                                      true);
+  if (dom.error)
+    return *dom.error;
+  if (!ok)
+    return bad("request body is not valid JSON", "malformed_json");
+  return root;
+}
+
+std::optional<api_error> check_content_encoding(const std::string& header) {
+  auto v = header;
+  for (auto& c : v)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  while (!v.empty() && v.back() == ' ')
+    v.pop_back();
+  auto b = v.find_first_not_of(' ');
+  v = b == std::string::npos ? std::string{} : v.substr(b);
+  if (v.empty() || v == "identity" || v == "gzip")
+    return std::nullopt;
+  return api_error{415, "unsupported_media_type",
+                   "Content-Encoding "
+                     + (printable(header) ? header : std::string{"?"})
+                     + " is not supported (gzip or identity)"};
+}
+
+parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
+                                          const telemetry_limits& limits,
+                                          int64_t now_ms) {
+  return telemetry_from(json_node{&body}, limits, now_ms);
+}
+
+parsed<actors::telemetry> parse_telemetry_msgpack(
+  const std::string& body, const telemetry_limits& limits, int64_t now_ms) {
+  // A point is a small map; values and points hold at most max_points.
+  auto n = static_cast<std::size_t>(std::max<size_t>(limits.max_points, 16));
+  msgpack::unpack_limit lim{n, n, 64 * 1024, 64 * 1024, 64 * 1024,
+                            limits.max_depth + 1};
+  try {
+    std::size_t off = 0;
+    auto oh = msgpack::unpack(body.data(), body.size(), off, nullptr, nullptr,
+                              lim);
+    if (off != body.size())
+      return bad("request body holds bytes after the MessagePack value",
+                 "malformed_msgpack");
+    return telemetry_from(msgpack_node{&oh.get()}, limits, now_ms);
+  } catch (const msgpack::depth_size_overflow&) {
+    return bad("the MessagePack body nests deeper than "
+               + std::to_string(limits.max_depth) + " levels");
+  } catch (const msgpack::size_overflow& e) {
+    return bad(std::string{"the MessagePack body exceeds a size limit: "}
+               + e.what());
+  } catch (const std::exception&) {
+    return bad("request body is not valid MessagePack", "malformed_msgpack");
+  }
+}
+
+bool printable(const std::string& s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f)
+      return false;
+  return true;
 }
 
 std::string encode_cursor(const std::string& position) {
@@ -300,7 +622,7 @@ std::optional<std::string> decode_cursor(const std::string& cursor) {
       bits -= 8;
     }
   }
-  if (out.size() < 2 || out[1] != ':')
+  if (out.size() < 2 || out[1] != ':' || !printable(out))
     return std::nullopt;
   return out;
 }

@@ -29,16 +29,25 @@ std::optional<int64_t> parse_ts(const nlohmann::json& j);
 /// "60s", "5m", "1h", "1d" (or plain seconds) to ms.
 std::optional<int64_t> parse_step(const std::string& s);
 
-/// Parses a JSON body; the error says what is wrong.
-parsed<nlohmann::json> parse_json(const std::string& body);
+/// Parses a JSON body without recursion. Containers may nest at most
+/// `max_depth` levels below a top-level member (so `args` of a command may
+/// nest max_depth levels; the document as a whole max_depth + 1), and no
+/// string or key may hold a NUL character (PostgreSQL stores neither in
+/// text nor jsonb). Errors are 400s naming the field: "args nests deeper
+/// than 32 levels", "[3].name contains a NUL character".
+parsed<nlohmann::json> parse_json(const std::string& body,
+                                  size_t max_depth = 32);
 
-/// Parses a MessagePack body into the same JSON structure.
-parsed<nlohmann::json> parse_msgpack(const std::string& body);
+/// A request's Content-Encoding: none, `identity` and `gzip` are accepted;
+/// anything else is a 415.
+std::optional<api_error> check_content_encoding(const std::string& header);
 
 struct telemetry_limits {
   size_t max_points = 10'000;
   int64_t max_age_ms = 30LL * 86'400'000;
   int64_t max_future_ms = 300'000;
+  /// Nesting allowed below a top-level member (unknown fields included).
+  size_t max_depth = 32;
 };
 
 /// Validates a telemetry body (both forms) into the message; a batch with
@@ -46,6 +55,17 @@ struct telemetry_limits {
 parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
                                           const telemetry_limits& limits,
                                           int64_t now_ms);
+
+/// Decodes a MessagePack telemetry body (the same structure as JSON)
+/// straight into the message with msgpack-c, under unpack limits (depth,
+/// array and map sizes, string, binary and extension sizes), so no input
+/// can exhaust the stack or memory; the same validation as JSON.
+parsed<actors::telemetry> parse_telemetry_msgpack(
+  const std::string& body, const telemetry_limits& limits, int64_t now_ms);
+
+/// True when `s` holds no byte below 0x20 (query parameters and cursors are
+/// passed to PostgreSQL, which refuses NUL in text).
+bool printable(const std::string& s);
 
 /// Opaque cursors: base64url of a position.
 std::string encode_cursor(const std::string& position);

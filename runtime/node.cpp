@@ -13,6 +13,7 @@
 #include <caf/scoped_actor.hpp>
 
 #include "cluster-config/config.hpp"
+#include "runtime/crash.hpp"
 #include "runtime/db_pool.hpp"
 #include "runtime/logger.hpp"
 #include "runtime/metrics.hpp"
@@ -31,6 +32,22 @@ int64_t now_ms() {
            std::chrono::system_clock::now().time_since_epoch())
     .count();
 }
+
+} // namespace
+
+namespace {
+
+/// Gives CAF's threads an alternate signal stack (see crash.hpp).
+class signal_stack_hook : public caf::thread_hook {
+public:
+  void init(caf::actor_system&) override {
+  }
+  void thread_started() override {
+    ensure_signal_stack();
+  }
+  void thread_terminates() override {
+  }
+};
 
 } // namespace
 
@@ -151,6 +168,16 @@ caf::error node::start_storage() {
         conn, cfg_.ingest.max_age_days + 1, cfg_.storage.partition_days_ahead,
         cfg_.storage.retention_days))
     return err;
+  auto shards = cfg_.cluster.shards;
+  auto resharded = storage::sync_device_shards(
+    conn, shards, [shards](const std::string& id) {
+      return static_cast<int32_t>(shard_map::shard_of(id, shards));
+    });
+  if (!resharded)
+    return resharded.error();
+  if (*resharded > 0)
+    log().info("assigned shards to {} devices (shards={})", *resharded,
+               shards);
   auto key = storage::secret_key(conn);
   if (!key)
     return key.error();
@@ -159,7 +186,20 @@ caf::error node::start_storage() {
   return caf::none;
 }
 
+bool node::pool_serves() {
+  caf::scoped_actor self{system()};
+  bool ok = false;
+  db_job probe{[](storage::connection& c) -> caf::error {
+    auto r = c.exec("SELECT 1");
+    return r ? caf::none : r.error();
+  }};
+  self->request(db_, std::chrono::seconds(2), std::move(probe))
+    .receive([&](ok_atom) { ok = true; }, [&](caf::error&) { ok = false; });
+  return ok;
+}
+
 void node::health_loop() {
+  ensure_signal_stack();
   storage::connection conn{database_url_, 2};
   auto& up = metrics().get_gauge("troupe_database_up",
                                  "1 while PostgreSQL answers");
@@ -167,8 +207,9 @@ void node::health_loop() {
   std::unique_lock<std::mutex> guard{impl_->mtx};
   while (!impl_->health_stop) {
     guard.unlock();
-    auto res = conn.exec("SELECT 1");
-    bool ok = static_cast<bool>(res);
+    // Ready means the pool serves, not only that PostgreSQL answers: a job
+    // through the pool shows its connections recovered after a restart.
+    bool ok = static_cast<bool>(conn.exec("SELECT 1")) && pool_serves();
     if (ok != db_ok_.load())
       log().warn("PostgreSQL {}", ok ? "reachable again" : "unreachable");
     db_ok_ = ok;
@@ -197,6 +238,7 @@ int node::run() {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
   setup_logging(cfg_.log.level, id_);
+  install_crash_handler(id_);
   started_ms_ = now_ms();
   log().info("starting troupe node id={} http={}", id_, cfg_.http.listen);
   if (auto err = start_storage()) {
@@ -220,6 +262,7 @@ int node::run() {
   cc.set("scheduler.policy",
          sharing ? caf::atom("sharing") : caf::atom("stealing"));
   cc.set("logger.verbosity", caf::atom("quiet"));
+  cc.add_thread_hook<signal_stack_hook>();
   if (clustered()) {
     // CAF 0.17 ships with heartbeats off: a frozen peer would never be
     // noticed and remote_actor could hang. Turn them on, and refuse nodes

@@ -92,6 +92,8 @@ public:
 private:
   caf::error start_storage();
   void health_loop();
+  /// True when a job through the database pool succeeds (within 2 s).
+  bool pool_serves();
 
   config::node_config cfg_;
   std::string id_;

@@ -6,11 +6,15 @@
 
 #include "runtime/atoms.hpp"
 #include "runtime/bridge.hpp"
+#include "runtime/failure_window.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/shard_region.hpp"
+#include "runtime/supervisor.hpp"
 
 using namespace troupe::runtime;
 using namespace std::chrono_literals;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
 
 namespace {
 
@@ -28,6 +32,18 @@ caf::behavior counter_entity(caf::event_based_actor* self, caf::actor region,
     [=](get_atom) { return ++*n; },
     [=](idle_atom) { self->send(region, passivate_atom::value, key); },
     [=](stop_atom) { self->quit(); },
+  };
+}
+
+using crash_atom = caf::atom_constant<caf::atom("crash")>;
+
+std::atomic<int> workers_started{0};
+
+// A worker that answers its generation and throws when told to.
+caf::behavior flaky_worker(caf::event_based_actor*, int generation) {
+  return {
+    [=](get_atom) { return generation; },
+    [=](crash_atom) -> int { throw std::runtime_error("injected"); },
   };
 }
 
@@ -84,4 +100,81 @@ TEST_CASE("the shard region spawns on demand and reactivates after "
   CHECK(*ask<int64_t>(sys, region, 2s, caf::make_message(count_atom::value))
         == 2);
   caf::anon_send(region, stop_atom::value);
+}
+
+TEST_CASE("restarts back off and trip after too many in the window") {
+  restart_policy p{3, seconds(60), milliseconds(100), seconds(1)};
+  auto t = restart_policy::clock::now();
+  CHECK(p.on_crash(t) == milliseconds(100));
+  CHECK(p.on_crash(t + seconds(1)) == milliseconds(200));
+  CHECK(p.on_crash(t + seconds(2)) == milliseconds(400));
+  CHECK_FALSE(p.tripped());
+  // The fourth within 60 s trips: down for a whole window.
+  CHECK(p.on_crash(t + seconds(3)) == seconds(60));
+  CHECK(p.tripped());
+  // Afterwards the count starts over.
+  CHECK(p.on_crash(t + seconds(70)) == milliseconds(100));
+  CHECK_FALSE(p.tripped());
+  // Crashes older than the window are forgotten.
+  CHECK(p.on_crash(t + seconds(200)) == milliseconds(100));
+}
+
+TEST_CASE("restart backoff is capped") {
+  restart_policy p{100, seconds(60), milliseconds(500), seconds(2)};
+  auto t = restart_policy::clock::now();
+  milliseconds last{0};
+  for (int i = 0; i < 10; ++i)
+    last = p.on_crash(t + milliseconds(i));
+  CHECK(last == seconds(2));
+}
+
+TEST_CASE("a supervised worker is restarted and keeps serving") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  workers_started = 0;
+  auto sup = spawn_supervisor(
+    sys, "flaky",
+    [](caf::actor_system& sys) {
+      return sys.spawn(flaky_worker, ++workers_started);
+    },
+    restart_policy{5, seconds(60), milliseconds(10)});
+  auto gen = [&] {
+    return ask<int>(sys, sup, 2s, caf::make_message(get_atom::value));
+  };
+  REQUIRE(gen());
+  CHECK(*gen() == 1);
+  // The crash fails that request only.
+  CHECK(!ask<int>(sys, sup, 2s, caf::make_message(crash_atom::value)));
+  // The next worker answers (a request racing the crash may still reach
+  // the dead one; those sent while it is down wait for the next).
+  caf::expected<int> next = caf::sec::request_timeout;
+  for (int i = 0; i < 50 && !next; ++i)
+    next = gen();
+  REQUIRE(next);
+  CHECK(*next == 2);
+  CHECK(workers_started == 2);
+  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a failure window throttles for at most one window") {
+  failure_window w{3, seconds(10)};
+  auto t = failure_window::clock::now();
+  CHECK(w.blocked_for(t).count() == 0);
+  w.fail(t);
+  w.fail(t + seconds(1));
+  CHECK(w.blocked_for(t + seconds(2)).count() == 0);
+  w.fail(t + seconds(2));
+  // Three within 10 s: blocked until the first leaves the window.
+  CHECK(w.blocked_for(t + seconds(3)) == seconds(7));
+  CHECK(retry_after_s(w.blocked_for(t + seconds(3))) == 7);
+  CHECK(w.blocked_for(t + seconds(10)).count() == 0);
+  // Failures beyond the limit keep only the newest max.
+  for (int i = 0; i < 100; ++i)
+    w.fail(t + seconds(20));
+  CHECK(w.blocked_for(t + seconds(29)) == seconds(1));
+  CHECK(w.blocked_for(t + seconds(30)).count() == 0);
+  CHECK(w.idle(t + seconds(30)));
+  w.fail(t + seconds(31));
+  w.clear();
+  CHECK(w.blocked_for(t + seconds(31)).count() == 0);
 }

@@ -192,6 +192,13 @@ CREATE TABLE shard_maps (
   created_by text NOT NULL
 );
 )sql"},
+    {4, "devices carry their shard (analysis runs where the shard lives)",
+     R"sql(
+-- shard = the key's shard for the cluster's shard count (settings.shards);
+-- set on insert and by each node at start when the count changed.
+ALTER TABLE devices ADD COLUMN shard integer;
+CREATE INDEX devices_shard ON devices (shard);
+)sql"},
   };
   return all;
 }

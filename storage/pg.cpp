@@ -1,11 +1,11 @@
 #include "storage/pg.hpp"
 
-#include <condition_variable>
+#include <cctype>
+#include <cstring>
 #include <cstdlib>
-#include <deque>
-#include <mutex>
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include "storage/logger.hpp"
 
@@ -84,6 +84,28 @@ void connection::reset() {
     PQfinish(conn_);
     conn_ = nullptr;
   }
+  in_tx_ = false;
+}
+
+void connection::check_alive() {
+  if (!conn_ || in_tx_)
+    return;
+  // Reads what the server sent meanwhile, without blocking: a server that
+  // shut down sent a FATAL (which libpq takes as a notice) and then closed
+  // the socket; the read after the FATAL finds the end of the stream.
+  for (int i = 0; i < 4; ++i) {
+    pollfd p{PQsocket(conn_), POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0)
+      break;
+    if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) {
+      log().info("PostgreSQL link closed by the server; reconnecting");
+      reset();
+      return;
+    }
+  }
+  // A notification or a stray result would confuse the next statement.
+  while (auto n = PQnotifies(conn_))
+    PQfreemem(n);
 }
 
 bool connection::ok() const {
@@ -132,8 +154,54 @@ caf::error connection::to_error(PGresult* res, const std::string& sql) {
   return make_storage_error(errc::query_failed, msg);
 }
 
+namespace {
+
+bool starts_with_word(const std::string& sql, const char* word) {
+  size_t i = 0;
+  while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])))
+    ++i;
+  auto n = std::strlen(word);
+  if (sql.size() - i < n)
+    return false;
+  for (size_t k = 0; k < n; ++k)
+    if (std::toupper(static_cast<unsigned char>(sql[i + k])) != word[k])
+      return false;
+  return sql.size() == i + n
+         || !std::isalnum(static_cast<unsigned char>(sql[i + n]));
+}
+
+} // namespace
+
 caf::expected<result> connection::exec(const std::string& sql,
-                                       const std::vector<param>& params) {
+                                       const std::vector<param>& params,
+                                       retry when) {
+  check_alive();
+  auto was_connected = conn_ != nullptr;
+  auto tx = in_tx_;
+  auto r = exec_once(sql, params);
+  if (r) {
+    if (starts_with_word(sql, "BEGIN"))
+      in_tx_ = true;
+    else if (starts_with_word(sql, "COMMIT")
+             || starts_with_word(sql, "ROLLBACK"))
+      in_tx_ = false;
+    return r;
+  }
+  // The link broke during the call (to_error reset it): once more on a new
+  // link, if that cannot do harm.
+  auto safe = when == retry::idempotent
+              || (when == retry::if_read && starts_with_word(sql, "SELECT"));
+  if (was_connected && !tx && safe && r.error() == errc::unavailable
+      && conn_ == nullptr) {
+    ++retries_;
+    log().info("retrying a statement on a new PostgreSQL link");
+    return exec_once(sql, params);
+  }
+  return r;
+}
+
+caf::expected<result> connection::exec_once(const std::string& sql,
+                                            const std::vector<param>& params) {
   if (auto err = ensure())
     return err;
   std::vector<const char*> values;
@@ -158,6 +226,7 @@ caf::expected<result> connection::exec(const std::string& sql,
 
 caf::error connection::copy_in(const std::string& sql,
                                const std::string& payload) {
+  check_alive();
   if (auto err = ensure())
     return err;
   auto res = PQexec(conn_, sql.c_str());
@@ -190,44 +259,6 @@ std::string connection::quote_ident(const std::string& x) {
     out += c;
   }
   return out + "\"";
-}
-
-// -- pool -----------------------------------------------------------------------
-
-struct pool::impl {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::deque<std::unique_ptr<connection>> idle;
-};
-
-pool::pool(std::string url, size_t size, int64_t connect_timeout_s)
-  : impl_(std::make_unique<impl>()), url_(std::move(url)) {
-  for (size_t i = 0; i < size; ++i)
-    impl_->idle.push_back(
-      std::make_unique<connection>(url_, connect_timeout_s));
-}
-
-pool::~pool() = default;
-
-pool::lease::~lease() {
-  if (conn_)
-    owner_->release(std::move(conn_));
-}
-
-pool::lease pool::acquire() {
-  std::unique_lock<std::mutex> guard{impl_->mtx};
-  impl_->cv.wait(guard, [&] { return !impl_->idle.empty(); });
-  auto c = std::move(impl_->idle.front());
-  impl_->idle.pop_front();
-  return lease{this, std::move(c)};
-}
-
-void pool::release(std::unique_ptr<connection> c) {
-  {
-    std::lock_guard<std::mutex> guard{impl_->mtx};
-    impl_->idle.push_back(std::move(c));
-  }
-  impl_->cv.notify_one();
 }
 
 // -- helpers --------------------------------------------------------------------

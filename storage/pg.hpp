@@ -48,8 +48,25 @@ private:
 /// A parameter: text or SQL NULL.
 using param = std::optional<std::string>;
 
+/// Whether a statement may run again on a new connection after the old one
+/// broke mid-call (PostgreSQL restarted, a failover, a dropped socket):
+/// only when running it twice is harmless.
+enum class retry {
+  /// Reads (a statement starting with SELECT) yes, everything else no.
+  if_read,
+  /// The caller vouches that the statement is idempotent.
+  idempotent,
+  /// Never.
+  never,
+};
+
 /// One libpq connection. Not thread-safe: owned by one actor or borrowed from
-/// a pool by one thread at a time. Reconnects lazily after a broken link.
+/// a pool by one thread at a time. Reconnects lazily after a broken link:
+/// before each statement it checks, without blocking, that the server has
+/// not closed the link meanwhile (so the first query after a PostgreSQL
+/// restart does not fail), and a statement that finds the link broken runs
+/// once more on a new link when it is safe to (see `retry`; never inside a
+/// transaction).
 class connection {
 public:
   explicit connection(std::string url, int64_t connect_timeout_s = 5);
@@ -66,7 +83,11 @@ public:
   /// Runs one statement with text parameters ($1, $2, ...).
   [[nodiscard]] caf::expected<result> exec(const std::string& sql,
                                            const std::vector<param>& params
-                                           = {});
+                                           = {},
+                                           retry when = retry::if_read);
+
+  /// Statements that found a broken link and ran again on a new one.
+  uint64_t retries() const { return retries_; }
 
   /// Runs a COPY ... FROM STDIN with the given payload.
   [[nodiscard]] caf::error copy_in(const std::string& sql,
@@ -82,43 +103,16 @@ public:
 
 private:
   caf::error to_error(PGresult* res, const std::string& sql);
+  caf::expected<result> exec_once(const std::string& sql,
+                                  const std::vector<param>& params);
+  /// Drops the link if the server closed it since the last statement.
+  void check_alive();
   std::string url_;
   int64_t connect_timeout_s_;
   PGconn* conn_ = nullptr;
-};
-
-/// A fixed-size pool of connections for blocking callers. Thread-safe.
-class pool {
-public:
-  pool(std::string url, size_t size, int64_t connect_timeout_s);
-  ~pool();
-
-  /// A borrowed connection; returns itself to the pool on destruction.
-  class lease {
-  public:
-    lease(pool* owner, std::unique_ptr<connection> c)
-      : owner_(owner), conn_(std::move(c)) {}
-    lease(lease&&) noexcept = default;
-    ~lease();
-    connection* operator->() { return conn_.get(); }
-    connection& operator*() { return *conn_; }
-
-  private:
-    pool* owner_;
-    std::unique_ptr<connection> conn_;
-  };
-
-  /// Borrows a connection, waiting while all are in use.
-  lease acquire();
-
-  const std::string& url() const { return url_; }
-
-private:
-  friend class lease;
-  void release(std::unique_ptr<connection> c);
-  struct impl;
-  std::unique_ptr<impl> impl_;
-  std::string url_;
+  /// Inside BEGIN ... COMMIT/ROLLBACK: a retry would run outside it.
+  bool in_tx_ = false;
+  uint64_t retries_ = 0;
 };
 
 /// Formats a vector as a PostgreSQL array literal of text elements.

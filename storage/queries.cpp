@@ -63,6 +63,49 @@ caf::expected<std::string> secret_key(connection& c) {
   return r->str(0, 0);
 }
 
+caf::expected<int64_t>
+sync_device_shards(connection& c, size_t shards,
+                   const std::function<int32_t(const std::string&)>& shard_of) {
+  auto stored = c.exec("SELECT value FROM settings WHERE key = 'shards'");
+  if (!stored)
+    return stored.error();
+  auto count = std::to_string(shards);
+  bool all = stored->rows() == 0 || stored->str(0, 0) != count;
+  int64_t updated = 0;
+  // In chunks, so a large fleet never holds one long transaction.
+  std::string after;
+  for (;;) {
+    auto r = c.exec(std::string{"SELECT id FROM devices WHERE id > $1"}
+                      + (all ? "" : " AND shard IS NULL")
+                      + " ORDER BY id LIMIT 10000",
+                    {after});
+    if (!r)
+      return r.error();
+    if (r->rows() == 0)
+      break;
+    std::vector<std::string> ids;
+    std::vector<int64_t> sh;
+    for (int i = 0; i < r->rows(); ++i) {
+      ids.push_back(r->str(i, 0));
+      sh.push_back(shard_of(ids.back()));
+    }
+    after = ids.back();
+    auto u = c.exec("UPDATE devices d SET shard = u.s FROM unnest($1::text[],"
+                    " $2::int[]) AS u(id, s) WHERE d.id = u.id",
+                    {array_literal(ids), array_literal(sh)},
+                    retry::idempotent);
+    if (!u)
+      return u.error();
+    updated += u->affected();
+  }
+  auto set = c.exec("INSERT INTO settings VALUES ('shards', $1)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    {count}, retry::idempotent);
+  if (!set)
+    return set.error();
+  return updated;
+}
+
 // -- tenants and users ------------------------------------------------------------
 
 caf::error insert_tenant(connection& c, const tenant_row& t) {
@@ -136,11 +179,13 @@ caf::expected<int64_t> count_admins(connection& c) {
 
 caf::error insert_devices(connection& c, const std::vector<new_device>& ds) {
   std::vector<std::string> ids, names, tenants, hashes;
+  std::vector<int64_t> shards;
   for (auto& d : ds) {
     ids.push_back(d.id);
     names.push_back(d.name);
     tenants.push_back(d.tenant);
     hashes.push_back(d.secret_hash);
+    shards.push_back(d.shard);
   }
   auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
@@ -155,11 +200,11 @@ caf::error insert_devices(connection& c, const std::vector<new_device>& ds) {
     return make_storage_error(errc::conflict,
                               "device " + dup->str(0, 0) + " already exists");
   return status_of(c.exec(
-    "INSERT INTO devices (id, name, tenant, secret_hash, created_ms)"
-    " SELECT * , $5::bigint FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::text[])",
+    "INSERT INTO devices (id, name, tenant, secret_hash, shard, created_ms)"
+    " SELECT * , $6::bigint FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::int[])",
     {array_literal(ids), array_literal(names), array_literal(tenants),
-     array_literal(hashes), num(now)}));
+     array_literal(hashes), array_literal(shards), num(now)}));
 }
 
 caf::expected<std::optional<device_row>>
@@ -283,19 +328,27 @@ caf::error insert_device_token(connection& c, const std::string& token_hash,
                     {device_id,
                      num(std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
-                           .count())});
+                           .count())},
+                    retry::idempotent);
   if (!del)
     return del.error();
-  return status_of(c.exec("INSERT INTO device_tokens VALUES ($1, $2, $3)",
-                          {token_hash, device_id, num(expires_ms)}));
+  // The hash is of a fresh random token: a retry after a lost answer finds
+  // its own row.
+  return status_of(c.exec("INSERT INTO device_tokens VALUES ($1, $2, $3)"
+                          " ON CONFLICT DO NOTHING",
+                          {token_hash, device_id, num(expires_ms)},
+                          retry::idempotent));
 }
 
 // -- sessions ---------------------------------------------------------------------------
 
 caf::error insert_session(connection& c, const session_row& s) {
-  return status_of(c.exec("INSERT INTO sessions VALUES ($1, $2, $3, $4)",
+  // A fresh random token: a retry after a lost answer finds its own row.
+  return status_of(c.exec("INSERT INTO sessions VALUES ($1, $2, $3, $4)"
+                          " ON CONFLICT DO NOTHING",
                           {s.token_hash, s.user.username, num(s.created_ms),
-                           num(s.last_seen_ms)}));
+                           num(s.last_seen_ms)},
+                          retry::idempotent));
 }
 
 caf::expected<std::optional<session_row>>
@@ -322,12 +375,14 @@ caf::error touch_session(connection& c, const std::string& token_hash,
                          int64_t last_seen_ms) {
   return status_of(c.exec("UPDATE sessions SET last_seen_ms = greatest("
                           "last_seen_ms, $2) WHERE token_hash = $1",
-                          {token_hash, num(last_seen_ms)}));
+                          {token_hash, num(last_seen_ms)},
+                          retry::idempotent));
 }
 
 caf::error delete_session(connection& c, const std::string& token_hash) {
   return status_of(
-    c.exec("DELETE FROM sessions WHERE token_hash = $1", {token_hash}));
+    c.exec("DELETE FROM sessions WHERE token_hash = $1", {token_hash},
+           retry::idempotent));
 }
 
 // -- commands ----------------------------------------------------------------------------
@@ -353,7 +408,8 @@ caf::error mark_delivered(connection& c, const std::vector<std::string>& ids,
                           " delivered_ms = coalesce(delivered_ms, $2)"
                           " WHERE id = ANY($1::text[]) AND status IN"
                           " ('pending', 'delivered')",
-                          {array_literal(ids), num(now_ms)}));
+                          {array_literal(ids), num(now_ms)},
+                          retry::idempotent));
 }
 
 caf::expected<bool> finish_command(connection& c, const std::string& device_id,
@@ -507,6 +563,13 @@ alert_row alert_from(const result& r, int i) {
   return a;
 }
 
+/// A shard filter as a parameter: an int[] literal, or NULL for all.
+param shard_param(const shard_filter& f) {
+  if (!f)
+    return std::nullopt;
+  return array_literal(std::vector<int64_t>(f->begin(), f->end()));
+}
+
 // Alert ids: random, from pgcrypto (installed by the migrations).
 constexpr const char* new_alert_id = "encode(gen_random_bytes(12), 'hex')";
 
@@ -514,7 +577,8 @@ constexpr const char* new_alert_id = "encode(gen_random_bytes(12), 'hex')";
 
 caf::expected<rollup_chunk>
 roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
-              std::optional<int64_t> only_key, size_t limit) {
+              std::optional<int64_t> only_key, size_t limit,
+              const shard_filter& shards) {
   // One statement, so the marks taken and the points read share a
   // snapshot; SKIP LOCKED lets several workers (or nodes) share the work.
   auto r = c.exec(
@@ -523,6 +587,8 @@ roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
     "  SELECT device_key, metric_id, hour FROM rollup_dirty"
     "  WHERE NOT (device_key = ANY($1::bigint[]))"
     "  AND ($2::bigint IS NULL OR device_key = $2::bigint)"
+    "  AND ($4::int[] IS NULL OR device_key IN (SELECT key FROM devices"
+    "   WHERE shard = ANY($4::int[])))"
     "  LIMIT $3 FOR UPDATE SKIP LOCKED)"
     " RETURNING device_key, metric_id, hour),"
     " agg AS ("
@@ -542,18 +608,21 @@ roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
     " RETURNING 1)"
     " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM up)",
     {array_literal(skip_keys), opt_key(only_key),
-     num(static_cast<int64_t>(limit))});
+     num(static_cast<int64_t>(limit)), shard_param(shards)});
   if (!r)
     return r.error();
   return rollup_chunk{r->i64(0, 0), r->i64(0, 1)};
 }
 
 caf::expected<std::vector<int64_t>>
-dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys) {
+dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
+                  const shard_filter& shards) {
   auto r = c.exec("SELECT DISTINCT device_key FROM rollup_dirty"
                   " WHERE NOT (device_key = ANY($1::bigint[]))"
+                  " AND ($2::int[] IS NULL OR device_key IN (SELECT key"
+                  "  FROM devices WHERE shard = ANY($2::int[])))"
                   " ORDER BY device_key",
-                  {array_literal(skip_keys)});
+                  {array_literal(skip_keys), shard_param(shards)});
   if (!r)
     return r.error();
   return keys_from(*r);
@@ -561,7 +630,8 @@ dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys) {
 
 caf::expected<std::vector<anomaly_candidate>>
 unchecked_rollups(connection& c, const std::vector<int64_t>& skip_keys,
-                  std::optional<int64_t> only_key, size_t limit) {
+                  std::optional<int64_t> only_key, size_t limit,
+                  const shard_filter& shards) {
   auto r = c.exec(
     "SELECT u.device_key, u.metric_id,"
     " (extract(epoch FROM u.hour) * 1000)::bigint, u.count, u.avg,"
@@ -573,9 +643,11 @@ unchecked_rollups(connection& c, const std::vector<int64_t>& skip_keys,
     "   ORDER BY p.hour DESC LIMIT 24) p) w"
     " WHERE NOT u.checked AND NOT (u.device_key = ANY($1::bigint[]))"
     " AND ($2::bigint IS NULL OR u.device_key = $2::bigint)"
+    " AND ($4::int[] IS NULL OR u.device_key IN (SELECT key FROM devices"
+    "  WHERE shard = ANY($4::int[])))"
     " ORDER BY u.device_key, u.metric_id, u.hour LIMIT $3",
     {array_literal(skip_keys), opt_key(only_key),
-     num(static_cast<int64_t>(limit))});
+     num(static_cast<int64_t>(limit)), shard_param(shards)});
   if (!r)
     return r.error();
   std::vector<anomaly_candidate> out;
@@ -586,11 +658,14 @@ unchecked_rollups(connection& c, const std::vector<int64_t>& skip_keys,
 }
 
 caf::expected<std::vector<int64_t>>
-unchecked_device_keys(connection& c, const std::vector<int64_t>& skip_keys) {
+unchecked_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
+                      const shard_filter& shards) {
   auto r = c.exec("SELECT DISTINCT device_key FROM rollups WHERE NOT checked"
                   " AND NOT (device_key = ANY($1::bigint[]))"
+                  " AND ($2::int[] IS NULL OR device_key IN (SELECT key"
+                  "  FROM devices WHERE shard = ANY($2::int[])))"
                   " ORDER BY device_key",
-                  {array_literal(skip_keys)});
+                  {array_literal(skip_keys), shard_param(shards)});
   if (!r)
     return r.error();
   return keys_from(*r);
@@ -667,7 +742,8 @@ sync_anomaly_alerts(connection& c, const std::vector<int64_t>& device_keys,
 
 caf::expected<std::vector<rule_candidate>>
 rule_candidates(connection& c, const std::vector<std::string>& skip_rules,
-                const std::optional<std::string>& only_rule, int64_t now_ms) {
+                const std::optional<std::string>& only_rule, int64_t now_ms,
+                const shard_filter& shards) {
   auto r = c.exec(
     "SELECT r.id, r.tenant, r.device_id, r.metric, r.op, r.value, r.for_s,"
     " r.created_ms, r.created_by, d.id, d.tenant, l.value,"
@@ -685,9 +761,10 @@ rule_candidates(connection& c, const std::vector<std::string>& skip_rules,
     "  AND t.ts >= to_timestamp(($3::bigint - r.for_s * 1000) / 1000.0)"
     "  AND t.ts <= to_timestamp($3::bigint / 1000.0)) w ON true"
     " WHERE NOT (r.id = ANY($1::text[])) AND ($2::text IS NULL OR r.id = $2)"
+    " AND ($4::int[] IS NULL OR d.shard = ANY($4::int[]))"
     " ORDER BY r.id, d.id",
     {array_literal(skip_rules), only_rule ? param{*only_rule} : std::nullopt,
-     num(now_ms)});
+     num(now_ms), shard_param(shards)});
   if (!r)
     return r.error();
   std::vector<rule_candidate> out;
@@ -756,7 +833,7 @@ caf::expected<int64_t>
 close_rule_alerts(connection& c, const std::vector<std::string>& rule_ids,
                   const std::vector<std::pair<std::string, std::string>>&
                     breaching,
-                  int64_t now_ms) {
+                  int64_t now_ms, const shard_filter& shards) {
   if (rule_ids.empty())
     return int64_t{0};
   std::vector<std::string> br, bd;
@@ -769,9 +846,11 @@ close_rule_alerts(connection& c, const std::vector<std::string>& rule_ids,
     " WHERE a.kind = 'rule' AND a.state = 'open'"
     " AND a.rule_id = ANY($1::text[]) AND NOT EXISTS ("
     "  SELECT 1 FROM unnest($2::text[], $3::text[]) AS b(r, d)"
-    "  WHERE b.r = a.rule_id AND b.d = a.device_id)",
+    "  WHERE b.r = a.rule_id AND b.d = a.device_id)"
+    " AND ($5::int[] IS NULL OR a.device_id IN (SELECT id FROM devices"
+    "  WHERE shard = ANY($5::int[])))",
     {array_literal(rule_ids), array_literal(br), array_literal(bd),
-     num(now_ms)});
+     num(now_ms), shard_param(shards)});
   if (!r)
     return r.error();
   return r->affected();
@@ -779,7 +858,7 @@ close_rule_alerts(connection& c, const std::vector<std::string>& rule_ids,
 
 caf::expected<std::pair<int64_t, int64_t>>
 sync_silence_alerts(connection& c, int64_t default_silence_s,
-                    int64_t now_ms) {
+                    int64_t now_ms, const shard_filter& shards) {
   constexpr const char* window
     = "coalesce(d.silence_s, $2::bigint) * 1000";
   auto opened = c.exec(
@@ -789,18 +868,20 @@ sync_silence_alerts(connection& c, int64_t default_silence_s,
       + ", d.tenant, d.id, 'silence', 'device ' || d.id || ' not seen for"
         " more than ' || (" + window + " / 1000)::text || ' s', 'open', $1"
         " FROM devices d WHERE d.last_seen_ms IS NOT NULL"
+        " AND ($3::int[] IS NULL OR d.shard = ANY($3::int[]))"
         " AND d.last_seen_ms < $1 - " + window
       + " ON CONFLICT DO NOTHING RETURNING id",
-    {num(now_ms), num(default_silence_s)});
+    {num(now_ms), num(default_silence_s), shard_param(shards)});
   if (!opened)
     return opened.error();
   auto closed = c.exec(
     std::string{"UPDATE alerts a SET state = 'closed', closed_ms = $1"
                 " FROM devices d WHERE a.kind = 'silence'"
                 " AND a.state = 'open' AND d.id = a.device_id"
+                " AND ($3::int[] IS NULL OR d.shard = ANY($3::int[]))"
                 " AND d.last_seen_ms >= $1 - "}
       + window,
-    {num(now_ms), num(default_silence_s)});
+    {num(now_ms), num(default_silence_s), shard_param(shards)});
   if (!closed)
     return closed.error();
   return std::make_pair(static_cast<int64_t>(opened->rows()),

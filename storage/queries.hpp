@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,8 @@ struct new_device {
   std::string name;
   std::string tenant;
   std::string secret_hash;
+  /// The key's shard (runtime::shard_map::shard_of).
+  int32_t shard = 0;
 };
 
 struct latest_row {
@@ -85,6 +88,17 @@ struct session_row {
 
 /// The cluster-wide key for keyed hashes (created by the first migration).
 [[nodiscard]] caf::expected<std::string> secret_key(connection& c);
+
+/// Makes every device's `shard` column agree with `shards` (the cluster's
+/// shard count) using `shard_of(id)`: fills missing values, and recomputes
+/// all of them when settings.shards records another count. Returns the
+/// number of devices updated. Runs at node start.
+[[nodiscard]] caf::expected<int64_t>
+sync_device_shards(connection& c, size_t shards,
+                   const std::function<int32_t(const std::string&)>& shard_of);
+
+/// A set of shards an analysis pass is limited to; nullopt: all of them.
+using shard_filter = std::optional<std::vector<int32_t>>;
 
 // -- tenants and users --------------------------------------------------------------
 
@@ -214,10 +228,12 @@ struct rollup_chunk {
 /// meanwhile marks its hour again, so nothing is lost.
 [[nodiscard]] caf::expected<rollup_chunk>
 roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
-              std::optional<int64_t> only_key, size_t limit);
+              std::optional<int64_t> only_key, size_t limit,
+              const shard_filter& shards = std::nullopt);
 /// Device keys with dirty hours (for the per-device fallback).
 [[nodiscard]] caf::expected<std::vector<int64_t>>
-dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys);
+dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
+                  const shard_filter& shards = std::nullopt);
 
 /// A rollup whose anomaly flag is stale, with the statistics of the
 /// previous (at most 24) hourly averages of its device and metric.
@@ -235,10 +251,12 @@ struct anomaly_candidate {
 /// when given), oldest hour first per device and metric.
 [[nodiscard]] caf::expected<std::vector<anomaly_candidate>>
 unchecked_rollups(connection& c, const std::vector<int64_t>& skip_keys,
-                  std::optional<int64_t> only_key, size_t limit);
+                  std::optional<int64_t> only_key, size_t limit,
+                  const shard_filter& shards = std::nullopt);
 /// Device keys with unchecked rollups (for the per-device fallback).
 [[nodiscard]] caf::expected<std::vector<int64_t>>
-unchecked_device_keys(connection& c, const std::vector<int64_t>& skip_keys);
+unchecked_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
+                      const shard_filter& shards = std::nullopt);
 /// Stores the flags (flags[i] for cs[i]) and marks the rows checked, unless
 /// a rollup pass changed the row meanwhile.
 [[nodiscard]] caf::error
@@ -281,7 +299,8 @@ struct rule_candidate {
 /// `only_rule` when given) whose device has a latest value of the metric.
 [[nodiscard]] caf::expected<std::vector<rule_candidate>>
 rule_candidates(connection& c, const std::vector<std::string>& skip_rules,
-                const std::optional<std::string>& only_rule, int64_t now_ms);
+                const std::optional<std::string>& only_rule, int64_t now_ms,
+                const shard_filter& shards = std::nullopt);
 /// Ids of all rules but `skip_rules` (for the per-rule fallback).
 [[nodiscard]] caf::expected<std::vector<std::string>>
 rule_ids(connection& c, const std::vector<std::string>& skip_rules);
@@ -300,18 +319,20 @@ struct new_alert {
 /// index); returns how many were opened.
 [[nodiscard]] caf::expected<int64_t>
 open_alerts(connection& c, const std::vector<new_alert>& as, int64_t now_ms);
-/// Closes the open alerts of `rule_ids` except the (rule id, device id)
-/// pairs in `breaching`; returns how many were closed.
+/// Closes the open alerts of `rule_ids` (of devices in `shards`) except
+/// the (rule id, device id) pairs in `breaching`; returns how many were
+/// closed.
 [[nodiscard]] caf::expected<int64_t>
 close_rule_alerts(connection& c, const std::vector<std::string>& rule_ids,
                   const std::vector<std::pair<std::string, std::string>>&
                     breaching,
-                  int64_t now_ms);
+                  int64_t now_ms, const shard_filter& shards = std::nullopt);
 /// Opens a silence alert for each device seen before but not within its
 /// window (devices.silence_s, else `default_silence_s`) and closes those of
 /// devices seen again. Returns (opened, closed).
 [[nodiscard]] caf::expected<std::pair<int64_t, int64_t>>
-sync_silence_alerts(connection& c, int64_t default_silence_s, int64_t now_ms);
+sync_silence_alerts(connection& c, int64_t default_silence_s, int64_t now_ms,
+                    const shard_filter& shards = std::nullopt);
 
 struct rollup_row {
   std::string metric;

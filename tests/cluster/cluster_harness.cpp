@@ -106,8 +106,9 @@ test_cluster::~test_cluster() {
   }
 }
 
-node& test_cluster::add(const std::string& id,
-                        const std::function<void(int)>& before_start) {
+node& test_cluster::add(
+  const std::string& id, const std::function<void(int)>& before_start,
+  const std::vector<std::pair<std::string, std::string>>& extra) {
   node_options opts;
   opts.http_port = free_tcp_port();
   opts.settings = {
@@ -116,6 +117,7 @@ node& test_cluster::add(const std::string& id,
     {"cluster.heartbeat_ms", std::to_string(heartbeat_ms)},
     {"cluster.lease_ms", std::to_string(lease_ms)},
   };
+  opts.settings.insert(opts.settings.end(), extra.begin(), extra.end());
   if (before_start)
     before_start(opts.http_port);
   nodes_.push_back(std::make_unique<node>(db_, opts));

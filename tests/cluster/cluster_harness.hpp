@@ -57,9 +57,12 @@ public:
 
   /// Starts node `id` (cluster.node_id) and waits until /readyz answers 200.
   /// `before_start(http_port)` runs once the HTTP port is chosen, before the
-  /// process starts (e.g. to add the node to a sampler).
+  /// process starts (e.g. to add the node to a sampler). `extra` settings
+  /// are added to the cluster's.
   node& add(const std::string& id,
-            const std::function<void(int)>& before_start = {});
+            const std::function<void(int)>& before_start = {},
+            const std::vector<std::pair<std::string, std::string>>& extra
+            = {});
 
   node& at(size_t i) { return *nodes_.at(i); }
   size_t size() const { return nodes_.size(); }

@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <future>
 
 using namespace troupe::test;
@@ -297,4 +298,70 @@ TEST_CASE("a member stopped with SIGTERM drains, leaves and exits 0 promptly",
   CHECK(state[0][0] == "left");
   CHECK(metric(n1, series("troupe_shards_served", "device")).value_or(0)
         == shard_count);
+}
+
+TEST_CASE("each device is analysed by one node, the owner of its shard",
+          "[cluster][analysis]") {
+  // Two nodes, a tenant rule every device breaches: each (rule, device)
+  // pair is evaluated by exactly one node per pass, and each device gets
+  // one alert.
+  test_cluster c;
+  std::vector<std::pair<std::string, std::string>> fast{
+    {"analysis.interval_ms", "300"}};
+  auto& n1 = c.add("node1", {}, fast);
+  auto& n2 = c.add("node2", {}, fast);
+  {
+    auto problem = wait_converged({&n1, &n2}, {"node1", "node2"}, 30s);
+    INFO(problem);
+    REQUIRE(problem.empty());
+  }
+  auto admin = n1.admin_token();
+  auto tenant = make_tenant(n1);
+  constexpr size_t count = 40;
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < count; ++i)
+    ids.push_back(unique_id("an"));
+  auto creds = n1.register_devices(admin, ids, tenant);
+  auto rule = n2.post("/api/v1/rules",
+                      {{"metric", "heat"}, {"op", ">"}, {"value", 0},
+                       {"tenant", tenant}},
+                      admin);
+  TROUPE_REQUIRE_STATUS(rule, 201);
+  for (size_t i = 0; i < count; ++i) {
+    auto& n = i % 2 ? n1 : n2;
+    auto token = n.device_login(creds[i].id, creds[i].secret);
+    TROUPE_REQUIRE_STATUS(
+      post_telemetry(n, token, {{"values", {{"heat", 1 + int(i)}}}}), 202);
+  }
+  auto items = [&](node& n) {
+    return metric(n, "troupe_analysis_last_pass_items{pass=\"rules\"}")
+      .value_or(-1);
+  };
+  std::string last;
+  bool split = eventually(
+    [&] {
+      auto a = items(n1), b = items(n2);
+      last = std::to_string(a) + " + " + std::to_string(b);
+      return a > 0 && b > 0 && a + b == double(count);
+    },
+    30s, 100ms);
+  INFO("rule evaluations per node in the last pass: " << last);
+  CHECK(split);
+  // One open alert per device.
+  bool alerted = eventually(
+    [&] {
+      auto r = n1.get("/api/v1/alerts?state=open&limit=1000", admin);
+      if (r.status != 200)
+        return false;
+      size_t mine = 0;
+      for (auto& a : list_items(r))
+        if (std::find(ids.begin(), ids.end(), a.value("device_id", ""))
+            != ids.end())
+          ++mine;
+      last = std::to_string(mine);
+      return mine == count;
+    },
+    30s, 200ms);
+  INFO("open alerts for the tenant's devices: " << last);
+  CHECK(alerted);
 }

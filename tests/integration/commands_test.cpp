@@ -382,3 +382,36 @@ TEST_CASE("command results: errors", "[commands][errors]") {
   REQUIRE(listed.is_object());
   CHECK(listed["status"] == "pending");
 }
+
+TEST_CASE("a command handed to the device reads as delivered at once",
+          "[commands]") {
+  // Read your writes: the device actor marks the command delivered in
+  // PostgreSQL in the background, and a list right after the pickup once
+  // still said pending.
+  fixture f;
+  for (int i = 0; i < 25; ++i) {
+    auto cmd = must_post_command(f.n, f.op.token, f.dev.id,
+                                 "ryw" + std::to_string(i));
+    auto id = cmd["id"].get<std::string>();
+    auto got = f.n.get("/api/v1/device/commands", f.dev.token);
+    TROUPE_REQUIRE_STATUS(got, 200);
+    REQUIRE(contains(command_ids(got.body["commands"]), id));
+    auto listed = find_by_id(command_list(f.n, f.op.token, f.dev.id), id);
+    INFO("round " << i << ": " << listed.dump());
+    REQUIRE(listed.is_object());
+    CHECK(listed["status"] == "delivered");
+    CHECK(listed["delivered_ms"].is_number_integer());
+    auto filtered = find_by_id(
+      command_list(f.n, f.op.token, f.dev.id, "?status=delivered"), id);
+    CHECK(filtered.is_object());
+    CHECK(find_by_id(command_list(f.n, f.op.token, f.dev.id,
+                                  "?status=pending"),
+                     id)
+            .is_null());
+    // Finish it, so the device's open list stays short.
+    TROUPE_REQUIRE_STATUS(
+      f.n.post("/api/v1/device/commands/" + id + "/result",
+               {{"status", "done"}}, f.dev.token),
+      200);
+  }
+}

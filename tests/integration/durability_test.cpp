@@ -298,4 +298,54 @@ TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
   CHECK(v.acked_points == acked.size() * points_per_batch);
   CHECK(v.missing == 0);
   CHECK(v.wrong_value == 0);
+
+  // Once PostgreSQL is back and the node says ready, no request fails:
+  // every pooled connection notices the restart before its next query.
+  // (Once, the next four logins answered 503, one per pooled connection.)
+  REQUIRE(eventually([&] { return n.get("/readyz").status == 200; }, 30s));
+  auto tenant = make_tenant(n);
+  auto u = make_user(n, "viewer", tenant);
+  for (int i = 0; i < 12; ++i) {
+    auto r = n.post("/api/v1/login",
+                    {{"username", u.username}, {"password", u.password}});
+    INFO("login " << i << ": " << r.describe());
+    CHECK(r.status == 200);
+    TROUPE_CHECK_STATUS(n.get("/api/v1/devices?limit=5", u.token), 200);
+  }
+}
+
+TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
+          "[durability][supervision]") {
+  // Fault injection: every importer throws before every 7th group commit.
+  // Its held requests answer 503 (not stored, not acknowledged), the
+  // supervisor restarts it, and the devices keep being served.
+  node n{node_options{{{"ingest.crash_every_flushes", "7"},
+                       {"analysis.restart_backoff_ms", "50"},
+                       {"analysis.max_restarts", "1000"}}}};
+  auto devices = setup_devices(n, 24);
+  auto base_ts = now_ms() - 2 * 3'600'000;
+  load l{n, devices, base_ts};
+  REQUIRE(eventually([&] { return l.acked_batches() >= 400; }, 90s, 10ms));
+  l.stop();
+  auto statuses = l.statuses();
+  INFO("statuses: " << describe(statuses));
+  for (auto& [status, count] : statuses) {
+    INFO("status " << status << " x " << count);
+    CHECK((status == 202 || status == 503));
+  }
+  CHECK(statuses[503] > 0);
+  auto metrics = n.get("/metrics").raw;
+  auto restarts = std::string{"troupe_supervisor_restarts_total{worker=\"importer-0\"} "};
+  auto at = metrics.find(restarts);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stod(metrics.substr(at + restarts.size())) >= 1);
+  auto acked = l.acked();
+  auto v = wait_stored(*n.db(), acked, l.devices(), 60s);
+  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
+                       << ", first missing: " << v.first_missing);
+  CHECK(v.acked_points == acked.size() * points_per_batch);
+  CHECK(v.missing == 0);
+  CHECK(v.wrong_value == 0);
+  CHECK(n.log_tail(100000).find("injected importer failure")
+        != std::string::npos);
 }

@@ -6,7 +6,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <sstream>
+
+#include <signal.h>
 
 using namespace troupe::test;
 
@@ -171,4 +174,16 @@ TEST_CASE("SIGTERM drains and exits 0; data survives a restart",
   TROUPE_CHECK_STATUS(again, 200);
   CHECK(again.body["duplicate"] == true);
   CHECK(n.stop() == 0);
+}
+
+TEST_CASE("a crash leaves the signal and a backtrace in the log",
+          "[ops][process]") {
+  node n;
+  REQUIRE(::kill(n.pid(), SIGSEGV) == 0);
+  CHECK(eventually([&] { return !n.running(); }, 20s));
+  auto log = n.log_tail(100000);
+  INFO(log.substr(log.size() > 4000 ? log.size() - 4000 : 0));
+  CHECK(log.find("fatal signal 11 (SIGSEGV)") != std::string::npos);
+  CHECK(log.find("backtrace:") != std::string::npos);
+  CHECK(log.find("the process dies now") != std::string::npos);
 }
