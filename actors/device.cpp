@@ -12,6 +12,7 @@
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
 #include "actors/messages.hpp"
+#include "actors/roles.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -34,7 +35,13 @@ using runtime::tick_atom;
 
 struct waiter {
   caf::typed_response_promise<commands_reply> rp;
+  /// The edge's request id, to drop it when the client goes away.
+  std::string req_id;
 };
+
+/// Long-polls one device may hold at once; the oldest answers (empty)
+/// when another arrives.
+constexpr size_t max_waiters = 4;
 
 struct device_state {
   std::string name = "device";
@@ -130,7 +137,7 @@ bool token_ok(device_actor* self, const std::string& token) {
 /// A user may see devices of their tenant; admins see all. Others: 404.
 bool visible_to(device_actor* self, const caller& who) {
   auto& st = self->state;
-  return st.known && (who.role == "admin" || who.tenant == st.tenant);
+  return st.known && sees(who, st.tenant);
 }
 
 /// Moves commands past their time to live to `expired`.
@@ -465,10 +472,24 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
         return commands_reply{std::move(cmds)};
       auto wid = st.next_waiter++;
       auto rp = self->make_response_promise<commands_reply>();
-      st.waiters.emplace(wid, waiter{rp});
+      if (st.waiters.size() >= max_waiters) {
+        st.waiters.begin()->second.rp.deliver(commands_reply{});
+        st.waiters.erase(st.waiters.begin());
+      }
+      st.waiters.emplace(wid, waiter{rp, req.req_id});
       self->delayed_send(self, std::chrono::milliseconds(req.wait_ms),
                          timeout_atom::value, wid);
       return rp;
+    },
+    [=](cancel_poll& req) {
+      auto& st = self->state;
+      for (auto it = st.waiters.begin(); it != st.waiters.end(); ++it) {
+        if (it->second.req_id == req.req_id) {
+          it->second.rp.deliver(commands_reply{});
+          st.waiters.erase(it);
+          return;
+        }
+      }
     },
     [=](timeout_atom, uint64_t wid) {
       auto& st = self->state;
@@ -526,7 +547,7 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
-      if (req.who.role != "admin" && req.who.role != "operator")
+      if (!may_operate(req.who))
         return make_actor_error(errc::forbidden,
                                 "role " + req.who.role
                                   + " may not send commands");

@@ -8,6 +8,7 @@
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
 #include "actors/messages.hpp"
+#include "actors/roles.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -35,9 +36,6 @@ caf::error forbidden(const caller& who, const char* what) {
                                              + what);
 }
 
-bool is_admin(const caller& who) {
-  return who.role == "admin";
-}
 
 /// Maps a storage conflict to a 409 with our wording.
 caf::error conflict_or(caf::error err, const std::string& what) {
@@ -59,18 +57,8 @@ caf::typed_response_promise<T> run_db(directory_actor* self, F fn) {
   return rp;
 }
 
-bool may_write(const caller& who) {
-  return who.role == "admin" || who.role == "operator";
-}
 
-/// A non-admin sees its own tenant only: this tenant filter (empty: all).
-std::string tenant_scope(const caller& who) {
-  return is_admin(who) ? "" : who.tenant;
-}
 
-bool sees(const caller& who, const std::string& tenant) {
-  return is_admin(who) || (!who.tenant.empty() && who.tenant == tenant);
-}
 
 /// Page positions "<ms>:<id>", opaque to the edge.
 std::string position(int64_t ms, const std::string& id) {
@@ -245,7 +233,7 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
         });
     },
     [=](create_rule& req) -> caf::result<rule> {
-      if (!may_write(req.who))
+      if (!may_operate(req.who))
         return forbidden(req.who, "manage rules");
       auto spec = req.spec;
       if (!is_admin(req.who)) {
@@ -306,7 +294,7 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
           if (!*r || !sees(req.who, (*r)->tenant))
             return make_actor_error(errc::not_found,
                                     "rule " + req.id + " not found");
-          if (!may_write(req.who))
+          if (!may_operate(req.who))
             return forbidden(req.who, "manage rules");
           auto gone = storage::delete_rule(c, req.id, now_ms());
           if (!gone)
@@ -351,7 +339,7 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
           if (!*a || !sees(req.who, (*a)->tenant))
             return make_actor_error(errc::not_found,
                                     "alert " + req.id + " not found");
-          if (!may_write(req.who))
+          if (!may_operate(req.who))
             return forbidden(req.who, "close alerts");
           auto closed = storage::close_alert(c, req.id, now_ms());
           if (!closed)

@@ -133,6 +133,17 @@ typename Inspector::result_type inspect(Inspector& f, poll_commands& x) {
            x.req_id);
 }
 
+/// The client of long-poll `req_id` went away: the device drops that
+/// waiter at once instead of holding it until the timeout. No reply.
+struct cancel_poll {
+  std::string req_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cancel_poll& x) {
+  return f(caf::meta::type_name("troupe.cancel_poll"), x.req_id);
+}
+
 struct commands_reply {
   std::vector<command> commands;
 };

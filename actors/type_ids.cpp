@@ -16,6 +16,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<telemetry_reply>("troupe.telemetry_reply");
   cfg.add_message_type<poll_commands>("troupe.poll_commands");
   cfg.add_message_type<commands_reply>("troupe.commands_reply");
+  cfg.add_message_type<cancel_poll>("troupe.cancel_poll");
   cfg.add_message_type<command_result>("troupe.command_result");
   cfg.add_message_type<latest_value>("troupe.latest_value");
   cfg.add_message_type<device_view>("troupe.device_view");

@@ -136,23 +136,35 @@ const std::vector<field>& fields() {
   using nc = node_config;
   static const std::vector<field> table = {
     {"http.listen", str_member(&nc::http, &http_config::listen)},
-    {"http.threads", int_member(&nc::http, &http_config::threads, 4, 4096)},
+    {"http.io_threads",
+     int_member(&nc::http, &http_config::io_threads, 0, 256)},
+    {"http.backlog", int_member(&nc::http, &http_config::backlog, 1, 65535)},
+    {"http.max_connections",
+     int_member(&nc::http, &http_config::max_connections, 1, 1'000'000)},
+    {"http.max_header_bytes",
+     int_member(&nc::http, &http_config::max_header_bytes, 1024, 1 << 20)},
     {"http.max_body_bytes",
      int_member(&nc::http, &http_config::max_body_bytes, 1024, 1 << 30)},
+    {"http.header_timeout_ms",
+     int_member(&nc::http, &http_config::header_timeout_ms, 100, 600000)},
+    {"http.body_timeout_ms",
+     int_member(&nc::http, &http_config::body_timeout_ms, 100, 3600000)},
+    {"http.keep_alive_s",
+     int_member(&nc::http, &http_config::keep_alive_s, 1, 86400)},
+    {"http.max_pipelined",
+     int_member(&nc::http, &http_config::max_pipelined, 1, 1024)},
     {"http.max_long_polls",
-     int_member(&nc::http, &http_config::max_long_polls, 0, 100000)},
+     int_member(&nc::http, &http_config::max_long_polls, 0, 1'000'000)},
     {"http.request_timeout_ms",
      int_member(&nc::http, &http_config::request_timeout_ms, 100, 600000)},
     {"http.gzip_min_bytes",
      int_member(&nc::http, &http_config::gzip_min_bytes, 0, max_i)},
-    {"http.keep_alive_s",
-     int_member(&nc::http, &http_config::keep_alive_s, 1, 3600)},
-    {"http.keep_alive_max_count",
-     int_member(&nc::http, &http_config::keep_alive_max_count, 1, max_i)},
     {"http.max_json_depth",
      int_member(&nc::http, &http_config::max_json_depth, 2, 256)},
     {"http.trusted_proxies",
      list_member(&nc::http, &http_config::trusted_proxies)},
+    {"http.tls_cert", str_member(&nc::http, &http_config::tls_cert)},
+    {"http.tls_key", str_member(&nc::http, &http_config::tls_key)},
     {"auth.failed_login_window_s",
      int_member(&nc::auth, &auth_config::failed_login_window_s, 1, 86400)},
     {"auth.max_failed_logins",
@@ -474,6 +486,14 @@ caf::error validate(const node_config& cfg) {
       return invalid("cluster.join", "expected HOST:PORT, got '" + seed + "'");
   if (cfg.storage.data_dir.empty())
     return invalid("storage.data_dir", "must not be empty");
+  if (cfg.http.tls_cert.empty() != cfg.http.tls_key.empty())
+    return make_config_error(errc::contradiction,
+                             "http.tls_cert and http.tls_key: set both (HTTPS) "
+                             "or neither (HTTP)");
+  for (auto& [key, file] : {std::pair{"http.tls_cert", &cfg.http.tls_cert},
+                            std::pair{"http.tls_key", &cfg.http.tls_key}})
+    if (!file->empty() && !std::ifstream{*file})
+      return invalid(key, "cannot read '" + *file + "'");
   for (auto& p : cfg.http.trusted_proxies) {
     unsigned char buf[16];
     if (inet_pton(AF_INET, p.c_str(), buf) != 1

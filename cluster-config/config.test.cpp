@@ -33,7 +33,7 @@ TEST_CASE("file, environment and flags apply in order") {
 # a comment
 [http]
 listen = "0.0.0.0:9000"   # trailing comment
-threads = 16
+io_threads = 16
 [cluster]
 listen = "127.0.0.1:9091"
 join = ["a:1", 'b:2']
@@ -44,27 +44,27 @@ database_url = "postgresql://h/db"
   auto cfg = load_from_text(file, {}, no_env);
   REQUIRE(cfg);
   CHECK(cfg->http.listen == "0.0.0.0:9000");
-  CHECK(cfg->http.threads == 16);
+  CHECK(cfg->http.io_threads == 16);
   CHECK(cfg->cluster.join == std::vector<std::string>{"a:1", "b:2"});
-  auto env = env_of({{"TROUPE_HTTP_THREADS", "32"},
+  auto env = env_of({{"TROUPE_HTTP_IO_THREADS", "32"},
                      {"TROUPE_DATABASE_URL", "postgresql://x/y"}});
   cfg = load_from_text(file, {}, env);
   REQUIRE(cfg);
-  CHECK(cfg->http.threads == 32);
+  CHECK(cfg->http.io_threads == 32);
   CHECK(cfg->storage.database_url == "postgresql://x/y");
-  cfg = load_from_text(file, {{"http.threads", "64"}}, env);
+  cfg = load_from_text(file, {{"http.io_threads", "64"}}, env);
   REQUIRE(cfg);
-  CHECK(cfg->http.threads == 64);
+  CHECK(cfg->http.io_threads == 64);
 }
 
 TEST_CASE("bad values are rejected naming the field") {
-  auto cfg = load_from_text("[http]\nthreads = \"many\"\n", {}, no_env);
+  auto cfg = load_from_text("[http]\nio_threads = \"many\"\n", {}, no_env);
   REQUIRE(!cfg);
-  CHECK(describe(cfg.error()).find("http.threads") != std::string::npos);
+  CHECK(describe(cfg.error()).find("http.io_threads") != std::string::npos);
   cfg = load_from_text("[http]\nlisten = \"nohost\"\n", {}, no_env);
   REQUIRE(!cfg);
   CHECK(describe(cfg.error()).find("http.listen") != std::string::npos);
-  cfg = load_from_text("[http]\nthreads = 1\n", {}, no_env);
+  cfg = load_from_text("[http]\nmax_pipelined = 0\n", {}, no_env);
   REQUIRE(!cfg);
   CHECK(describe(cfg.error()).find("between") != std::string::npos);
   cfg = load_from_text("[bogus]\nx = 1\n", {}, no_env);
@@ -116,10 +116,22 @@ TEST_CASE("command line flags map to settings") {
 }
 
 TEST_CASE("render round-trips through the parser") {
-  auto cfg = load_from_text("[http]\nthreads = 77\n", {}, no_env);
+  auto cfg = load_from_text("[http]\nio_threads = 77\n", {}, no_env);
   REQUIRE(cfg);
   auto text = render(*cfg);
   auto again = load_from_text(text, {}, no_env);
   REQUIRE(again);
-  CHECK(again->http.threads == 77);
+  CHECK(again->http.io_threads == 77);
+}
+
+TEST_CASE("TLS needs both files, and readable ones") {
+  auto only_cert = load_from_text("[http]\ntls_cert = \"/etc/hostname\"\n", {},
+                                  no_env);
+  REQUIRE(!only_cert);
+  CHECK(describe(only_cert.error()).find("http.tls_key") != std::string::npos);
+  auto missing = load_from_text("[http]\ntls_cert = \"/nonexistent/c.pem\"\n"
+                                "tls_key = \"/nonexistent/k.pem\"\n",
+                                {}, no_env);
+  REQUIRE(!missing);
+  CHECK(describe(missing.error()).find("http.tls_cert") != std::string::npos);
 }

@@ -10,13 +10,18 @@ namespace troupe::config::defaults {
 
 namespace http {
 constexpr const char* listen = "127.0.0.1:8080";
-constexpr size_t threads = 128;
+constexpr size_t io_threads = 0;
+constexpr int64_t backlog = 4096;
+constexpr size_t max_connections = 16384;
+constexpr size_t max_header_bytes = 16 * 1024;
 constexpr size_t max_body_bytes = 1 << 20;
-constexpr size_t max_long_polls = 96;
+constexpr int64_t header_timeout_ms = 10'000;
+constexpr int64_t body_timeout_ms = 30'000;
+constexpr int64_t keep_alive_s = 120;
+constexpr size_t max_pipelined = 16;
+constexpr size_t max_long_polls = 20'000;
 constexpr int64_t request_timeout_ms = 10'000;
 constexpr size_t gzip_min_bytes = 1024;
-constexpr int64_t keep_alive_s = 5;
-constexpr size_t keep_alive_max_count = 1000;
 constexpr size_t max_json_depth = 32;
 } // namespace http
 

@@ -12,30 +12,45 @@
 /// section by const reference.
 namespace troupe::config {
 
-/// [http]: the HTTP edge.
+/// [http]: the HTTP edge (an event-driven server: a connection costs
+/// memory, not a thread).
 struct http_config {
   /// Address the edge listens on, HOST:PORT. Default 127.0.0.1:8080.
   std::string listen = defaults::http::listen;
-  /// Worker threads; each holds one connection at a time. Default 128.
-  size_t threads = defaults::http::threads;
+  /// I/O threads serving every connection; 0: one per core. Default 0.
+  size_t io_threads = defaults::http::io_threads;
+  /// listen(2) backlog. Default 4096.
+  int64_t backlog = defaults::http::backlog;
+  /// Open connections per node; beyond it new ones get 503. Default 16384.
+  size_t max_connections = defaults::http::max_connections;
+  /// Request line and headers, bytes; beyond it 431. Default 16384.
+  size_t max_header_bytes = defaults::http::max_header_bytes;
   /// Largest accepted request body in bytes (after gzip). Default 1 MiB.
   size_t max_body_bytes = defaults::http::max_body_bytes;
-  /// Long-polls held at once; beyond it 429. Default 96.
+  /// Deadline to read a request's header block, ms. Default 10000.
+  int64_t header_timeout_ms = defaults::http::header_timeout_ms;
+  /// Deadline to read a request's body, ms. Default 30000.
+  int64_t body_timeout_ms = defaults::http::body_timeout_ms;
+  /// Idle keep-alive connections are closed after this, s. Default 120.
+  int64_t keep_alive_s = defaults::http::keep_alive_s;
+  /// Requests read ahead on one connection (pipelining). Default 16.
+  size_t max_pipelined = defaults::http::max_pipelined;
+  /// Long-polls held at once by this node; beyond it 429. Default 20000.
   size_t max_long_polls = defaults::http::max_long_polls;
   /// Deadline for an actor to answer a request, ms. Default 10000.
   int64_t request_timeout_ms = defaults::http::request_timeout_ms;
   /// Responses at least this large are gzipped on request. Default 1024.
   size_t gzip_min_bytes = defaults::http::gzip_min_bytes;
-  /// Idle keep-alive connections are closed after this, s. Default 5.
-  int64_t keep_alive_s = defaults::http::keep_alive_s;
-  /// Requests served on one connection before it is closed. Default 1000.
-  size_t keep_alive_max_count = defaults::http::keep_alive_max_count;
   /// Nesting allowed in a JSON body below a top-level member (a command's
   /// args, a result), and in a telemetry document. Deeper: 400. Default 32.
   size_t max_json_depth = defaults::http::max_json_depth;
   /// Peers (IP addresses) whose X-Forwarded-For names the client, e.g. the
   /// load balancer in front of the nodes. Default: none.
   std::vector<std::string> trusted_proxies;
+  /// PEM certificate chain and private key: with both set the edge speaks
+  /// HTTPS only, and reloads them on SIGHUP without dropping connections.
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 /// [auth]: login throttling. Failed logins are counted in a sliding

@@ -6,12 +6,15 @@ class node;
 
 namespace troupe::http {
 
-/// Adds the HTTP edge to the node as its last service: a cpp-httplib server
-/// on cfg.http.listen that parses and validates each request, authenticates
-/// it (device token, or user session via the session actor), turns it into
-/// one actor message, awaits the reply with a deadline, and writes API.md's
-/// response. No business logic lives here. On stop it answers waiting
-/// long-polls, refuses new requests and waits for in-flight ones.
+/// Adds the HTTP edge to the node as its last service: an event-driven
+/// HTTP/1.1 server (server.hpp, Beast on Asio, a few I/O threads for every
+/// connection; HTTPS when http.tls_cert and http.tls_key are set, reloaded
+/// on SIGHUP) whose requests the route files (routes.hpp) turn into one
+/// actor message each through a non-blocking bridge; the reply is posted
+/// back to its connection. No thread waits for an actor, so an idle
+/// keep-alive connection or a held long-poll costs memory only. No
+/// business logic lives here. On stop it answers waiting long-polls,
+/// refuses new requests, and finishes the ones in flight.
 void install(runtime::node& n);
 
 } // namespace troupe::http

@@ -1,10 +1,13 @@
 #include "http/parse.hpp"
 
+#include "actors/analysis.hpp"
+
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <algorithm>
 
 #include <msgpack.hpp>
 
@@ -635,6 +638,153 @@ parsed<int64_t> parse_limit(const std::string& text, int64_t def,
   if (!n || *n < 1)
     return bad("limit must be a positive integer");
   return std::min(*n, max);
+}
+
+} // namespace troupe::http
+
+namespace troupe::http {
+
+parsed<actors::telemetry> parse_telemetry_json(const std::string& body,
+                                               const telemetry_limits& limits,
+                                               int64_t now_ms) {
+  auto doc = parse_json(body, limits.max_depth);
+  if (auto e = std::get_if<api_error>(&doc))
+    return *e;
+  return parse_telemetry(std::get<nlohmann::json>(doc), limits, now_ms);
+}
+
+parsed<actors::post_command> parse_post_command(const nlohmann::json& body) {
+  if (!body.is_object())
+    return bad("body must be a JSON object");
+  actors::post_command pc;
+  auto name = body.find("name");
+  if (name == body.end() || !name->is_string()
+      || !valid_id(name->get<std::string>()))
+    return bad("name is required ([A-Za-z0-9_.:-]{1,64})");
+  pc.name = name->get<std::string>();
+  if (auto a = body.find("args"); a != body.end() && !a->is_null()) {
+    if (!a->is_object())
+      return bad("args must be an object");
+    pc.args_json = a->dump();
+  }
+  if (auto t = body.find("ttl_s"); t != body.end() && !t->is_null()) {
+    if (!t->is_number_integer() || t->get<int64_t>() < 1
+        || t->get<int64_t>() > 30LL * 86400)
+      return bad("ttl_s must be an integer from 1 to 2592000");
+    pc.ttl_s = t->get<int64_t>();
+  }
+  return pc;
+}
+
+parsed<actors::rule> parse_rule(const nlohmann::json& body) {
+  if (!body.is_object())
+    return bad("body must be a JSON object");
+  actors::rule spec;
+  auto metric = body.find("metric");
+  if (metric == body.end() || !metric->is_string()
+      || !valid_id(metric->get<std::string>()))
+    return bad("metric is required ([A-Za-z0-9_.:-]{1,64})");
+  spec.metric = metric->get<std::string>();
+  auto op = body.find("op");
+  if (op == body.end() || !op->is_string()
+      || !actors::valid_op(op->get<std::string>()))
+    return bad("op must be one of >, >=, <, <=, ==, !=");
+  spec.op = op->get<std::string>();
+  auto value = body.find("value");
+  if (value == body.end() || !value->is_number()
+      || !std::isfinite(value->get<double>()))
+    return bad("value is required and must be a finite number");
+  spec.value = value->get<double>();
+  if (auto f = body.find("for_s"); f != body.end() && !f->is_null()) {
+    if (!f->is_number_integer() || f->get<int64_t>() < 0
+        || f->get<int64_t>() > 86400)
+      return bad("for_s must be an integer from 0 to 86400");
+    spec.for_s = f->get<int64_t>();
+  }
+  if (auto d = body.find("device_id"); d != body.end() && !d->is_null()) {
+    if (!d->is_string() || !valid_id(d->get<std::string>()))
+      return bad("device_id must be a device id ([A-Za-z0-9_.:-]{1,64})");
+    spec.device_id = d->get<std::string>();
+  }
+  if (auto t = body.find("tenant"); t != body.end() && !t->is_null()) {
+    if (!t->is_string() || !valid_id(t->get<std::string>()))
+      return bad("tenant must be a tenant id");
+    spec.tenant = t->get<std::string>();
+  }
+  return spec;
+}
+
+parsed<std::vector<actors::new_device_spec>>
+parse_device_specs(const nlohmann::json& body, bool& bulk) {
+  bulk = body.is_array();
+  if (!bulk && !body.is_object())
+    return bad("body must be a device object or an array of them");
+  auto n = bulk ? body.size() : 1;
+  if (n == 0 || n > 10000)
+    return bad("register 1 to 10000 devices at once");
+  std::vector<actors::new_device_spec> out;
+  out.reserve(n);
+  std::vector<std::string> seen;
+  for (size_t i = 0; i < n; ++i) {
+    auto& d = bulk ? body[i] : body;
+    auto where = bulk ? "[" + std::to_string(i) + "]." : std::string{};
+    if (!d.is_object())
+      return bad(where + " is not an object");
+    auto id = d.find("id");
+    auto tenant = d.find("tenant");
+    auto name = d.find("name");
+    if (id == d.end() || !id->is_string()
+        || !valid_id(id->get<std::string>()))
+      return bad(where + "id is required ([A-Za-z0-9_.:-]{1,64})");
+    if (tenant == d.end() || !tenant->is_string()
+        || !valid_id(tenant->get<std::string>()))
+      return bad(where + "tenant is required");
+    std::string nm = id->get<std::string>();
+    if (name != d.end() && !name->is_null()) {
+      if (!name->is_string() || name->get<std::string>().size() > 256)
+        return bad(where + "name must be a string (at most 256)");
+      nm = name->get<std::string>();
+    }
+    out.push_back({id->get<std::string>(), nm, tenant->get<std::string>()});
+    seen.push_back(id->get<std::string>());
+  }
+  std::sort(seen.begin(), seen.end());
+  if (std::adjacent_find(seen.begin(), seen.end()) != seen.end())
+    return bad("the same device id appears twice");
+  return out;
+}
+
+parsed<actors::create_user> parse_create_user(const nlohmann::json& body) {
+  if (!body.is_object())
+    return bad("body must be a JSON object");
+  auto str = [&](const char* k) -> std::optional<std::string> {
+    auto it = body.find(k);
+    if (it == body.end() || it->is_null())
+      return std::string{};
+    if (!it->is_string())
+      return std::nullopt;
+    return it->get<std::string>();
+  };
+  auto u = str("username"), p = str("password"), r = str("role"),
+       t = str("tenant");
+  if (!u || !p || !r || !t)
+    return bad("username, password, role and tenant must be strings");
+  if (!valid_id(*u))
+    return bad("username must match [A-Za-z0-9_.:-]{1,64}");
+  if (p->size() < 8 || p->size() > 1024)
+    return bad("password must be 8 to 1024 characters");
+  if (*r != "admin" && *r != "operator" && *r != "viewer")
+    return bad("role must be admin, operator or viewer");
+  if (*r != "admin" && t->empty())
+    return bad("tenant is required for role " + *r);
+  if (!t->empty() && !valid_id(*t))
+    return bad("tenant is not a valid id");
+  actors::create_user out;
+  out.username = *u;
+  out.password = *p;
+  out.role = *r;
+  out.tenant = *t;
+  return out;
 }
 
 } // namespace troupe::http

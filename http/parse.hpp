@@ -56,6 +56,29 @@ parsed<actors::telemetry> parse_telemetry(const nlohmann::json& body,
                                           const telemetry_limits& limits,
                                           int64_t now_ms);
 
+/// Parses a JSON telemetry body (bounded, see parse_json) into the message.
+parsed<actors::telemetry> parse_telemetry_json(const std::string& body,
+                                               const telemetry_limits& limits,
+                                               int64_t now_ms);
+
+/// Validates POST /devices/{id}/commands: name (an id), args (an object
+/// or null), ttl_s (1 s .. 30 days). `who` is left for the caller.
+parsed<actors::post_command> parse_post_command(const nlohmann::json& body);
+
+/// Validates a rule (POST /rules): metric, op, value, for_s, device_id,
+/// tenant.
+parsed<actors::rule> parse_rule(const nlohmann::json& body);
+
+/// Validates device registrations (POST /admin/devices): one object or an
+/// array of 1..10,000, each {id, tenant, name?}, ids unique; `bulk` tells
+/// which form it was.
+parsed<std::vector<actors::new_device_spec>>
+parse_device_specs(const nlohmann::json& body, bool& bulk);
+
+/// Validates POST /admin/users: username, password (8..1024), role, tenant
+/// (required unless admin).
+parsed<actors::create_user> parse_create_user(const nlohmann::json& body);
+
 /// Decodes a MessagePack telemetry body (the same structure as JSON)
 /// straight into the message with msgpack-c, under unpack limits (depth,
 /// array and map sizes, string, binary and extension sizes), so no input

@@ -1,21 +1,83 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/expected.hpp>
 #include <caf/message.hpp>
 
 namespace troupe::runtime {
 
-/// Sends `msg` to `dest` as a request from a short-lived event-based actor
-/// and blocks the calling (non-actor) thread until the reply, an error, or
-/// `timeout`. This is how the HTTP edge's handler threads talk to actors:
-/// one spawn (~µs) per request, not a blocking scoped_actor (~100 µs).
+/// Work for a bridge actor: runs in its context. Local only (a closure).
+struct bridge_job {
+  std::function<void(caf::event_based_actor*)> run;
+};
+
+} // namespace troupe::runtime
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::bridge_job)
+
+namespace troupe::runtime {
+
+/// How threads that are not actors (the HTTP edge's I/O threads) talk to
+/// actors without blocking: a few event-based "bridge" actors take a job
+/// (an anon_send, no spawn per request), send the request from their own
+/// context and run the continuation there with the reply or the error
+/// (a request timeout included). A continuation may ask again (the next
+/// step of a request) or hand its result back to the I/O thread; it must
+/// not block.
+///
+/// Owner: the HTTP edge (one per node), created when it starts and stopped
+/// with it; thread-safe.
+class bridge {
+public:
+  bridge(caf::actor_system& sys, size_t actors);
+  ~bridge();
+  bridge(const bridge&) = delete;
+  bridge& operator=(const bridge&) = delete;
+
+  /// Sends `msg` to `dest` as a request with `timeout`; `k` gets the reply
+  /// of type T or the error, in a bridge actor's context.
+  template <class T, class Handle, class Message>
+  void ask(const Handle& dest, std::chrono::milliseconds timeout,
+           Message msg, std::function<void(caf::expected<T>)> k) {
+    if (!dest) {
+      k(caf::expected<T>{caf::sec::invalid_argument});
+      return;
+    }
+    post(bridge_job{[=, msg = std::move(msg)](
+                      caf::event_based_actor* self) mutable {
+      self->request(dest, timeout, std::move(msg))
+        .then([k](T& reply) { k(caf::expected<T>{std::move(reply)}); },
+              [k](caf::error& err) { k(caf::expected<T>{std::move(err)}); });
+    }});
+  }
+
+  /// Runs `k` after `delay` in a bridge actor's context (a retry timer).
+  void after(std::chrono::milliseconds delay, std::function<void()> k);
+
+  /// Stops the bridge actors; later jobs go nowhere. Idempotent.
+  void stop();
+
+private:
+  void post(bridge_job job);
+
+  /// Fixed after construction (read by any thread).
+  std::vector<caf::actor> actors_;
+  std::atomic<size_t> next_{0};
+  std::atomic<bool> stopped_{false};
+};
+
+/// Blocking variant for tests and tools (never on a hot path): a
+/// short-lived actor sends the request and the calling thread waits.
 template <class T>
 caf::expected<T> ask(caf::actor_system& sys, const caf::actor& dest,
                      std::chrono::milliseconds timeout, caf::message msg) {

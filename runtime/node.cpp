@@ -1,6 +1,7 @@
 #include "runtime/node.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -78,6 +79,10 @@ node::~node() = default;
 
 void node::add_service(std::string name, start_fn start, stop_fn stop) {
   services_.push_back({std::move(name), std::move(start), std::move(stop)});
+}
+
+void node::on_reload(std::function<void()> fn) {
+  reload_.push_back(std::move(fn));
 }
 
 void node::on_configure(std::function<void(caf::actor_system_config&)> fn) {
@@ -235,10 +240,18 @@ int node::run() {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
   setup_logging(cfg_.log.level, id_);
   install_crash_handler(id_);
+  // Every device holds a connection: allow as many files as the system lets
+  // this process have.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   started_ms_ = now_ms();
   log().info("starting troupe node id={} http={}", id_, cfg_.http.listen);
   if (auto err = start_storage()) {
@@ -298,7 +311,14 @@ int node::run() {
     log().info("node ready id={} started_in_ms={}", id_,
                now_ms() - started_ms_);
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+      sigwait(&sigs, &sig);
+      if (sig != SIGHUP)
+        break;
+      log().info("received SIGHUP, reloading");
+      for (auto& fn : reload_)
+        fn();
+    }
     log().info("received signal {}, draining", sig);
   }
   // -- shutdown, in reverse ----------------------------------------------------

@@ -42,6 +42,10 @@ public:
   /// Adds a service; started in order, stopped in reverse.
   void add_service(std::string name, start_fn start, stop_fn stop);
 
+  /// Runs `fn` on SIGHUP (e.g. the edge reloads its TLS certificate), on
+  /// the thread that waits for signals.
+  void on_reload(std::function<void()> fn);
+
   /// Runs `fn` on CAF's config before the actor system starts (modules
   /// register the message types that cross nodes here).
   void on_configure(std::function<void(caf::actor_system_config&)> fn);
@@ -107,6 +111,7 @@ private:
   };
   std::vector<service> services_;
   std::vector<std::function<void(caf::actor_system_config&)>> configure_;
+  std::vector<std::function<void()>> reload_;
   std::shared_ptr<const shard_map> map_;
   mutable std::mutex view_mtx_;
   cluster_view view_;

@@ -329,6 +329,8 @@ TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
   l.stop();
   auto statuses = l.statuses();
   INFO("statuses: " << describe(statuses));
+  for (auto& u : l.unexpected())
+    UNSCOPED_INFO("unexpected answer: " << u);
   for (auto& [status, count] : statuses) {
     INFO("status " << status << " x " << count);
     CHECK((status == 202 || status == 503));

@@ -551,7 +551,7 @@ void node::start() {
     spawn();
     auto deadline = clock_type::now() + opts_.ready_timeout;
     std::string last = "no answer yet";
-    httplib::Client cli{"127.0.0.1", port_};
+    auto cli = http();
     cli.set_connection_timeout(1, 0);
     cli.set_read_timeout(2, 0);
     cli.set_tcp_nodelay(true);
@@ -650,7 +650,10 @@ bool node::running() {
 }
 
 httplib::Client node::http() const {
-  httplib::Client cli{"127.0.0.1", port_};
+  httplib::Client cli{(opts_.tls ? "https://127.0.0.1:" : "http://127.0.0.1:")
+                      + std::to_string(port_)};
+  // The tests' certificates are self-signed.
+  cli.enable_server_certificate_verification(false);
   cli.set_tcp_nodelay(true);
   cli.set_connection_timeout(5, 0);
   cli.set_read_timeout(30, 0);

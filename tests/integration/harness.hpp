@@ -184,6 +184,8 @@ struct node_options {
   /// HTTP port to listen on; 0 picks a free one. (Lets a test know the port
   /// before the node is ready, e.g. to watch it while it joins a cluster.)
   int http_port = 0;
+  /// Speak HTTPS to the node (its settings name a certificate).
+  bool tls = false;
 };
 
 /// A device as registered by the admin.

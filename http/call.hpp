@@ -1,0 +1,223 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/messages.hpp"
+#include "cluster-config/node_config.hpp"
+#include "http/errc.hpp"
+#include "http/router.hpp"
+#include "http/server.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/bridge.hpp"
+#include "runtime/errc.hpp"
+
+namespace troupe::runtime {
+class node;
+} // namespace troupe::runtime
+
+namespace troupe::http {
+
+class address_throttle;
+class edge_probe;
+
+/// What every route shares: the node, its settings, the actors the edge
+/// talks to, and the bridge. Built by the edge at start; the handles never
+/// change afterwards, so any I/O or bridge thread may read them.
+struct edge_env {
+  runtime::node& node;
+  config::http_config cfg;
+  config::ingest_config ingest;
+  config::cluster_config cluster;
+  /// Keyed hashes of session tokens use the cluster's secret key.
+  std::string secret_key;
+  runtime::bridge* bridge = nullptr;
+  caf::actor devices;
+  caf::actor sessions;
+  caf::actor users;
+  caf::actor directory;
+  address_throttle* throttle = nullptr;
+  /// Long-polls held now (bounded by cfg.max_long_polls).
+  std::atomic<int64_t> long_polls{0};
+  /// True once the node drains: long-polls answer at once.
+  std::atomic<bool> draining{false};
+  edge_probe* probe = nullptr;
+  /// Connections open on the server now (for /metrics).
+  std::function<size_t()> open_connections;
+};
+
+/// One request on its way through the edge: the exchange with the server,
+/// the route and its parameters, the request id, and helpers that keep each
+/// handler to a few lines (authenticate, parse, one request, render).
+///
+/// Lifetime: a shared_ptr held by every continuation of the request; it
+/// answers once (later answers are ignored) and records the request's
+/// metrics and log line when it does. Continuations run on bridge actors;
+/// none blocks.
+class call : public std::enable_shared_from_this<call> {
+public:
+  using json = nlohmann::json;
+  using clock = std::chrono::steady_clock;
+
+  call(edge_env& env, exchange_ptr x, std::string route,
+       std::vector<std::string> params, std::string req_id);
+  /// A call dropped unanswered (a lost continuation) answers 503 here, so
+  /// no client waits for ever.
+  ~call();
+
+  edge_env& env() { return env_; }
+  const request& req() const { return x_->req(); }
+  const std::string& req_id() const { return req_id_; }
+  const std::string& route() const { return route_; }
+
+  /// The i-th `{param}` of the route, raw.
+  const std::string& param(size_t i = 0) const { return params_.at(i); }
+  /// The i-th parameter as an id; answers 404 (and nullopt) when it cannot
+  /// be one.
+  std::optional<std::string> id_param(size_t i = 0);
+  /// A query parameter; nullopt when absent.
+  std::optional<std::string> query(const char* name) const {
+    return req().param(name);
+  }
+  /// The client's address (X-Forwarded-For from a trusted proxy).
+  std::string client_address() const;
+
+  // -- answers ----------------------------------------------------------------
+
+  void reply(unsigned status, const json& body);
+  /// A body that is not JSON (Prometheus text, static files).
+  void reply_text(unsigned status, std::string content_type,
+                  std::string body);
+  void fail(const api_error& e);
+  void fail(const caf::error& err) { fail(to_api_error(err)); }
+  /// A header for the answer (Set-Cookie, ...), set before replying.
+  void add_header(std::string name, std::string value);
+  /// The status answered; 0 before.
+  unsigned status() const { return status_.load(); }
+  /// Runs fn if the client goes away before the answer.
+  void on_cancel(std::function<void()> fn) { x_->on_cancel(std::move(fn)); }
+
+  // -- bodies -----------------------------------------------------------------
+
+  /// The body as JSON (media type application/json or none); answers
+  /// 415/400 and returns nullopt when it is not.
+  std::optional<json> json_body();
+
+  // -- actors -----------------------------------------------------------------
+
+  /// Asks `dest`; `k` gets the reply. An error answers the request.
+  template <class T, class Message>
+  void ask(const caf::actor& dest, Message msg, std::function<void(T&)> k,
+           std::optional<std::chrono::milliseconds> timeout = {}) {
+    ask_result<T>(dest, std::move(msg),
+                  [self = shared_from_this(), k](caf::expected<T> r) {
+                    if (!r)
+                      return self->fail(r.error());
+                    k(*r);
+                  },
+                  timeout);
+  }
+
+  template <class T, class Message>
+  void ask_result(const caf::actor& dest, Message msg,
+                  std::function<void(caf::expected<T>)> k,
+                  std::optional<std::chrono::milliseconds> timeout = {}) {
+    env_.bridge->ask<T>(dest, timeout.value_or(request_timeout()),
+                        caf::make_message(std::move(msg)), std::move(k));
+  }
+
+  /// Asks the virtual actor `key` of `region`. While the key's shard moves
+  /// between nodes the region answers `moved`: the request is retried on a
+  /// timer (never a sleeping thread) until the request deadline, so a
+  /// handoff shows as a little latency, not an error.
+  template <class T, class Message>
+  void ask_entity(const caf::actor& region, std::string key, Message msg,
+                  std::function<void(T&)> k,
+                  std::optional<std::chrono::milliseconds> timeout = {}) {
+    ask_entity_result<T>(
+      region, std::move(key), std::move(msg),
+      [self = shared_from_this(), k](caf::expected<T> r) {
+        if (!r)
+          return self->fail(r.error());
+        k(*r);
+      },
+      timeout);
+  }
+
+  template <class T, class Message>
+  void ask_entity_result(const caf::actor& region, std::string key,
+                         Message msg, std::function<void(caf::expected<T>)> k,
+                         std::optional<std::chrono::milliseconds> timeout
+                         = {}) {
+    auto envelope = caf::make_message(runtime::route_atom::value,
+                                      std::move(key),
+                                      caf::make_message(std::move(msg)));
+    entity_attempt<T>(region, std::move(envelope), std::move(k),
+                      timeout.value_or(request_timeout()),
+                      clock::now() + timeout.value_or(request_timeout()),
+                      std::chrono::milliseconds(10));
+  }
+
+  /// Authenticates a user (session cookie or bearer token, via the
+  /// session's actor); `k` gets the caller, else the request answers 401.
+  void user(std::function<void(const actors::caller&)> k);
+
+  /// A device's bearer token and the device id it is for; answers 401 and
+  /// returns nullopt when there is none or it is malformed.
+  std::optional<std::string> device(std::string& token);
+
+private:
+  std::chrono::milliseconds request_timeout() const {
+    return std::chrono::milliseconds(env_.cfg.request_timeout_ms);
+  }
+
+  template <class T>
+  void entity_attempt(const caf::actor& region, caf::message envelope,
+                      std::function<void(caf::expected<T>)> k,
+                      std::chrono::milliseconds timeout,
+                      clock::time_point deadline,
+                      std::chrono::milliseconds backoff) {
+    auto self = shared_from_this();
+    auto t0 = clock::now();
+    env_.bridge->ask<T>(
+      region, timeout, envelope,
+      [=](caf::expected<T> r) mutable {
+        self->observe_remote(envelope, t0);
+        if (r || r.error() != runtime::errc::moved
+            || clock::now() + backoff > deadline)
+          return k(std::move(r));
+        self->count_retry();
+        self->env_.bridge->after(backoff, [=]() mutable {
+          self->entity_attempt<T>(region, std::move(envelope), std::move(k),
+                                  timeout, deadline,
+                                  std::min(backoff * 2,
+                                           std::chrono::milliseconds(100)));
+        });
+      });
+  }
+
+  void observe_remote(const caf::message& envelope, clock::time_point t0);
+  void count_retry();
+  void finish(unsigned status);
+
+  edge_env& env_;
+  exchange_ptr x_;
+  std::string route_;
+  std::vector<std::string> params_;
+  std::string req_id_;
+  clock::time_point started_ = clock::now();
+  std::vector<header_field> headers_;
+  std::atomic<unsigned> status_{0};
+};
+
+} // namespace troupe::http

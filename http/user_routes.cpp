@@ -1,0 +1,288 @@
+// The user side of API.md: login, logout, me; the device list, a device's
+// detail, its history and its commands.
+
+#include "http/routes.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/errc.hpp"
+#include "http/call.hpp"
+#include "http/client_address.hpp"
+#include "http/logger.hpp"
+#include "http/pages.hpp"
+#include "http/parse.hpp"
+#include "http/probe.hpp"
+#include "http/render.hpp"
+#include "runtime/failure_window.hpp"
+#include "runtime/metrics.hpp"
+#include "storage/crypto.hpp"
+
+namespace troupe::http {
+
+namespace {
+
+using json = nlohmann::json;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string session_token(const request& req) {
+  auto h = req.header("Authorization");
+  if (h.size() > 7 && (h.rfind("Bearer ", 0) == 0 || h.rfind("bearer ", 0) == 0))
+    return h.substr(7);
+  auto cookie = req.header("Cookie");
+  for (size_t pos = 0; pos < cookie.size();) {
+    auto end = std::min(cookie.find(';', pos), cookie.size());
+    auto part = cookie.substr(pos, end - pos);
+    part.erase(0, part.find_first_not_of(' '));
+    if (part.rfind("troupe_session=", 0) == 0)
+      return part.substr(15);
+    pos = end + 1;
+  }
+  return {};
+}
+
+void login(const call_ptr& c) {
+  auto body = c->json_body();
+  if (!body)
+    return;
+  auto u = body->is_object() ? body->find("username") : body->end();
+  auto p = body->is_object() ? body->find("password") : body->end();
+  if (u == body->end() || !u->is_string() || p == body->end()
+      || !p->is_string())
+    return c->fail(api_error{400, "invalid_request",
+                             "username and password (strings) are required"});
+  auto name = u->get<std::string>();
+  auto pw = p->get<std::string>();
+  guarded_login(c, "user", [c, name, pw](auto k) {
+    if (!valid_id(name) || pw.size() > 1024)
+      return k(caf::make_error(actors::errc::unauthorized,
+                               "invalid username or password"));
+    c->ask_entity_result<actors::user_login_reply>(
+      c->env().users, name, actors::user_login{name, pw, c->req_id()},
+      [c, k](caf::expected<actors::user_login_reply> r) {
+        if (!r)
+          return k(r.error());
+        c->add_header("Set-Cookie", "troupe_session=" + r->token
+                                      + "; HttpOnly; SameSite=Strict; "
+                                        "Path=/");
+        k(json{{"token", r->token}, {"user", user_json(r->user)}});
+      });
+  });
+}
+
+void logout(const call_ptr& c) {
+  auto token = session_token(c->req());
+  if (token.empty() || token.size() > 256)
+    return c->fail(api_error{401, "unauthorized", "authentication required"});
+  auto key = storage::crypto::keyed_hash(c->env().secret_key, token);
+  c->ask_entity<actors::done>(
+    c->env().sessions, key, actors::logout_atom::value, [c](actors::done&) {
+      c->add_header("Set-Cookie", "troupe_session=; HttpOnly; "
+                                  "SameSite=Strict; Path=/; Max-Age=0");
+      c->reply(204, {});
+    });
+}
+
+void me(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    c->reply(200,
+             user_json(actors::user_info{who.username, who.role, who.tenant}));
+  });
+}
+
+void devices(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    actors::list_devices req;
+    req.who = who;
+    req.q = c->query("q").value_or("");
+    if (req.q.size() > 128 || !printable(req.q))
+      return c->fail(api_error{400, "invalid_request",
+                               "q must be at most 128 printable "
+                               "characters"});
+    if (auto v = c->query("online")) {
+      if (*v != "true" && *v != "false")
+        return c->fail(api_error{400, "invalid_request",
+                                 "online must be true or false"});
+      req.online = *v == "true" ? 1 : 0;
+    }
+    if (!page_params(*c, 'd', req.limit, req.after))
+      return;
+    c->ask<actors::device_page>(
+      c->env().directory, req, [c](actors::device_page& r) {
+        auto items = json::array();
+        for (auto& v : r.items)
+          items.push_back(device_json(v, false));
+        c->reply(200, page_body(std::move(items), r.next, 'd'));
+      });
+  });
+}
+
+void device(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    auto id = c->id_param();
+    if (!id)
+      return;
+    c->ask_entity<actors::device_view>(
+      c->env().devices, *id, actors::get_device{who},
+      [c](actors::device_view& v) { c->reply(200, device_json(v, true)); });
+  });
+}
+
+void history(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    auto id = c->id_param();
+    if (!id)
+      return;
+    actors::history h;
+    h.who = who;
+    h.metric = c->query("metric").value_or("");
+    if (!valid_id(h.metric))
+      return c->fail(api_error{400, "invalid_request",
+                               "metric is required and must be a valid "
+                               "metric name"});
+    auto now = now_ms();
+    auto to = time_param(*c, "to", now + 86'400'000);
+    auto from = time_param(*c, "from", 0);
+    if (!from || !to)
+      return;
+    if (*from > *to)
+      return c->fail(api_error{400, "invalid_request",
+                               "from must not be after to"});
+    h.from_ms = *from;
+    h.to_ms = *to;
+    auto lim = parse_limit(c->query("limit").value_or(""), 1000, 100000);
+    if (auto e = std::get_if<api_error>(&lim))
+      return c->fail(*e);
+    h.limit = std::get<int64_t>(lim);
+    if (auto s = c->query("step")) {
+      auto step = parse_step(*s);
+      if (!step)
+        return c->fail(api_error{400, "invalid_request",
+                                 "step must look like 60s, 5m, 1h or 1d"});
+      h.step_ms = *step;
+    }
+    c->ask_entity<actors::history_reply>(
+      c->env().devices, *id, h, [c, step = h.step_ms](actors::history_reply& r) {
+        auto pts = json::array();
+        if (r.bucketed) {
+          for (auto& b : r.buckets)
+            pts.push_back({static_cast<int64_t>(b[0]),
+                           static_cast<int64_t>(b[1]), b[2], b[3], b[4]});
+          // Buckets replace the raw points, under the same key.
+          return c->reply(200, {{"metric", r.metric},
+                                {"step_ms", step},
+                                {"points", pts}});
+        }
+        for (auto& [ts, v] : r.points)
+          pts.push_back({ts, v});
+        c->reply(200, {{"metric", r.metric}, {"points", pts}});
+      });
+  });
+}
+
+void post_command(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    auto id = c->id_param();
+    if (!id)
+      return;
+    auto body = c->json_body();
+    if (!body)
+      return;
+    auto pc = parse_post_command(*body);
+    if (auto e = std::get_if<api_error>(&pc))
+      return c->fail(*e);
+    auto& req = std::get<actors::post_command>(pc);
+    req.who = who;
+    c->ask_entity<actors::command>(
+      c->env().devices, *id, req,
+      [c](actors::command& cmd) { c->reply(201, user_command_json(cmd)); });
+  });
+}
+
+void list_commands(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    auto id = c->id_param();
+    if (!id)
+      return;
+    actors::list_commands lc;
+    lc.who = who;
+    lc.status = c->query("status").value_or("");
+    static const std::vector<std::string> states
+      = {"", "pending", "delivered", "done", "failed", "expired"};
+    if (std::find(states.begin(), states.end(), lc.status) == states.end())
+      return c->fail(api_error{400, "invalid_request",
+                               "status must be pending, delivered, done, "
+                               "failed or expired"});
+    auto lim = parse_limit(c->query("limit").value_or(""), 100, 1000);
+    if (auto e = std::get_if<api_error>(&lim))
+      return c->fail(*e);
+    lc.limit = std::get<int64_t>(lim);
+    if (auto cur = c->query("cursor"); cur && !cur->empty()) {
+      auto pos = decode_cursor(*cur);
+      auto seq = pos ? parse_int64(pos->substr(2)) : std::nullopt;
+      if (!pos || (*pos)[0] != 'c' || !seq)
+        return c->fail(api_error{400, "invalid_cursor", "invalid cursor"});
+      lc.after_seq = *seq;
+    }
+    c->ask_entity<actors::command_page>(
+      c->env().devices, *id, lc, [c](actors::command_page& r) {
+        auto items = json::array();
+        for (auto& cmd : r.items)
+          items.push_back(user_command_json(cmd));
+        c->reply(200, {{"items", items},
+                       {"next_cursor",
+                        r.next_seq < 0
+                          ? json(nullptr)
+                          : json(encode_cursor("c:"
+                                               + std::to_string(r.next_seq)))}});
+      });
+  });
+}
+
+} // namespace
+
+void guarded_login(const call_ptr& c, const char* kind,
+                   login_attempt attempt) {
+  auto& env = c->env();
+  auto addr = c->client_address();
+  auto now = address_throttle::clock::now();
+  if (auto wait = env.throttle->blocked_for(addr, now); wait.count() > 0) {
+    runtime::metrics()
+      .get_counter("troupe_login_throttled_total",
+                   "Logins refused with 429 (too many failures)",
+                   std::string{"kind=\""} + kind + "\",scope=\"address\"")
+      .inc();
+    log().warn("req={} {} login throttled for address={}", c->req_id(), kind,
+               addr);
+    return c->fail(api_error{429, "too_many_requests",
+                             "too many failed logins from this address; "
+                             "try again later",
+                             static_cast<int>(runtime::retry_after_s(wait))});
+  }
+  attempt([c, addr](caf::expected<nlohmann::json> r) {
+    if (r)
+      return c->reply(200, *r);
+    auto e = to_api_error(r.error());
+    // Counted when answered: a slow password check must not age it.
+    if (e.status == 401)
+      c->env().throttle->fail(addr, address_throttle::clock::now());
+    c->fail(e);
+  });
+}
+
+void add_user_routes(router& r) {
+  r.add("POST", "/api/v1/login", login);
+  r.add("POST", "/api/v1/logout", logout);
+  r.add("GET", "/api/v1/me", me);
+  r.add("GET", "/api/v1/devices", devices);
+  r.add("GET", "/api/v1/devices/{id}", device);
+  r.add("GET", "/api/v1/devices/{id}/telemetry", history);
+  r.add("POST", "/api/v1/devices/{id}/commands", post_command);
+  r.add("GET", "/api/v1/devices/{id}/commands", list_commands);
+}
+
+} // namespace troupe::http
