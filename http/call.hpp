@@ -35,6 +35,15 @@ class edge_probe;
 /// talks to, and the bridge. Built by the edge at start; the handles never
 /// change afterwards, so any I/O or bridge thread may read them.
 struct edge_env {
+  edge_env(runtime::node& n, const config::node_config& c,
+           std::string key)
+    : node(n),
+      cfg(c.http),
+      ingest(c.ingest),
+      cluster(c.cluster),
+      secret_key(std::move(key)) {
+  }
+
   runtime::node& node;
   config::http_config cfg;
   config::ingest_config ingest;

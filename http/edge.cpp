@@ -112,9 +112,7 @@ caf::error edge::start() {
   auto& cfg = node_.cfg();
   bridge_ = std::make_unique<runtime::bridge>(
     node_.system(), std::max<size_t>(2, std::thread::hardware_concurrency()));
-  env_ = std::unique_ptr<edge_env>(new edge_env{node_, cfg.http, cfg.ingest,
-                                                cfg.cluster,
-                                                node_.secret_key()});
+  env_ = std::make_unique<edge_env>(node_, cfg, node_.secret_key());
   env_->bridge = bridge_.get();
   env_->devices = node_.actor("devices");
   env_->sessions = node_.actor("sessions");

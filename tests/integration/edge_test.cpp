@@ -86,14 +86,6 @@ private:
   int fd_ = -1;
 };
 
-size_t count_of(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (auto p = text.find(what); p != std::string::npos;
-       p = text.find(what, p + 1))
-    ++n;
-  return n;
-}
-
 /// The status codes of the responses in `text`, in order.
 std::vector<int> statuses(const std::string& text) {
   std::vector<int> out;

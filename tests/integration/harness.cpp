@@ -1,6 +1,5 @@
 #include "tests/integration/harness.hpp"
 
-#define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 
 #include <algorithm>
