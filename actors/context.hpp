@@ -31,6 +31,8 @@ struct context {
   std::string secret_key;
   /// Database pool (runtime::spawn_db_pool).
   caf::actor db;
+  /// Loads device states in batches (device_loader.hpp).
+  caf::actor device_loader;
   /// Importers; a device always uses importers[key % size()].
   std::vector<caf::actor> importers;
   /// Shard regions.

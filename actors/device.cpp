@@ -8,6 +8,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/device_loader.hpp"
 #include "actors/errc.hpp"
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
@@ -56,6 +57,8 @@ struct device_state {
   std::string secret_hash;
   int64_t batch_hwm = -1;
   int64_t last_seen_ms = -1;
+  /// last_seen as PostgreSQL has it (lists read it from there).
+  int64_t stored_seen_ms = -1;
   std::map<std::string, latest_value> latest;
   std::vector<command> open; // pending and delivered, oldest first
   std::unordered_map<std::string, int64_t> tokens; // hash -> expires_ms
@@ -235,6 +238,30 @@ device_view view_of(device_actor* self) {
   return v;
 }
 
+/// A login or a poll: the device is seen now. PostgreSQL hears of it at
+/// most every quarter of the online window (device lists read it there).
+void note_seen(device_actor* self) {
+  auto& st = self->state;
+  st.last_seen_ms = now_ms();
+  if (st.last_seen_ms - st.stored_seen_ms
+      < st.ctx->actors.online_window_s * 1000 / 4)
+    return;
+  st.stored_seen_ms = st.last_seen_ms;
+  db_call<bool>(
+    self, st.ctx->db,
+    [id = st.id, t = st.last_seen_ms](storage::connection& c)
+      -> caf::expected<bool> {
+      if (auto err = storage::touch_device(c, id, t))
+        return err;
+      return true;
+    },
+    [self](caf::expected<bool> r) {
+      if (!r)
+        log().warn("device={} cannot record last_seen: {}", self->state.id,
+                   config::describe(r.error()));
+    });
+}
+
 void answer_waiters(device_actor* self, const std::vector<command>& cmds) {
   auto& st = self->state;
   for (auto& [id, w] : st.waiters)
@@ -265,6 +292,7 @@ void load(device_actor* self, storage::device_row row) {
   st.secret_hash = row.secret_hash;
   st.batch_hwm = row.batch_hwm.value_or(-1);
   st.last_seen_ms = row.last_seen_ms.value_or(-1);
+  st.stored_seen_ms = st.last_seen_ms;
   for (auto& l : row.latest)
     st.latest[l.metric] = latest_value{l.value, l.ts_ms};
   for (auto& c : row.open_commands)
@@ -338,27 +366,26 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
     std::chrono::seconds(ctx->auth.failed_login_window_s));
   touch(self);
   // Load before serving anything: the awaited reply is handled first.
-  db_call<std::optional<storage::device_row>>(
-    self, ctx->db,
-    [id](storage::connection& c) { return storage::load_device(c, id, now_ms()); },
-    [self](caf::expected<std::optional<storage::device_row>> row) {
-      auto& st = self->state;
-      if (!row) {
-        log().warn("device={} load failed: {}", st.id,
-                   config::describe(row.error()));
+  // The loader batches the loads of many devices starting at once.
+  self
+    ->request(ctx->device_loader, std::chrono::seconds(30), load_atom::value,
+              id)
+    .await(
+      [self](loaded_device& loaded) {
+        if (!loaded.row) {
+          passivate(self);
+          return;
+        }
+        load(self, std::move(*loaded.row));
+        schedule_tick(self);
+      },
+      [self](caf::error& err) {
+        log().warn("device={} load failed: {}", self->state.id,
+                   config::describe(err));
         // Queued requests bounce (request_receiver_down -> 503); the next
         // message for this id spawns a fresh actor that loads again.
-        self->quit(row.error());
-        return;
-      }
-      if (!*row) {
-        passivate(self);
-        return;
-      }
-      load(self, std::move(**row));
-      schedule_tick(self);
-    },
-    true);
+        self->quit(err);
+      });
   return {
     // -- device side --------------------------------------------------------
     [=](device_login& req) -> caf::result<device_login_reply> {
@@ -403,7 +430,7 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
             return;
           }
           st.tokens[hash] = expires;
-          st.last_seen_ms = now_ms();
+          note_seen(self);
           // At-least-once: delivered commands without a result come again.
           rp.deliver(device_login_reply{token, ttl, take_pending(self, true)});
           log().debug("device={} req={} login", st.id, req.req_id);
@@ -443,6 +470,8 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
             if (req.batch_id >= 0)
               st.batch_hwm = std::max(st.batch_hwm, req.batch_id);
             st.last_seen_ms = std::max(st.last_seen_ms, now);
+            // The commit stored it with the points.
+            st.stored_seen_ms = std::max(st.stored_seen_ms, now);
             for (auto& p : req.points) {
               auto& l = st.latest[p.metric];
               if (p.ts_ms >= l.ts_ms)
@@ -466,7 +495,7 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
       touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
-      st.last_seen_ms = now_ms();
+      note_seen(self);
       auto cmds = take_pending(self, false);
       if (!cmds.empty() || req.wait_ms <= 0)
         return commands_reply{std::move(cmds)};

@@ -160,50 +160,35 @@ caf::behavior directory(directory_actor* self, context_ptr ctx) {
       f.online_since_ms = now_ms() - st.ctx->actors.online_window_s * 1000;
       f.after = req.after;
       f.limit = static_cast<size_t>(req.limit);
-      auto rp = self->make_response_promise<device_page>();
-      db_call<std::vector<std::string>>(
-        self, st.ctx->db,
-        [f](storage::connection& c) { return storage::list_device_ids(c, f); },
-        [=](caf::expected<std::vector<std::string>> ids) mutable {
-          if (!ids) {
-            rp.deliver(ids.error());
-            return;
+      auto window = st.ctx->actors.online_window_s * 1000;
+      auto limit = req.limit;
+      // Straight from PostgreSQL (two queries a page): a list wakes no
+      // device actor. Telemetry commits, logins and polls keep last_seen.
+      return run_db<device_page>(
+        self, [f, window, limit](storage::connection& c)
+                -> caf::expected<device_page> {
+          auto rows = storage::list_device_summaries(c, f);
+          if (!rows)
+            return rows.error();
+          device_page page;
+          auto now = now_ms();
+          for (auto& d : *rows) {
+            device_view v;
+            v.id = d.id;
+            v.name = d.name;
+            v.tenant = d.tenant;
+            v.last_seen_ms = d.last_seen_ms.value_or(-1);
+            v.online = d.last_seen_ms && *d.last_seen_ms >= now - window;
+            for (auto& l : d.latest) {
+              v.latest[l.metric] = latest_value{l.value, l.ts_ms};
+              v.metrics.push_back(l.metric);
+            }
+            page.items.push_back(std::move(v));
           }
-          auto page = std::make_shared<device_page>();
-          if (ids->size() == static_cast<size_t>(req.limit) && !ids->empty())
-            page->next = ids->back();
-          if (ids->empty()) {
-            rp.deliver(std::move(*page));
-            return;
-          }
-          // Ask each device actor for its view, keeping the order.
-          auto views = std::make_shared<std::vector<std::optional<device_view>>>(
-            ids->size());
-          auto left = std::make_shared<size_t>(ids->size());
-          auto finish = [=]() mutable {
-            for (auto& v : *views)
-              if (v && (req.online < 0 || v->online == (req.online == 1)))
-                page->items.push_back(std::move(*v));
-            rp.deliver(std::move(*page));
-          };
-          for (size_t i = 0; i < ids->size(); ++i) {
-            self
-              ->request(self->state.ctx->devices, std::chrono::seconds(10),
-                        route_atom::value, (*ids)[i],
-                        caf::make_message(get_device{req.who}))
-              .then(
-                [=](device_view& v) mutable {
-                  (*views)[i] = std::move(v);
-                  if (--*left == 0)
-                    finish();
-                },
-                [=](caf::error&) mutable {
-                  if (--*left == 0)
-                    finish();
-                });
-          }
+          if (rows->size() == static_cast<size_t>(limit) && !rows->empty())
+            page.next = rows->back().id;
+          return page;
         });
-      return rp;
     },
     // -- rules and alerts ------------------------------------------------------
     // Any role reads its tenant's rules and alerts (admins: all tenants);

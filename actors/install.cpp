@@ -7,6 +7,7 @@
 #include "actors/analysis.hpp"
 #include "actors/context.hpp"
 #include "actors/device.hpp"
+#include "actors/device_loader.hpp"
 #include "actors/directory.hpp"
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
@@ -73,6 +74,7 @@ void install(runtime::node& n) {
       ctx->shards = cfg.cluster.shards;
       ctx->secret_key = n.secret_key();
       ctx->db = n.db();
+      ctx->device_loader = spawn_device_loader(sys, ctx);
       for (size_t i = 0; i < cfg.ingest.importers; ++i)
         ctx->importers.push_back(
           spawn_importer(sys, ctx, n.database_url(), cfg.storage.data_dir, i,
@@ -88,21 +90,21 @@ void install(runtime::node& n) {
               const std::string& key) {
           return spawn_device(sys, ctx, region, key);
         },
-        map, n.id(), clustered);
+        map, n.id(), clustered, clustered ? n.lease() : nullptr);
       ctx->sessions = runtime::spawn_shard_region(
         sys, "session",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
           return spawn_session(sys, ctx, region, key);
         },
-        map, n.id(), clustered);
+        map, n.id(), clustered, clustered ? n.lease() : nullptr);
       ctx->users = runtime::spawn_shard_region(
         sys, "user",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
           return spawn_user(sys, ctx, region, key);
         },
-        map, n.id(), clustered);
+        map, n.id(), clustered, clustered ? n.lease() : nullptr);
       n.set_actor("devices", ctx->devices);
       n.set_actor("sessions", ctx->sessions);
       n.set_actor("users", ctx->users);
@@ -146,6 +148,8 @@ void install(runtime::node& n) {
       await_down(sys, ctx->importers, std::chrono::seconds(60));
       auto dir = n.actor("directory");
       caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(ctx->device_loader, caf::exit_reason::user_shutdown);
+      ctx->device_loader = nullptr;
       ctx->devices = ctx->sessions = ctx->users = nullptr;
       ctx->importers.clear();
       ctx->db = nullptr;

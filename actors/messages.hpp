@@ -21,6 +21,7 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using replay_atom = caf::atom_constant<caf::atom("replay")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using logout_atom = caf::atom_constant<caf::atom("logout")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
 
 // -- shared pieces --------------------------------------------------------------
 

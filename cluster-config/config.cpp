@@ -226,6 +226,8 @@ const std::vector<field>& fields() {
      int_member(&nc::cluster, &cluster_config::heartbeat_ms, 10, 600000)},
     {"cluster.lease_ms",
      int_member(&nc::cluster, &cluster_config::lease_ms, 100, 3600000)},
+    {"cluster.fence_ms",
+     int_member(&nc::cluster, &cluster_config::fence_ms, 0, 3600000)},
     {"log.level", str_member(&nc::log, &log_config::level)},
     {"analysis.interval_ms",
      int_member(&nc::analysis, &analysis_config::interval_ms, 100, 86400000)},
@@ -518,6 +520,12 @@ caf::error validate(const node_config& cfg) {
                              "ingest.max_points_per_request: larger than "
                              "ingest.max_queued_points, so no request could "
                              "ever be accepted");
+  if (cfg.cluster.fence_ms > 0
+      && (cfg.cluster.fence_ms <= cfg.cluster.heartbeat_ms
+          || cfg.cluster.fence_ms >= cfg.cluster.lease_ms))
+    return make_config_error(errc::contradiction,
+                             "cluster.fence_ms: must lie between "
+                             "cluster.heartbeat_ms and cluster.lease_ms");
   if (cfg.cluster.heartbeat_ms * 2 > cfg.cluster.lease_ms)
     return make_config_error(errc::contradiction,
                              "cluster.lease_ms: must be at least twice "

@@ -144,6 +144,11 @@ struct cluster_config {
   int64_t heartbeat_ms = defaults::cluster::heartbeat_ms;
   /// A member silent this long is dead, ms. Default 5000.
   int64_t lease_ms = defaults::cluster::lease_ms;
+  /// A node serves only while its last heartbeat is at most this old; a
+  /// member whose connection dropped is declared dead once its heartbeat is
+  /// older than this plus half a heartbeat (so its shards move in about a
+  /// second, not a lease), ms. 0: twice heartbeat_ms. Default 0.
+  int64_t fence_ms = 0;
 };
 
 /// [log]: logging.

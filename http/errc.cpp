@@ -56,6 +56,7 @@ api_error to_api_error(const caf::error& err) {
         return {429, "too_many_requests", msg, 1};
       case runtime::errc::shutting_down:
       case runtime::errc::moved:
+      case runtime::errc::owner_lost:
         return {503, "unavailable", msg, 1};
       default:
         break;

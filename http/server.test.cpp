@@ -661,7 +661,7 @@ TEST_CASE("keep-alive, HTTP/1.0, Connection: close and the idle timeout") {
     auto r = c.read_response();
     REQUIRE(r);
     CHECK(r->header("Connection") == "close");
-    CHECK(c.wait_closed(1000ms));
+    CHECK(c.wait_closed(3000ms));
     raw_client k{f.port()};
     REQUIRE(k.send("GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
     r = k.read_response();
@@ -676,13 +676,13 @@ TEST_CASE("keep-alive, HTTP/1.0, Connection: close and the idle timeout") {
     auto r = c.read_response();
     REQUIRE(r);
     CHECK(r->header("Connection") == "close");
-    CHECK(c.wait_closed(1000ms));
+    CHECK(c.wait_closed(3000ms));
     raw_client d{f.port()};
     REQUIRE(d.send(get("/bye")));
     r = d.read_response();
     REQUIRE(r);
     CHECK(r->header("Connection") == "close");
-    CHECK(d.wait_closed(1000ms));
+    CHECK(d.wait_closed(3000ms));
   }
   SECTION("an idle connection is closed after idle_timeout") {
     raw_client c{f.port()};
@@ -757,7 +757,7 @@ TEST_CASE("slow clients time out without starving others") {
     auto r = fresh.read_response(1000ms);
     REQUIRE(r);
     CHECK(r->status == 200);
-    CHECK(elapsed_ms(t0) < 1000);
+    CHECK(elapsed_ms(t0) < 3000);
     CHECK(f.refusals("header_timeout") == 0);
     for (int i = 0; i < 3; ++i) {
       auto timed_out = slow[i]->read_response(3000ms);
@@ -998,8 +998,8 @@ TEST_CASE("a client going away cancels its pending exchanges") {
   REQUIRE(wait_until([&] { return count() == 2; }));
   auto t0 = steady::now();
   c.close();
-  CHECK(wait_until([&] { return cancelled == 2; }, 1000ms));
-  CHECK(elapsed_ms(t0) < 1000);
+  CHECK(wait_until([&] { return cancelled == 2; }, 3000ms));
+  CHECK(elapsed_ms(t0) < 3000);
   std::lock_guard<std::mutex> guard{m};
   CHECK(held[0]->cancelled());
   held[0]->reply(response{}); // ignored, safely
@@ -1161,7 +1161,7 @@ TEST_CASE("stop answers what it can, then cancels; nothing hangs") {
     }));
     auto t0 = steady::now();
     std::thread stopper{[&] { f.srv.stop(600ms); }};
-    CHECK(idle.wait_closed(500ms));
+    CHECK(idle.wait_closed(2000ms));
     CHECK(elapsed_ms(t0) < 500);
     auto r = later.read_response(2000ms);
     REQUIRE(r);
@@ -1174,7 +1174,7 @@ TEST_CASE("stop answers what it can, then cancels; nothing hangs") {
     CHECK(took >= 550);
     CHECK(took < 2000);
     CHECK(cancelled == 1);
-    CHECK(never.wait_closed(1000ms));
+    CHECK(never.wait_closed(3000ms));
     CHECK(f.srv.open_connections() == 0);
     std::lock_guard<std::mutex> guard{m};
     held[0]->reply(response{}); // the server is gone: ignored
@@ -1191,7 +1191,7 @@ TEST_CASE("stop answers what it can, then cancels; nothing hangs") {
     f.reset();
     CHECK(elapsed_ms(t0) < 2000);
     CHECK(cancelled == 1);
-    CHECK(never.wait_closed(1000ms));
+    CHECK(never.wait_closed(3000ms));
   }
   for (auto& t : repliers)
     t.join();

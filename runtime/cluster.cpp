@@ -24,10 +24,16 @@ namespace {
 
 using namespace std::chrono;
 
+using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+using set_atom = caf::atom_constant<caf::atom("set")>;
+using suspect_atom = caf::atom_constant<caf::atom("suspect")>;
+
 struct peer {
   std::string address;
   caf::actor endpoint;
   std::vector<caf::actor> regions;
+  /// The peer's membership actor (told to refresh at once on changes).
+  caf::actor membership;
 };
 
 struct membership_state {
@@ -44,6 +50,19 @@ struct membership_state {
   std::set<std::string> connecting;
   caf::actor connector;
   steady_clock::time_point last_ok = steady_clock::now();
+  /// This node's lease: renewed after each heartbeat written, read by the
+  /// regions on every request.
+  lease_clock lease;
+  /// How long a heartbeat keeps this node serving (cluster.fence_ms).
+  milliseconds fence{1000};
+  /// Peers whose connection dropped, since when: declared dead as soon as
+  /// their last heartbeat is older than fence + heartbeat/2 (by then they
+  /// stopped serving on their own), long before their lease expires.
+  std::map<std::string, steady_clock::time_point> suspects;
+  bool rapid_armed = false;
+  /// Set once this node wrote `left`: it does nothing more (a late refresh
+  /// must not register it again).
+  bool left = false;
   bool fenced = false;
   bool registered = false;
   /// Newest map pushed to the regions and the version they acknowledged.
@@ -89,12 +108,24 @@ void push(membership_actor* self) {
                   std::move(p))
       .then(
         [=](int64_t v) {
-          if (--*left == 0 && v >= version)
+          if (--*left == 0 && v >= version) {
             self->state.acked = std::max(self->state.acked, version);
+            // Tell the database and the peers now, not at the next
+            // heartbeat: the barrier (and a moved shard) waits for it.
+            self->send(self, refresh_atom::value);
+          }
         },
         [=](caf::error& err) { log_err("placement not acknowledged", err); });
   }
   st.peers_changed = false;
+}
+
+/// Asks every peer's membership to look at the database now (a new map,
+/// an applied version): changes spread in milliseconds, not heartbeats.
+void refresh_peers(membership_actor* self) {
+  for (auto& [id, p] : self->state.peers)
+    if (p.membership)
+      self->send(p.membership, refresh_atom::value);
 }
 
 void set_fenced(membership_actor* self, bool fenced) {
@@ -173,11 +204,18 @@ void connect_peers(membership_actor* self,
           self->monitor(ep);
           self->request(ep, seconds(5), get_atom::value)
             .then(
-              [=](std::vector<caf::actor>& regions) {
+              [=](std::vector<caf::actor>& handles) {
                 auto& st = self->state;
                 st.connecting.erase(pid);
                 st.connecting_failed.erase(pid);
-                st.peers[pid] = peer{addr, ep, std::move(regions)};
+                st.suspects.erase(pid);
+                // The endpoint answers its regions, then its membership.
+                caf::actor m;
+                if (!handles.empty()) {
+                  m = handles.back();
+                  handles.pop_back();
+                }
+                st.peers[pid] = peer{addr, ep, std::move(handles), m};
                 st.peers_changed = true;
                 log().info("membership: connected to peer {} at {}", pid,
                            addr);
@@ -227,15 +265,18 @@ void update_view(membership_actor* self,
 
 void tick(membership_actor* self) {
   auto& st = self->state;
+  if (st.left)
+    return;
   auto now = steady_clock::now();
   auto lease = milliseconds(st.cfg.lease_ms);
   // -- lease -------------------------------------------------------------------
   if (!st.registered && !register_self(self))
     return;
+  auto sent = steady_clock::now();
   auto hb = storage::heartbeat_member(*st.conn, st.id, st.incarnation,
                                       st.actors);
   if (!hb) {
-    if (now - st.last_ok > lease / 2)
+    if (now - st.last_ok > st.fence)
       set_fenced(self, true);
     log_err("heartbeat failed", hb.error());
     return;
@@ -250,16 +291,29 @@ void tick(membership_actor* self) {
     st.state = **hb;
   }
   st.last_ok = now;
+  // The heartbeat is stored: serve for `fence` from when it was sent.
+  st.lease->renew_until(sent + st.fence);
+  if (st.fenced && st.registered && *hb)
+    set_fenced(self, false);
   // -- members -----------------------------------------------------------------
   auto db_now = storage::db_now_ms(*st.conn);
   auto members = storage::list_members(*st.conn);
   if (!db_now || !members)
     return;
+  // A suspect (its connection dropped) whose heartbeat is older than its
+  // own fence plus a margin has stopped serving: it no longer counts.
+  auto stale_ms = st.fence.count() + st.cfg.heartbeat_ms / 2;
+  auto gone = [&](const storage::member_row& m) {
+    return st.suspects.count(m.id) > 0
+           && m.heartbeat_ms < *db_now - stale_ms;
+  };
   std::vector<storage::member_row> live;
-  for (auto& m : *members)
-    if ((m.state == "alive" || m.state == "draining" || m.state == "drained")
-        && m.heartbeat_ms >= *db_now - st.cfg.lease_ms)
+  for (auto& m : *members) {
+    if (m.state != "alive" && m.state != "draining" && m.state != "drained")
+      st.suspects.erase(m.id);
+    else if (m.heartbeat_ms >= *db_now - st.cfg.lease_ms && !gone(m))
       live.push_back(m);
+  }
   st.members_gauge->set(static_cast<int64_t>(live.size()));
   auto coordinator = live.empty() ? std::string{} : live.front().id;
   // -- coordination ------------------------------------------------------------
@@ -268,6 +322,16 @@ void tick(membership_actor* self) {
         dead && !dead->empty())
       for (auto& d : *dead)
         log().warn("membership: member {} missed its lease, marked dead", d);
+    for (auto& m : *members) {
+      if (!gone(m))
+        continue;
+      if (auto d = storage::declare_dead(*st.conn, m.id, stale_ms); d && *d) {
+        log().warn("membership: member {} lost its connection and stopped "
+                   "heartbeating, marked dead",
+                   m.id);
+        st.suspects.erase(m.id);
+      }
+    }
     std::vector<std::string> desired;
     for (auto& m : live)
       if (m.state == "alive")
@@ -297,6 +361,7 @@ void tick(membership_actor* self) {
           st.maps_published->inc();
           log().info("membership: published shard map version={} owners={}",
                      row.version, desired.size());
+          refresh_peers(self);
         }
       }
     }
@@ -314,8 +379,10 @@ void tick(membership_actor* self) {
     push(self);
   if (st.acked > st.reported) {
     if (!storage::set_applied_version(*st.conn, st.id, st.incarnation,
-                                      st.acked))
+                                      st.acked)) {
       st.reported = st.acked;
+      refresh_peers(self);
+    }
   }
   // Barrier: every live member applied this version.
   int64_t barrier = std::numeric_limits<int64_t>::max();
@@ -347,11 +414,17 @@ void tick(membership_actor* self) {
   if (st.leaving
       && (st.state == "drained" || !others_alive || now > st.leave_deadline)) {
     (void) storage::set_member_state(*st.conn, st.id, "left");
+    st.left = true;
     log().info("membership: left the cluster ({})", st.state);
     st.leaving->deliver(ok_atom::value);
     st.leaving.reset();
   }
   update_view(self, *members, coordinator, in_motion);
+  // While a suspect may be declared dead, look every 100 ms.
+  if (!st.suspects.empty() && !st.rapid_armed) {
+    st.rapid_armed = true;
+    self->delayed_send(self, milliseconds(100), suspect_atom::value);
+  }
   // Actor count for the view (asked now, reported with the next heartbeat).
   auto total = std::make_shared<int64_t>(0);
   auto left = std::make_shared<size_t>(st.regions.size());
@@ -375,6 +448,9 @@ caf::behavior membership(membership_actor* self, node* n,
   st.http_address = n->cfg().http.listen;
   st.regions = std::move(regions);
   st.conn = std::make_unique<storage::connection>(n->database_url(), 5);
+  st.lease = n->lease();
+  st.fence = milliseconds(st.cfg.fence_ms > 0 ? st.cfg.fence_ms
+                                              : 2 * st.cfg.heartbeat_ms);
   st.connector = self->spawn<caf::detached + caf::linked>(connector);
   auto& reg = metrics();
   st.members_gauge = &reg.get_gauge("troupe_cluster_members",
@@ -391,9 +467,12 @@ caf::behavior membership(membership_actor* self, node* n,
     auto& st = self->state;
     for (auto it = st.peers.begin(); it != st.peers.end(); ++it) {
       if (it->second.endpoint.address() == dm.source) {
-        log().warn("membership: lost connection to peer {}", it->first);
+        log().warn("membership: lost connection to peer {}; suspect",
+                   it->first);
+        st.suspects[it->first] = steady_clock::now();
         st.peers.erase(it);
         push(self);
+        self->send(self, refresh_atom::value);
         return;
       }
     }
@@ -404,6 +483,11 @@ caf::behavior membership(membership_actor* self, node* n,
       tick(self);
       self->delayed_send(self, milliseconds(self->state.cfg.heartbeat_ms),
                          tick_atom::value);
+    },
+    [=](refresh_atom) { tick(self); },
+    [=](suspect_atom) {
+      self->state.rapid_armed = false;
+      tick(self);
     },
     [=](drain_atom, const std::string& id) -> caf::result<std::string> {
       auto& st = self->state;
@@ -436,11 +520,21 @@ caf::behavior membership(membership_actor* self, node* n,
 
 struct endpoint_state {
   std::string name = "cluster_endpoint";
+  caf::actor membership;
 };
 
-caf::behavior endpoint(caf::stateful_actor<endpoint_state>*,
+/// What a peer learns when it connects: this node's regions, then its
+/// membership actor.
+caf::behavior endpoint(caf::stateful_actor<endpoint_state>* self,
                        std::vector<caf::actor> regions) {
-  return {[=](get_atom) { return regions; }};
+  return {
+    [=](get_atom) {
+      auto out = regions;
+      out.push_back(self->state.membership);
+      return out;
+    },
+    [=](set_atom, caf::actor& m) { self->state.membership = std::move(m); },
+  };
 }
 
 } // namespace
@@ -471,6 +565,7 @@ void install_cluster(node& n, std::vector<std::string> names) {
       }
       log().info("cluster endpoint published on {}:{}", host, *bound);
       handles->first = sys.spawn<caf::detached>(membership, &n, regions);
+      caf::anon_send(handles->second, set_atom::value, handles->first);
       n.set_actor("membership", handles->first);
       return caf::none;
     },

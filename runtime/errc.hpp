@@ -16,8 +16,12 @@ enum class errc : uint8_t {
   overloaded,
   /// The node is stopping and takes no new work.
   shutting_down,
-  /// The shard is owned by another node (retry with a newer map).
+  /// The shard is owned by another node (retry with a newer map). The
+  /// request was not served.
   moved,
+  /// The node serving the request went away before answering: it may or
+  /// may not have been served, so only the client may retry (503).
+  owner_lost,
 };
 
 } // namespace troupe::runtime

@@ -14,6 +14,7 @@
 #include "cluster-config/node_config.hpp"
 #include "runtime/cluster.hpp"
 #include "runtime/shard_map.hpp"
+#include "runtime/shard_region.hpp"
 
 namespace troupe::runtime {
 
@@ -82,6 +83,8 @@ public:
   const std::string& secret_key() const { return secret_key_; }
   /// The database pool (see db_pool.hpp).
   caf::actor db() const { return db_; }
+  /// This node's membership lease (cluster nodes; see shard_region.hpp).
+  const lease_clock& lease() const { return lease_; }
   int64_t started_ms() const { return started_ms_; }
 
   /// Named actors shared between services ("devices", "sessions", ...).
@@ -113,6 +116,7 @@ private:
   std::vector<std::function<void(caf::actor_system_config&)>> configure_;
   std::vector<std::function<void()>> reload_;
   std::shared_ptr<const shard_map> map_;
+  lease_clock lease_ = std::make_shared<runtime::lease>();
   mutable std::mutex view_mtx_;
   cluster_view view_;
   struct impl;

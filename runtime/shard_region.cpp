@@ -1,5 +1,7 @@
 #include "runtime/shard_region.hpp"
 
+#include <chrono>
+#include <deque>
 #include <limits>
 #include <unordered_map>
 #include <vector>
@@ -20,6 +22,16 @@ struct stopping_entry {
   std::vector<std::pair<caf::response_promise, caf::message>> buffered;
 };
 
+/// A request forwarded to another node: a copy of its promise, so the
+/// requester can be told `moved` at once if that node goes away before
+/// answering (CAF 0.17 would let it wait for its timeout). The owner's
+/// answer goes straight to the requester; a late `moved` for a request
+/// already answered is dropped by CAF.
+struct in_flight {
+  std::chrono::steady_clock::time_point sent;
+  caf::response_promise rp;
+};
+
 struct region_state {
   std::string name = "shard_region";
   std::string kind;
@@ -27,6 +39,12 @@ struct region_state {
   entity_factory make;
   shard_map map;
   std::map<std::string, caf::actor> peers;
+  /// Forwarded requests per peer region, oldest first.
+  std::map<caf::actor_addr, std::deque<in_flight>> forwarded_to;
+  /// Forwarded requests are remembered this long (the edge's deadline).
+  std::chrono::milliseconds forward_memory{10'000};
+  /// Serving ends when the lease was not renewed in time (cluster only).
+  lease_clock lease;
   bool fenced = false;
   /// Shards gained in a version above this are not served yet.
   int64_t barrier = 0;
@@ -58,7 +76,41 @@ caf::error moved_error(const std::string& key) {
 bool serves(region_actor* self, uint32_t shard) {
   auto& st = self->state;
   return !st.fenced && st.map.shards() > 0 && st.map.owner(shard) == st.self
-         && st.gained_at[shard] <= st.barrier;
+         && st.gained_at[shard] <= st.barrier && (!st.lease || st.lease->valid());
+}
+
+/// Remembers a forwarded request (and forgets those past the deadline).
+void remember(region_actor* self, const caf::actor& peer,
+              caf::response_promise rp) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  auto& q = st.forwarded_to[peer.address()];
+  while (!q.empty() && now - q.front().sent > st.forward_memory)
+    q.pop_front();
+  q.push_back({now, std::move(rp)});
+}
+
+/// A peer region is gone: what was forwarded to it answers `owner_lost`
+/// now, and nothing more goes there until membership names a new owner.
+void peer_down(region_actor* self, const caf::actor_addr& addr) {
+  auto& st = self->state;
+  for (auto it = st.peers.begin(); it != st.peers.end();)
+    it = it->second.address() == addr ? st.peers.erase(it) : std::next(it);
+  auto q = st.forwarded_to.find(addr);
+  if (q == st.forwarded_to.end())
+    return;
+  auto pending = std::move(q->second);
+  st.forwarded_to.erase(q);
+  if (!pending.empty())
+    log().warn("region={} peer region down: answering {} forwarded "
+               "requests at once",
+               st.kind, pending.size());
+  // Not `moved`: the owner may have served them before it went, and only
+  // the client knows whether a retry is harmless (a batch id makes it so).
+  for (auto& f : pending)
+    f.rp.deliver(make_runtime_error(errc::owner_lost,
+                                    "the node serving this request went "
+                                    "away; retry"));
 }
 
 caf::actor spawn_entity(region_actor* self, const std::string& key) {
@@ -97,6 +149,7 @@ void route(region_actor* self, const std::string& key, caf::message msg,
     if (owner != st.self) {
       if (auto p = st.peers.find(owner); p != st.peers.end()) {
         st.forwarded->inc();
+        remember(self, p->second, rp);
         rp.delegate(p->second, forward_atom::value, key, std::move(msg));
         return;
       }
@@ -149,6 +202,9 @@ void apply(region_actor* self, placement& p) {
   auto& st = self->state;
   auto old = std::move(st.map);
   st.map = std::move(p.map);
+  for (auto& [id, h] : p.peers)
+    if (st.forwarded_to.emplace(h.address(), std::deque<in_flight>{}).second)
+      self->monitor(h);
   st.peers = std::move(p.peers);
   auto was_fenced = st.fenced;
   st.fenced = p.fenced;
@@ -185,8 +241,9 @@ void apply(region_actor* self, placement& p) {
 
 caf::behavior region(region_actor* self, std::string kind,
                      entity_factory factory, shard_map map, std::string me,
-                     bool clustered) {
+                     bool clustered, lease_clock lease) {
   auto& st = self->state;
+  st.lease = std::move(lease);
   st.kind = kind;
   st.name = "region." + kind;
   st.self = std::move(me);
@@ -220,8 +277,11 @@ caf::behavior region(region_actor* self, std::string kind,
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto k = st.keys.find(dm.source);
-    if (k == st.keys.end())
+    if (k == st.keys.end()) {
+      if (st.forwarded_to.count(dm.source))
+        peer_down(self, dm.source);
       return;
+    }
     auto key = k->second;
     st.keys.erase(k);
     auto s = st.stopping.find(key);
@@ -301,9 +361,11 @@ caf::behavior region(region_actor* self, std::string kind,
 
 caf::actor spawn_shard_region(caf::actor_system& sys, std::string kind,
                               entity_factory factory, shard_map map,
-                              std::string self, bool clustered) {
+                              std::string self, bool clustered,
+                              lease_clock lease) {
   return sys.spawn(region, std::move(kind), std::move(factory),
-                   std::move(map), std::move(self), clustered);
+                   std::move(map), std::move(self), clustered,
+                   std::move(lease));
 }
 
 } // namespace troupe::runtime

@@ -1,8 +1,11 @@
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -17,6 +20,32 @@ namespace troupe::runtime {
 /// (passivate_atom, key) to when the entity has idled long enough.
 using entity_factory = std::function<caf::actor(
   caf::actor_system& sys, const caf::actor& region, const std::string& key)>;
+
+/// Until when this node may serve: the membership lease, renewed by the
+/// membership actor after each heartbeat it wrote (valid for cluster.fence_ms
+/// from the moment it sent it), read by the regions on every request. A node
+/// that cannot renew stops serving exactly then, however busy its membership
+/// actor is; the coordinator declares a member dead only later. Lock-free.
+class lease {
+public:
+  using clock = std::chrono::steady_clock;
+
+  bool valid() const {
+    return clock::now().time_since_epoch().count()
+           < until_.load(std::memory_order_acquire);
+  }
+  void renew_until(clock::time_point t) {
+    until_.store(t.time_since_epoch().count(), std::memory_order_release);
+  }
+  void revoke() {
+    until_.store(0, std::memory_order_release);
+  }
+
+private:
+  std::atomic<clock::rep> until_{0};
+};
+
+using lease_clock = std::shared_ptr<lease>;
 
 /// Where shards live, as the membership service tells a region. Local only.
 struct placement {
@@ -61,8 +90,14 @@ namespace troupe::runtime {
 /// Owner: runtime::node (one region per kind). A single node uses a static
 /// map (everything local, served at once); a cluster node starts owning
 /// nothing until membership delivers a placement.
+///
+/// A request forwarded to a node that goes away (CAF reports the peer
+/// region down) answers `owner_lost` (503) at once instead of waiting for
+/// its deadline, and later requests wait (`moved`) for the new owner; with `lease` (a cluster
+/// node), nothing is served once the lease is no longer valid.
 caf::actor spawn_shard_region(caf::actor_system& sys, std::string kind,
                               entity_factory factory, shard_map map,
-                              std::string self, bool clustered);
+                              std::string self, bool clustered,
+                              lease_clock lease = nullptr);
 
 } // namespace troupe::runtime

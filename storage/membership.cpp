@@ -116,6 +116,18 @@ caf::expected<std::vector<std::string>> expire_members(connection& c,
   return out;
 }
 
+caf::expected<bool> declare_dead(connection& c, const std::string& id,
+                                 int64_t stale_ms) {
+  auto r = c.exec(std::string{"UPDATE members SET state = 'dead' WHERE id = $1"
+                              " AND state IN ('alive', 'draining', 'drained')"
+                              " AND heartbeat_ms < "}
+                    + db_now + " - $2",
+                  {id, std::to_string(stale_ms)});
+  if (!r)
+    return r.error();
+  return r->affected() > 0;
+}
+
 caf::expected<bool> set_member_state(connection& c, const std::string& id,
                                      const std::string& state) {
   auto r = c.exec("UPDATE members SET state = $2 WHERE id = $1", {id, state});

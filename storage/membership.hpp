@@ -62,6 +62,13 @@ list_members(connection& c);
 [[nodiscard]] caf::expected<std::vector<std::string>>
 expire_members(connection& c, int64_t lease_ms);
 
+/// Marks member `id` dead if its last heartbeat is older than `stale_ms`
+/// by PostgreSQL's clock (a suspect whose connection dropped and who can
+/// no longer be serving: its own lease ran out earlier); true if it did.
+[[nodiscard]] caf::expected<bool> declare_dead(connection& c,
+                                               const std::string& id,
+                                               int64_t stale_ms);
+
 /// Sets a member's state; false if no such member.
 [[nodiscard]] caf::expected<bool> set_member_state(connection& c,
                                                    const std::string& id,

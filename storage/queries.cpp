@@ -253,6 +253,144 @@ load_device(connection& c, const std::string& id, int64_t now_ms) {
   return std::optional<device_row>{std::move(d)};
 }
 
+caf::expected<std::map<std::string, device_row>>
+load_devices(connection& c, const std::vector<std::string>& ids,
+             int64_t now_ms) {
+  std::map<std::string, device_row> out;
+  if (ids.empty())
+    return out;
+  auto id_list = array_literal(ids);
+  auto r = c.exec("SELECT key, id, name, tenant, secret_hash, batch_hwm,"
+                  " last_seen_ms, created_ms FROM devices"
+                  " WHERE id = ANY($1::text[])",
+                  {id_list});
+  if (!r)
+    return r.error();
+  std::map<int64_t, device_row*> by_key;
+  std::vector<int64_t> keys;
+  for (int i = 0; i < r->rows(); ++i) {
+    device_row d;
+    d.key = r->i64(i, 0);
+    d.id = r->str(i, 1);
+    d.name = r->str(i, 2);
+    d.tenant = r->str(i, 3);
+    d.secret_hash = r->str(i, 4);
+    d.batch_hwm = r->opt_i64(i, 5);
+    d.last_seen_ms = r->opt_i64(i, 6);
+    d.created_ms = r->i64(i, 7);
+    keys.push_back(d.key);
+    auto& slot = out[d.id];
+    slot = std::move(d);
+    by_key[slot.key] = &slot;
+  }
+  if (out.empty())
+    return out;
+  auto l = c.exec("SELECT l.device_key, m.name,"
+                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value"
+                  " FROM latest l JOIN metrics m ON m.id = l.metric_id"
+                  " WHERE l.device_key = ANY($1::bigint[])"
+                  " ORDER BY l.device_key, m.name",
+                  {array_literal(keys)});
+  if (!l)
+    return l.error();
+  for (int i = 0; i < l->rows(); ++i) {
+    auto& d = *by_key.at(l->i64(i, 0));
+    d.latest.push_back({l->str(i, 1), l->i64(i, 2), l->f64(i, 3)});
+    d.metrics.push_back(l->str(i, 1));
+  }
+  auto cmds = c.exec(std::string{"SELECT "} + command_cols
+                       + " FROM commands WHERE device_id = ANY($1::text[])"
+                         " AND status IN ('pending', 'delivered') ORDER BY seq",
+                     {id_list});
+  if (!cmds)
+    return cmds.error();
+  for (int i = 0; i < cmds->rows(); ++i) {
+    auto cmd = command_from(*cmds, i);
+    if (auto it = out.find(cmd.device_id); it != out.end())
+      it->second.open_commands.push_back(std::move(cmd));
+  }
+  auto toks = c.exec("SELECT device_id, token_hash, expires_ms"
+                     " FROM device_tokens WHERE device_id = ANY($1::text[])"
+                     " AND expires_ms > $2",
+                     {id_list, num(now_ms)});
+  if (!toks)
+    return toks.error();
+  for (int i = 0; i < toks->rows(); ++i)
+    if (auto it = out.find(toks->str(i, 0)); it != out.end())
+      it->second.tokens.emplace_back(toks->str(i, 1), toks->i64(i, 2));
+  return out;
+}
+
+caf::expected<std::vector<device_summary>>
+list_device_summaries(connection& c, const device_filter& f) {
+  std::string sql = "SELECT key, id, name, tenant, last_seen_ms FROM devices"
+                    " WHERE id > $1";
+  std::vector<param> ps = {f.after};
+  if (!f.tenant.empty()) {
+    ps.push_back(f.tenant);
+    sql += " AND tenant = $" + std::to_string(ps.size());
+  }
+  if (!f.q.empty()) {
+    std::string pattern = "%";
+    for (auto ch : f.q) {
+      if (ch == '%' || ch == '_' || ch == '\\')
+        pattern += '\\';
+      pattern += ch;
+    }
+    pattern += "%";
+    ps.push_back(pattern);
+    auto n = std::to_string(ps.size());
+    sql += " AND (id ILIKE $" + n + " OR name ILIKE $" + n + ")";
+  }
+  if (f.online) {
+    ps.push_back(num(f.online_since_ms));
+    auto n = std::to_string(ps.size());
+    sql += *f.online ? " AND last_seen_ms >= $" + n
+                     : " AND (last_seen_ms IS NULL OR last_seen_ms < $" + n
+                         + ")";
+  }
+  ps.push_back(num(static_cast<int64_t>(f.limit)));
+  sql += " ORDER BY id LIMIT $" + std::to_string(ps.size());
+  auto r = c.exec(sql, ps);
+  if (!r)
+    return r.error();
+  std::vector<device_summary> out;
+  std::map<int64_t, size_t> at;
+  std::vector<int64_t> keys;
+  for (int i = 0; i < r->rows(); ++i) {
+    device_summary d;
+    d.key = r->i64(i, 0);
+    d.id = r->str(i, 1);
+    d.name = r->str(i, 2);
+    d.tenant = r->str(i, 3);
+    d.last_seen_ms = r->opt_i64(i, 4);
+    at[d.key] = out.size();
+    keys.push_back(d.key);
+    out.push_back(std::move(d));
+  }
+  if (out.empty())
+    return out;
+  auto l = c.exec("SELECT l.device_key, m.name,"
+                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value"
+                  " FROM latest l JOIN metrics m ON m.id = l.metric_id"
+                  " WHERE l.device_key = ANY($1::bigint[])"
+                  " ORDER BY l.device_key, m.name",
+                  {array_literal(keys)});
+  if (!l)
+    return l.error();
+  for (int i = 0; i < l->rows(); ++i)
+    out[at.at(l->i64(i, 0))].latest.push_back(
+      {l->str(i, 1), l->i64(i, 2), l->f64(i, 3)});
+  return out;
+}
+
+caf::error touch_device(connection& c, const std::string& id,
+                        int64_t last_seen_ms) {
+  return status_of(c.exec("UPDATE devices SET last_seen_ms = greatest("
+                          "coalesce(last_seen_ms, 0), $2) WHERE id = $1",
+                          {id, num(last_seen_ms)}, retry::idempotent));
+}
+
 caf::expected<bool> delete_device(connection& c, const std::string& id) {
   auto r = c.exec("DELETE FROM devices WHERE id = $1 RETURNING key", {id});
   if (!r)

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <functional>
 #include <optional>
 #include <string>
@@ -145,6 +146,34 @@ struct device_filter {
 };
 [[nodiscard]] caf::expected<std::vector<std::string>>
 list_device_ids(connection& c, const device_filter& f);
+
+/// A device as a list shows it, straight from PostgreSQL.
+struct device_summary {
+  int64_t key = 0;
+  std::string id;
+  std::string name;
+  std::string tenant;
+  std::optional<int64_t> last_seen_ms;
+  std::vector<latest_row> latest;
+};
+
+/// A page of devices with their latest values, in two queries whatever the
+/// page size (no device actor is woken for a list).
+[[nodiscard]] caf::expected<std::vector<device_summary>>
+list_device_summaries(connection& c, const device_filter& f);
+
+/// Loads the devices of `ids` (missing ones are absent from the result)
+/// with their latest values, open commands and unexpired tokens: four
+/// queries for the whole batch, so actors coming back after a restart or a
+/// failover load at thousands per second.
+[[nodiscard]] caf::expected<std::map<std::string, device_row>>
+load_devices(connection& c, const std::vector<std::string>& ids,
+             int64_t now_ms);
+
+/// Records that the device was seen (a login or a poll: telemetry commits
+/// record it with the points).
+[[nodiscard]] caf::error touch_device(connection& c, const std::string& id,
+                                      int64_t last_seen_ms);
 
 [[nodiscard]] caf::error insert_device_token(connection& c,
                                              const std::string& token_hash,

@@ -1,0 +1,114 @@
+#include "actors/device_loader.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/logger.hpp"
+#include "actors/messages.hpp"
+#include "cluster-config/config.hpp"
+#include "runtime/db_pool.hpp"
+#include "runtime/metrics.hpp"
+
+namespace troupe::actors {
+
+namespace {
+
+using runtime::db_call;
+
+struct loader_state {
+  std::string name = "device_loader";
+  context_ptr ctx;
+  size_t max_batch = 1000;
+  std::vector<std::pair<std::string, caf::response_promise>> waiting;
+  bool flush_armed = false;
+  /// Batches being read; the next waits for one to finish when two are.
+  int in_flight = 0;
+  runtime::histogram* batch_size = nullptr;
+  runtime::counter* loaded = nullptr;
+};
+
+using loader_actor = caf::stateful_actor<loader_state>;
+
+void flush(loader_actor* self) {
+  auto& st = self->state;
+  if (st.waiting.empty() || st.in_flight >= 2)
+    return;
+  auto n = std::min(st.waiting.size(), st.max_batch);
+  auto batch = std::make_shared<
+    std::vector<std::pair<std::string, caf::response_promise>>>(
+    std::make_move_iterator(st.waiting.begin()),
+    std::make_move_iterator(st.waiting.begin() + static_cast<long>(n)));
+  st.waiting.erase(st.waiting.begin(), st.waiting.begin() + static_cast<long>(n));
+  std::vector<std::string> ids;
+  ids.reserve(batch->size());
+  for (auto& [id, rp] : *batch)
+    ids.push_back(id);
+  ++st.in_flight;
+  st.batch_size->observe(static_cast<double>(ids.size()));
+  db_call<std::map<std::string, storage::device_row>>(
+    self, st.ctx->db,
+    [ids = std::move(ids)](storage::connection& c) {
+      return storage::load_devices(c, ids, now_ms());
+    },
+    [self, batch](caf::expected<std::map<std::string, storage::device_row>>
+                    rows) {
+      auto& st = self->state;
+      --st.in_flight;
+      if (!rows) {
+        log().warn("loading {} devices failed: {}", batch->size(),
+                   config::describe(rows.error()));
+        for (auto& [id, rp] : *batch)
+          rp.deliver(rows.error());
+      } else {
+        st.loaded->inc(rows->size());
+        for (auto& [id, rp] : *batch) {
+          auto it = rows->find(id);
+          if (it == rows->end())
+            rp.deliver(loaded_device{});
+          else
+            rp.deliver(loaded_device{std::move(it->second)});
+        }
+      }
+      flush(self);
+    });
+}
+
+caf::behavior device_loader(loader_actor* self, context_ptr ctx,
+                            size_t max_batch) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.max_batch = max_batch;
+  st.batch_size = &runtime::metrics().get_histogram(
+    "troupe_device_load_batch", "Devices loaded per batch", "",
+    runtime::size_buckets());
+  st.loaded = &runtime::metrics().get_counter("troupe_devices_loaded_total",
+                                              "Device states loaded from "
+                                              "PostgreSQL");
+  return {
+    [=](load_atom, std::string& id) -> caf::result<loaded_device> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      st.waiting.emplace_back(std::move(id), rp);
+      if (st.waiting.size() >= st.max_batch) {
+        flush(self);
+      } else if (!st.flush_armed) {
+        // To the back of the mailbox: every request already queued joins.
+        st.flush_armed = true;
+        self->send(self, flush_atom::value);
+      }
+      return caf::delegated<loaded_device>{};
+    },
+    [=](flush_atom) {
+      self->state.flush_armed = false;
+      flush(self);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_device_loader(caf::actor_system& sys, const context_ptr& ctx,
+                               size_t max_batch) {
+  return sys.spawn(device_loader, ctx, max_batch);
+}
+
+} // namespace troupe::actors
