@@ -59,9 +59,12 @@ using parser_type = bhttp::request_parser<bhttp::string_body>;
 /// readability wait would miss decrypted bytes held inside the engine.
 constexpr size_t tls_idle_read = 1024;
 /// How long and how much we read and discard after a final response, so the
-/// peer gets it before our close instead of a reset.
-constexpr std::chrono::milliseconds linger_time{1000};
-constexpr size_t linger_bytes = 64 * 1024;
+/// peer gets it before our close instead of a reset. A client refused with
+/// 413 on its Content-Length still sends the whole body before it reads the
+/// answer (curl, cpp-httplib), so the byte bound is well above the default
+/// body limit; the time bound keeps a slow sender from holding the slot.
+constexpr std::chrono::milliseconds linger_time{2000};
+constexpr size_t linger_bytes = 8u << 20;
 /// Accept errors such as EMFILE: wait, then try again.
 constexpr std::chrono::milliseconds accept_backoff{100};
 /// Connections answered with 503 at once; beyond, they are just closed.

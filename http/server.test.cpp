@@ -829,6 +829,18 @@ TEST_CASE("Content-Length, body and header limits, and 100-continue") {
                  413, "payload_too_large");
     CHECK(f.refusals("body_too_large") == 2);
   }
+  SECTION("a client that sends the whole oversized body first still reads "
+          "the 413") {
+    // curl and cpp-httplib write the full request before they read: the
+    // server must read and discard it (linger) rather than reset it away.
+    std::string big(3u << 20, 'x');
+    raw_client c{f.port()};
+    REQUIRE(c.send(post("/up", big)));
+    auto r = c.read_response(5000ms);
+    REQUIRE(r);
+    CHECK(r->status == 413);
+    CHECK(error_code_of(*r) == "payload_too_large");
+  }
   SECTION("100 Continue, then the body") {
     raw_client c{f.port()};
     REQUIRE(c.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
