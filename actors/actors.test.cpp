@@ -4,7 +4,7 @@
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/install.hpp"
 
 using namespace troupe::actors;
 

@@ -12,7 +12,6 @@
 #include "actors/errc.hpp"
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
-#include "actors/messages.hpp"
 #include "actors/roles.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
@@ -74,7 +73,7 @@ struct device_state {
   std::chrono::steady_clock::time_point last_activity;
 };
 
-using device_actor = caf::stateful_actor<device_state>;
+using device_ptr = device_actor::stateful_pointer<device_state>;
 
 runtime::counter* login_throttled() {
   static auto c = &runtime::metrics().get_counter(
@@ -113,12 +112,12 @@ command to_command(const storage::command_row& r) {
   return c;
 }
 
-void touch(device_actor* self) {
+void touch(device_ptr self) {
   self->state.last_activity = std::chrono::steady_clock::now();
 }
 
 /// Checks a device token ("<device id>.<random>") against the loaded hashes.
-bool token_ok(device_actor* self, const std::string& token) {
+bool token_ok(device_ptr self, const std::string& token) {
   auto& st = self->state;
   if (!st.known)
     return false;
@@ -138,13 +137,13 @@ bool token_ok(device_actor* self, const std::string& token) {
 }
 
 /// A user may see devices of their tenant; admins see all. Others: 404.
-bool visible_to(device_actor* self, const caller& who) {
+bool visible_to(device_ptr self, const caller& who) {
   auto& st = self->state;
   return st.known && sees(who, st.tenant);
 }
 
 /// Moves commands past their time to live to `expired`.
-void sweep_expired(device_actor* self) {
+void sweep_expired(device_ptr self) {
   auto& st = self->state;
   auto now = now_ms();
   std::vector<std::string> ids;
@@ -176,7 +175,7 @@ void sweep_expired(device_actor* self) {
 /// Takes the pending commands for delivery: marks them delivered in memory
 /// now and in PostgreSQL in the background (delivery is at least once, so a
 /// lost mark only means one more delivery).
-std::vector<command> take_pending(device_actor* self, bool include_delivered) {
+std::vector<command> take_pending(device_ptr self, bool include_delivered) {
   auto& st = self->state;
   sweep_expired(self);
   std::vector<command> out;
@@ -219,7 +218,7 @@ std::vector<command> take_pending(device_actor* self, bool include_delivered) {
   return out;
 }
 
-device_view view_of(device_actor* self) {
+device_view view_of(device_ptr self) {
   auto& st = self->state;
   device_view v;
   v.id = st.id;
@@ -240,7 +239,7 @@ device_view view_of(device_actor* self) {
 
 /// A login or a poll: the device is seen now. PostgreSQL hears of it at
 /// most every quarter of the online window (device lists read it there).
-void note_seen(device_actor* self) {
+void note_seen(device_ptr self) {
   auto& st = self->state;
   st.last_seen_ms = now_ms();
   if (st.last_seen_ms - st.stored_seen_ms
@@ -262,28 +261,28 @@ void note_seen(device_actor* self) {
     });
 }
 
-void answer_waiters(device_actor* self, const std::vector<command>& cmds) {
+void answer_waiters(device_ptr self, const std::vector<command>& cmds) {
   auto& st = self->state;
   for (auto& [id, w] : st.waiters)
     w.rp.deliver(commands_reply{cmds});
   st.waiters.clear();
 }
 
-void passivate(device_actor* self) {
+void passivate(device_ptr self) {
   auto& st = self->state;
   if (st.passivating)
     return;
   st.passivating = true;
-  self->send(st.region, passivate_atom::value, st.id);
+  caf::anon_send(st.region, passivate_atom::value, st.id, self->address());
 }
 
-void schedule_tick(device_actor* self) {
+void schedule_tick(device_ptr self) {
   auto secs = std::max<int64_t>(1, self->state.ctx->actors.passivate_after_s
                                      / 2);
   self->delayed_send(self, std::chrono::seconds(secs), tick_atom::value);
 }
 
-void load(device_actor* self, storage::device_row row) {
+void load(device_ptr self, storage::device_row row) {
   auto& st = self->state;
   st.known = true;
   st.key = row.key;
@@ -304,7 +303,7 @@ void load(device_actor* self, storage::device_row row) {
 /// Answers a command list from PostgreSQL, expiring overdue commands in
 /// the same job so the list shows them; what this actor knows of its open
 /// commands (a delivery whose mark failed) overrides older rows.
-void list_commands_now(device_actor* self, const list_commands& req,
+void list_commands_now(device_ptr self, const list_commands& req,
                        caf::typed_response_promise<command_page> rp) {
   auto& st = self->state;
   std::vector<std::string> overdue;
@@ -354,7 +353,8 @@ void list_commands_now(device_actor* self, const list_commands& req,
 
 } // namespace
 
-caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
+device_actor::behavior_type device(device_ptr self, context_ptr ctx,
+                                  caf::actor region,
                      std::string id) {
   auto& st = self->state;
   st.ctx = ctx;
@@ -741,7 +741,7 @@ caf::behavior device(device_actor* self, context_ptr ctx, caf::actor region,
   };
 }
 
-caf::actor spawn_device(caf::actor_system& sys, const context_ptr& ctx,
+device_actor spawn_device(caf::actor_system& sys, const context_ptr& ctx,
                         const caf::actor& region, const std::string& id) {
   return sys.spawn(device, ctx, region, id);
 }

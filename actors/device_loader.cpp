@@ -3,7 +3,7 @@
 #include <caf/all.hpp>
 
 #include "actors/logger.hpp"
-#include "actors/messages.hpp"
+#include "actors/types.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/db_pool.hpp"
 #include "runtime/metrics.hpp"

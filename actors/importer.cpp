@@ -6,7 +6,7 @@
 
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
-#include "actors/messages.hpp"
+#include "actors/types.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/metrics.hpp"

@@ -8,7 +8,9 @@
 #include "actors/context.hpp"
 #include "actors/device.hpp"
 #include "actors/device_loader.hpp"
-#include "actors/directory.hpp"
+#include "actors/admin.hpp"
+#include "actors/alerts.hpp"
+#include "actors/fleet.hpp"
 #include "actors/importer.hpp"
 #include "actors/logger.hpp"
 #include "actors/session.hpp"
@@ -54,12 +56,14 @@ void await_down(caf::actor_system& sys, const std::vector<caf::actor>& hs,
 
 } // namespace
 
-void install(runtime::node& n) {
+std::shared_ptr<const handles> install(runtime::node& n) {
   auto ctx = std::make_shared<context>();
+  auto out = std::make_shared<handles>();
+  auto analysis = std::make_shared<caf::actor>();
   n.on_configure(register_types);
   n.add_service(
     "actors",
-    [ctx](runtime::node& n) -> caf::error {
+    [ctx, out, analysis](runtime::node& n) -> caf::error {
       auto& cfg = n.cfg();
       if (auto err = bootstrap_admin(n.database_url(),
                                      cfg.bootstrap.admin_user,
@@ -88,27 +92,32 @@ void install(runtime::node& n) {
         sys, "device",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
-          return spawn_device(sys, ctx, region, key);
+          return caf::actor_cast<caf::actor>(
+            spawn_device(sys, ctx, region, key));
         },
         map, n.id(), clustered, clustered ? n.lease() : nullptr);
       ctx->sessions = runtime::spawn_shard_region(
         sys, "session",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
-          return spawn_session(sys, ctx, region, key);
+          return caf::actor_cast<caf::actor>(
+            spawn_session(sys, ctx, region, key));
         },
         map, n.id(), clustered, clustered ? n.lease() : nullptr);
       ctx->users = runtime::spawn_shard_region(
         sys, "user",
         [ctx](caf::actor_system& sys, const caf::actor& region,
               const std::string& key) {
-          return spawn_user(sys, ctx, region, key);
+          return caf::actor_cast<caf::actor>(
+            spawn_user(sys, ctx, region, key));
         },
         map, n.id(), clustered, clustered ? n.lease() : nullptr);
-      n.set_actor("devices", ctx->devices);
-      n.set_actor("sessions", ctx->sessions);
-      n.set_actor("users", ctx->users);
-      n.set_actor("directory", spawn_directory(sys, ctx));
+      out->devices.handle = ctx->devices;
+      out->sessions.handle = ctx->sessions;
+      out->users.handle = ctx->users;
+      out->fleet = spawn_fleet(sys, ctx);
+      out->admin = spawn_admin(sys, ctx);
+      out->alerts = spawn_alerts(sys, ctx);
       // After the regions: the analysis reads what their actors stored.
       // Each node analyses the devices of the shards it owns.
       owned_shards_fn owned = [] { return std::nullopt; };
@@ -121,15 +130,14 @@ void install(runtime::node& n) {
                 out.push_back(static_cast<int32_t>(s));
           return out;
         };
-      n.set_actor("analysis",
-                  spawn_analysis(sys, cfg.analysis, n.database_url(),
+      *analysis = spawn_analysis(sys, cfg.analysis, n.database_url(),
                                  cfg.storage.connect_timeout_s,
-                                 std::move(owned)));
+                                 std::move(owned));
       log().info("actors up importers={} shards={}", ctx->importers.size(),
                  cfg.cluster.shards);
       return caf::none;
     },
-    [ctx](runtime::node& n) {
+    [ctx, out, analysis](runtime::node& n) {
       auto& sys = n.system();
       // Regions first: their actors answer waiters and passivate.
       std::vector<caf::actor> regions{ctx->devices, ctx->sessions,
@@ -138,16 +146,19 @@ void install(runtime::node& n) {
         caf::anon_send(r, runtime::stop_atom::value);
       await_down(sys, regions, std::chrono::seconds(30));
       // The analysis before the importers: a pass may still be reading.
-      if (auto an = n.actor("analysis")) {
-        caf::anon_send(an, runtime::stop_atom::value);
-        await_down(sys, {an}, std::chrono::seconds(30));
+      if (*analysis) {
+        caf::anon_send(*analysis, runtime::stop_atom::value);
+        await_down(sys, {*analysis}, std::chrono::seconds(30));
+        *analysis = nullptr;
       }
       // Then the importers, after a final flush.
       for (auto& i : ctx->importers)
         caf::anon_send_exit(i, caf::exit_reason::user_shutdown);
       await_down(sys, ctx->importers, std::chrono::seconds(60));
-      auto dir = n.actor("directory");
-      caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
+      for (auto h : {caf::actor_cast<caf::actor>(out->fleet),
+                     caf::actor_cast<caf::actor>(out->admin),
+                     caf::actor_cast<caf::actor>(out->alerts)})
+        caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(ctx->device_loader, caf::exit_reason::user_shutdown);
       ctx->device_loader = nullptr;
       ctx->devices = ctx->sessions = ctx->users = nullptr;
@@ -156,7 +167,11 @@ void install(runtime::node& n) {
     });
   // Membership and placement, only for a cluster node.
   if (n.clustered())
-    runtime::install_cluster(n, {"devices", "sessions", "users"});
+    runtime::install_cluster(n, [ctx] {
+      return std::vector<caf::actor>{ctx->devices, ctx->sessions,
+                                     ctx->users};
+    });
+  return out;
 }
 
 } // namespace troupe::actors

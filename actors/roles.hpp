@@ -2,7 +2,8 @@
 
 #include <string>
 
-#include "actors/messages.hpp"
+#include "actors/errc.hpp"
+#include "actors/types.hpp"
 
 /// Who may do what, in one place (API.md, Roles and tenants): admin does
 /// everything in every tenant; operator reads and sends commands (and
@@ -22,6 +23,12 @@ inline bool may_operate(const caller& who) {
 /// Sees resources of `tenant`.
 inline bool sees(const caller& who, const std::string& tenant) {
   return is_admin(who) || (!who.tenant.empty() && who.tenant == tenant);
+}
+
+/// The 403 for a role that may not do `what`.
+inline caf::error forbidden(const caller& who, const char* what) {
+  return make_actor_error(errc::forbidden,
+                          "role " + who.role + " may not " + what);
 }
 
 /// The tenant filter of a listing: empty (all) for admins.

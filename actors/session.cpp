@@ -7,7 +7,6 @@
 
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
-#include "actors/messages.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -34,21 +33,21 @@ struct session_state {
   int64_t persisted_ms = 0;
 };
 
-using session_actor = caf::stateful_actor<session_state>;
+using session_ptr = session_actor::stateful_pointer<session_state>;
 
-int64_t idle_ms(session_actor* self) {
+int64_t idle_ms(session_ptr self) {
   return self->state.ctx->actors.session_idle_s * 1000;
 }
 
-void passivate(session_actor* self) {
+void passivate(session_ptr self) {
   auto& st = self->state;
   if (st.passivating)
     return;
   st.passivating = true;
-  self->send(st.region, passivate_atom::value, st.key);
+  caf::anon_send(st.region, passivate_atom::value, st.key, self->address());
 }
 
-void persist(session_actor* self) {
+void persist(session_ptr self) {
   auto& st = self->state;
   if (!st.known || st.persisted_ms == st.last_seen_ms)
     return;
@@ -64,7 +63,7 @@ void persist(session_actor* self) {
     [](caf::expected<bool>) {});
 }
 
-void end_session(session_actor* self) {
+void end_session(session_ptr self) {
   auto& st = self->state;
   st.known = false;
   db_call<bool>(
@@ -78,7 +77,7 @@ void end_session(session_actor* self) {
   passivate(self);
 }
 
-void schedule_tick(session_actor* self) {
+void schedule_tick(session_ptr self) {
   auto secs = std::max<int64_t>(
     1, std::min(self->state.ctx->actors.passivate_after_s,
                 self->state.ctx->actors.session_idle_s)
@@ -92,7 +91,7 @@ caf::error unauthorized(const char* why = "invalid or expired session") {
 
 } // namespace
 
-caf::behavior session(session_actor* self, context_ptr ctx, caf::actor region,
+session_actor::behavior_type session(session_ptr self, context_ptr ctx, caf::actor region,
                       std::string key) {
   auto& st = self->state;
   st.ctx = ctx;
@@ -195,7 +194,7 @@ caf::behavior session(session_actor* self, context_ptr ctx, caf::actor region,
   };
 }
 
-caf::actor spawn_session(caf::actor_system& sys, const context_ptr& ctx,
+session_actor spawn_session(caf::actor_system& sys, const context_ptr& ctx,
                          const caf::actor& region,
                          const std::string& token_hash) {
   return sys.spawn(session, ctx, region, token_hash);

@@ -2,7 +2,7 @@
 
 #include <caf/actor_system_config.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/install.hpp"
 
 namespace troupe::actors {
 

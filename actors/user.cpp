@@ -6,7 +6,6 @@
 
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
-#include "actors/messages.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -38,7 +37,7 @@ struct user_state {
   runtime::counter* failed = nullptr;
 };
 
-using user_actor = caf::stateful_actor<user_state>;
+using user_ptr = user_actor::stateful_pointer<user_state>;
 
 // A fixed argon2id hash to verify against when the user does not exist, so
 // both failures take the same time.
@@ -47,7 +46,7 @@ const std::string& dummy_hash() {
   return h;
 }
 
-void schedule_tick(user_actor* self) {
+void schedule_tick(user_ptr self) {
   auto secs = std::max<int64_t>(1, self->state.ctx->actors.passivate_after_s
                                      / 2);
   self->delayed_send(self, std::chrono::seconds(secs), tick_atom::value);
@@ -55,7 +54,7 @@ void schedule_tick(user_actor* self) {
 
 } // namespace
 
-caf::behavior user(user_actor* self, context_ptr ctx, caf::actor region,
+user_actor::behavior_type user(user_ptr self, context_ptr ctx, caf::actor region,
                    std::string username) {
   auto& st = self->state;
   st.ctx = ctx;
@@ -139,7 +138,8 @@ caf::behavior user(user_actor* self, context_ptr ctx, caf::actor region,
       if (!st.passivating && st.failures->idle(now)
           && idle >= std::chrono::seconds(st.ctx->actors.passivate_after_s)) {
         st.passivating = true;
-        self->send(st.region, passivate_atom::value, st.username);
+        caf::anon_send(st.region, passivate_atom::value, st.username,
+                       self->address());
         return;
       }
       schedule_tick(self);
@@ -148,7 +148,7 @@ caf::behavior user(user_actor* self, context_ptr ctx, caf::actor region,
   };
 }
 
-caf::actor spawn_user(caf::actor_system& sys, const context_ptr& ctx,
+user_actor spawn_user(caf::actor_system& sys, const context_ptr& ctx,
                       const caf::actor& region, const std::string& username) {
   return sys.spawn(user, ctx, region, username);
 }

@@ -1,13 +1,50 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
-#include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/context.hpp"
+#include "actors/types.hpp"
+#include "runtime/atoms.hpp"
 
 namespace troupe::actors {
+
+// -- messages -------------------------------------------------------------------
+
+struct user_login {
+  std::string username;
+  std::string password;
+  std::string req_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_login& x) {
+  return f(caf::meta::type_name("troupe.user_login"), x.username, x.password,
+           x.req_id);
+}
+
+struct user_login_reply {
+  std::string token;
+  user_info user;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_login_reply& x) {
+  return f(caf::meta::type_name("troupe.user_login_reply"), x.token, x.user);
+}
+
+// -- interface ------------------------------------------------------------------
+
+/// The user actor's interface.
+using user_actor = caf::typed_actor<
+  caf::replies_to<user_login>::with<user_login_reply>,
+  caf::reacts_to<runtime::tick_atom>, caf::reacts_to<runtime::stop_atom>>;
 
 /// Spawns the virtual actor of one username: it logs the user in (argon2id
 /// check and a new session row, on a database worker) and throttles failed
@@ -23,7 +60,7 @@ namespace troupe::actors {
 /// State: the failure window only (soft: lost on passivation or handoff,
 /// which happens only after it is empty or with the shard). Messages:
 /// user_login -> user_login_reply.
-caf::actor spawn_user(caf::actor_system& sys, const context_ptr& ctx,
+user_actor spawn_user(caf::actor_system& sys, const context_ptr& ctx,
                       const caf::actor& region, const std::string& username);
 
 } // namespace troupe::actors

@@ -40,16 +40,16 @@ void create_tenant(const call_ptr& c) {
                                  "name must be a string (at most 256)"});
       t.name = n->get<std::string>();
     }
-    c->ask<actors::tenant_info>(
-      c->env().directory, actors::create_tenant{who, t},
+    c->ask(
+      c->env().admin, actors::create_tenant{who, t},
       [c](actors::tenant_info& r) { c->reply(201, tenant_json(r)); });
   });
 }
 
 void list_tenants(const call_ptr& c) {
   as_user(c, [c](const actors::caller& who) {
-    c->ask<actors::tenant_list>(
-      c->env().directory, actors::list_tenants{who},
+    c->ask(
+      c->env().admin, actors::list_tenants{who},
       [c](actors::tenant_list& r) {
         auto items = json::array();
         for (auto& t : r.items)
@@ -69,8 +69,8 @@ void create_user(const call_ptr& c) {
       return c->fail(*e);
     auto& msg = std::get<actors::create_user>(req);
     msg.who = who;
-    c->ask<actors::user_record>(
-      c->env().directory, msg,
+    c->ask(
+      c->env().admin, msg,
       [c](actors::user_record& r) { c->reply(201, user_json(r)); });
   });
 }
@@ -80,7 +80,7 @@ void list_users(const call_ptr& c) {
     actors::list_users lu{who, "", 100};
     if (!page_params(*c, 'u', lu.limit, lu.after))
       return;
-    c->ask<actors::user_list>(c->env().directory, lu,
+    c->ask(c->env().admin, lu,
                               [c](actors::user_list& r) {
                                 auto items = json::array();
                                 for (auto& u : r.items)
@@ -96,7 +96,7 @@ void delete_user(const call_ptr& c) {
     auto name = c->id_param();
     if (!name)
       return;
-    c->ask<actors::done>(c->env().directory,
+    c->ask(c->env().admin,
                          actors::delete_user{who, *name},
                          [c](actors::done&) { c->reply(204, {}); });
   });
@@ -113,8 +113,8 @@ void register_devices(const call_ptr& c) {
       return c->fail(*e);
     actors::register_devices req{
       who, std::move(std::get<std::vector<actors::new_device_spec>>(specs))};
-    c->ask<actors::device_secrets>(
-      c->env().directory, std::move(req),
+    c->ask(
+      c->env().admin, std::move(req),
       [c, bulk](actors::device_secrets& r) {
         auto out = json::array();
         for (auto& s : r.items)
@@ -133,8 +133,8 @@ void rotate_secret(const call_ptr& c) {
     auto id = c->id_param();
     if (!id)
       return;
-    c->ask<actors::device_secret>(
-      c->env().directory, actors::rotate_secret{who, *id},
+    c->ask(
+      c->env().admin, actors::rotate_secret{who, *id},
       [c](actors::device_secret& r) {
         c->reply(200, {{"id", r.id}, {"secret", r.secret}});
       });
@@ -146,7 +146,7 @@ void delete_device(const call_ptr& c) {
     auto id = c->id_param();
     if (!id)
       return;
-    c->ask<actors::done>(c->env().directory,
+    c->ask(c->env().admin,
                          actors::delete_device{who, *id},
                          [c](actors::done&) { c->reply(204, {}); });
   });

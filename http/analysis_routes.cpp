@@ -34,7 +34,7 @@ void device_analysis(const call_ptr& c) {
     if (*from > *to)
       return c->fail(api_error{400, "invalid_request",
                                "from must not be after to"});
-    c->ask_entity<actors::analysis_reply>(
+    c->ask_entity(
       c->env().devices, *id, actors::get_analysis{who, *from, *to},
       [c](actors::analysis_reply& r) { c->reply(200, analysis_json(r)); });
   });
@@ -52,7 +52,7 @@ void alerts(const call_ptr& c) {
     }
     if (!page_params(*c, 'a', req.limit, req.after))
       return;
-    c->ask<actors::alert_page>(c->env().directory, req,
+    c->ask(c->env().alerts, req,
                                [c](actors::alert_page& r) {
                                  auto items = json::array();
                                  for (auto& a : r.items)
@@ -68,7 +68,7 @@ void close_alert(const call_ptr& c) {
     auto id = c->id_param();
     if (!id)
       return;
-    c->ask<actors::alert>(c->env().directory, actors::close_alert{who, *id},
+    c->ask(c->env().alerts, actors::close_alert{who, *id},
                           [c](actors::alert& a) {
                             c->reply(200, alert_json(a));
                           });
@@ -81,7 +81,7 @@ void rules(const call_ptr& c) {
     req.who = who;
     if (!page_params(*c, 'r', req.limit, req.after))
       return;
-    c->ask<actors::rule_page>(c->env().directory, req,
+    c->ask(c->env().alerts, req,
                               [c](actors::rule_page& r) {
                                 auto items = json::array();
                                 for (auto& rl : r.items)
@@ -100,8 +100,8 @@ void create_rule(const call_ptr& c) {
     auto spec = parse_rule(*body);
     if (auto e = std::get_if<api_error>(&spec))
       return c->fail(*e);
-    c->ask<actors::rule>(
-      c->env().directory,
+    c->ask(
+      c->env().alerts,
       actors::create_rule{who, std::get<actors::rule>(std::move(spec))},
       [c](actors::rule& r) { c->reply(201, rule_json(r)); });
   });
@@ -112,7 +112,7 @@ void delete_rule(const call_ptr& c) {
     auto id = c->id_param();
     if (!id)
       return;
-    c->ask<actors::done>(c->env().directory, actors::delete_rule{who, *id},
+    c->ask(c->env().alerts, actors::delete_rule{who, *id},
                          [c](actors::done&) { c->reply(204, {}); });
   });
 }

@@ -171,7 +171,7 @@ void call::user(std::function<void(const actors::caller&)> k) {
     return fail(api_error{401, "unauthorized", "authentication required"});
   auto key = storage::crypto::keyed_hash(env_.secret_key, token);
   auto self = shared_from_this();
-  ask_entity<actors::user_info>(
+  ask_entity(
     env_.sessions, key, actors::session_auth{req_id_},
     [self, k](actors::user_info& u) {
       k(actors::caller{u.username, u.role, u.tenant, self->req_id_});

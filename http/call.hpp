@@ -13,7 +13,7 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/install.hpp"
 #include "cluster-config/node_config.hpp"
 #include "http/errc.hpp"
 #include "http/router.hpp"
@@ -21,6 +21,7 @@
 #include "runtime/atoms.hpp"
 #include "runtime/bridge.hpp"
 #include "runtime/errc.hpp"
+#include "runtime/typed.hpp"
 
 namespace troupe::runtime {
 class node;
@@ -51,10 +52,12 @@ struct edge_env {
   /// Keyed hashes of session tokens use the cluster's secret key.
   std::string secret_key;
   runtime::bridge* bridge = nullptr;
-  caf::actor devices;
-  caf::actor sessions;
-  caf::actor users;
-  caf::actor directory;
+  runtime::region_of<actors::device_actor> devices;
+  runtime::region_of<actors::session_actor> sessions;
+  runtime::region_of<actors::user_actor> users;
+  actors::fleet_actor fleet;
+  actors::admin_actor admin;
+  actors::alerts_actor alerts;
   address_throttle* throttle = nullptr;
   /// Long-polls held now (bounded by cfg.max_long_polls).
   std::atomic<int64_t> long_polls{0};
@@ -124,57 +127,76 @@ public:
 
   // -- actors -----------------------------------------------------------------
 
-  /// Asks `dest`; `k` gets the reply. An error answers the request.
-  template <class T, class Message>
-  void ask(const caf::actor& dest, Message msg, std::function<void(T&)> k,
+  /// Asks the typed actor `dest`; `k` gets the reply its interface promises
+  /// for `Message` (a mismatch does not compile). An error answers the
+  /// request.
+  template <class Handle, class Message, class F>
+  void ask(const Handle& dest, Message msg, F k,
            std::optional<std::chrono::milliseconds> timeout = {}) {
-    ask_result<T>(dest, std::move(msg),
-                  [self = shared_from_this(), k](caf::expected<T> r) {
-                    if (!r)
-                      return self->fail(r.error());
-                    k(*r);
-                  },
-                  timeout);
+    using T = runtime::reply_of<Handle, Message>;
+    std::function<void(T&)> fn = std::move(k);
+    ask_result(dest, std::move(msg),
+               [self = shared_from_this(), fn](caf::expected<T> r) {
+                 if (!r)
+                   return self->fail(r.error());
+                 fn(*r);
+               },
+               timeout);
   }
 
-  template <class T, class Message>
-  void ask_result(const caf::actor& dest, Message msg,
-                  std::function<void(caf::expected<T>)> k,
+  /// As ask, but `k` gets the error too.
+  template <class Handle, class Message, class F>
+  void ask_result(const Handle& dest, Message msg, F k,
                   std::optional<std::chrono::milliseconds> timeout = {}) {
+    using T = runtime::reply_of<Handle, Message>;
+    std::function<void(caf::expected<T>)> fn = std::move(k);
     env_.bridge->ask<T>(dest, timeout.value_or(request_timeout()),
+                        std::move(msg), std::move(fn));
+  }
+
+  /// Asks an actor without a typed interface (a region's own messages).
+  template <class T, class Message>
+  void ask_dynamic(const caf::actor& dest, Message msg,
+                   std::function<void(caf::expected<T>)> k) {
+    env_.bridge->ask<T>(dest, request_timeout(),
                         caf::make_message(std::move(msg)), std::move(k));
   }
 
-  /// Asks the virtual actor `key` of `region`. While the key's shard moves
+  /// Asks the virtual actor `key` of `region`; `k` gets the reply the
+  /// entity's interface promises for `Message`. While the key's shard moves
   /// between nodes the region answers `moved`: the request is retried on a
   /// timer (never a sleeping thread) until the request deadline, so a
   /// handoff shows as a little latency, not an error.
-  template <class T, class Message>
-  void ask_entity(const caf::actor& region, std::string key, Message msg,
-                  std::function<void(T&)> k,
+  template <class Entity, class Message, class F>
+  void ask_entity(const runtime::region_of<Entity>& region, std::string key,
+                  Message msg, F k,
                   std::optional<std::chrono::milliseconds> timeout = {}) {
-    ask_entity_result<T>(
+    using T = runtime::reply_of<Entity, Message>;
+    std::function<void(T&)> fn = std::move(k);
+    ask_entity_result(
       region, std::move(key), std::move(msg),
-      [self = shared_from_this(), k](caf::expected<T> r) {
+      [self = shared_from_this(), fn](caf::expected<T> r) {
         if (!r)
           return self->fail(r.error());
-        k(*r);
+        fn(*r);
       },
       timeout);
   }
 
-  template <class T, class Message>
-  void ask_entity_result(const caf::actor& region, std::string key,
-                         Message msg, std::function<void(caf::expected<T>)> k,
+  /// As ask_entity, but `k` gets the error too.
+  template <class Entity, class Message, class F>
+  void ask_entity_result(const runtime::region_of<Entity>& region,
+                         std::string key, Message msg, F k,
                          std::optional<std::chrono::milliseconds> timeout
                          = {}) {
+    using T = runtime::reply_of<Entity, Message>;
+    std::function<void(caf::expected<T>)> fn = std::move(k);
     auto envelope = caf::make_message(runtime::route_atom::value,
                                       std::move(key),
                                       caf::make_message(std::move(msg)));
-    entity_attempt<T>(region, std::move(envelope), std::move(k),
-                      timeout.value_or(request_timeout()),
-                      clock::now() + timeout.value_or(request_timeout()),
-                      std::chrono::milliseconds(10));
+    auto t = timeout.value_or(request_timeout());
+    entity_attempt<T>(region.handle, std::move(envelope), std::move(fn), t,
+                      clock::now() + t, std::chrono::milliseconds(10));
   }
 
   /// Authenticates a user (session cookie or bearer token, via the

@@ -53,7 +53,7 @@ void login(const call_ptr& c) {
     if (!valid_id(dev))
       return k(caf::make_error(actors::errc::unauthorized,
                                "invalid device id or secret"));
-    c->ask_entity_result<actors::device_login_reply>(
+    c->ask_entity_result(
       c->env().devices, dev, actors::device_login{s, c->req_id()},
       [k](caf::expected<actors::device_login_reply> r) {
         if (!r)
@@ -91,7 +91,7 @@ void telemetry(const call_ptr& c) {
   auto& msg = std::get<actors::telemetry>(t);
   msg.token = std::move(token);
   msg.req_id = c->req_id();
-  c->ask_entity<actors::telemetry_reply>(
+  c->ask_entity(
     env.devices, *dev, std::move(msg), [c](actors::telemetry_reply& r) {
       if (r.duplicate)
         return c->reply(200, {{"accepted", 0}, {"duplicate", true}});
@@ -144,12 +144,12 @@ void poll(const call_ptr& c) {
     }
     slot = std::make_shared<poll_slot>(env);
     // A client that goes away releases its place in the device at once.
-    c->on_cancel([devices = env.devices, id = *dev, rid = c->req_id()] {
+    c->on_cancel([devices = env.devices.handle, id = *dev, rid = c->req_id()] {
       caf::anon_send(devices, runtime::route_atom::value, id,
                      caf::make_message(actors::cancel_poll{rid}));
     });
   }
-  c->ask_entity<actors::commands_reply>(
+  c->ask_entity(
     env.devices, *dev, actors::poll_commands{token, wait * 1000, c->req_id()},
     [c, slot](actors::commands_reply& r) {
       c->reply(200, {{"commands", commands_json(r.commands)}});
@@ -177,7 +177,7 @@ void result(const call_ptr& c) {
   if (cid.size() > 128 || !printable(cid))
     return c->fail(api_error{404, "not_found", "no such command"});
   auto status = st->get<std::string>();
-  c->ask_entity<actors::done>(
+  c->ask_entity(
     c->env().devices, *dev,
     actors::command_result{token, cid, status, result, c->req_id()},
     [c, cid, status](actors::done&) {

@@ -36,8 +36,9 @@ using namespace std::chrono;
 /// bridge stops.
 class edge {
 public:
-  explicit edge(runtime::node& n)
+  edge(runtime::node& n, std::shared_ptr<const actors::handles> actors)
     : node_(n),
+      actors_(std::move(actors)),
       throttle_(n.cfg().auth.max_failed_logins_per_address,
                 seconds(n.cfg().auth.failed_login_window_s)) {
   }
@@ -51,6 +52,7 @@ private:
   server_config server_settings() const;
 
   runtime::node& node_;
+  std::shared_ptr<const actors::handles> actors_;
   address_throttle throttle_;
   edge_probe probe_;
   router routes_;
@@ -114,10 +116,12 @@ caf::error edge::start() {
     node_.system(), std::max<size_t>(2, std::thread::hardware_concurrency()));
   env_ = std::make_unique<edge_env>(node_, cfg, node_.secret_key());
   env_->bridge = bridge_.get();
-  env_->devices = node_.actor("devices");
-  env_->sessions = node_.actor("sessions");
-  env_->users = node_.actor("users");
-  env_->directory = node_.actor("directory");
+  env_->devices = actors_->devices;
+  env_->sessions = actors_->sessions;
+  env_->users = actors_->users;
+  env_->fleet = actors_->fleet;
+  env_->admin = actors_->admin;
+  env_->alerts = actors_->alerts;
   env_->throttle = &throttle_;
   env_->probe = &probe_;
   env_->open_connections = [this] {
@@ -175,7 +179,7 @@ void edge::stop() {
     return;
   // Waiting long-polls answer now; new ones do not wait.
   env_->draining = true;
-  caf::anon_send(env_->devices, runtime::broadcast_atom::value,
+  caf::anon_send(env_->devices.handle, runtime::broadcast_atom::value,
                  caf::make_message(runtime::drain_atom::value));
   log().info("http edge stopping: refusing new requests, finishing "
              "in-flight ones");
@@ -186,8 +190,9 @@ void edge::stop() {
 
 } // namespace
 
-void install(runtime::node& n) {
-  auto e = std::make_shared<edge>(n);
+void install(runtime::node& n,
+             std::shared_ptr<const actors::handles> actors) {
+  auto e = std::make_shared<edge>(n, std::move(actors));
   n.add_service(
     "http", [e](runtime::node&) { return e->start(); },
     [e](runtime::node&) { e->stop(); });

@@ -1,8 +1,14 @@
 #pragma once
 
+#include <memory>
+
 namespace troupe::runtime {
 class node;
 } // namespace troupe::runtime
+
+namespace troupe::actors {
+struct handles;
+} // namespace troupe::actors
 
 namespace troupe::http {
 
@@ -14,7 +20,9 @@ namespace troupe::http {
 /// back to its connection. No thread waits for an actor, so an idle
 /// keep-alive connection or a held long-poll costs memory only. No
 /// business logic lives here. On stop it answers waiting long-polls,
-/// refuses new requests, and finishes the ones in flight.
-void install(runtime::node& n);
+/// refuses new requests, and finishes the ones in flight. `actors` are the
+/// handles actors::install returned (filled before the edge starts).
+void install(runtime::node& n,
+             std::shared_ptr<const actors::handles> actors);
 
 } // namespace troupe::http

@@ -70,11 +70,11 @@ void cluster(const call_ptr& c) {
     auto& node = env.node;
     if (!node.clustered()) {
       // Actors in memory: devices, then sessions.
-      c->ask_result<int64_t>(
-        env.devices, runtime::count_atom::value,
+      c->ask_dynamic<int64_t>(
+        env.devices.handle, runtime::count_atom::value,
         [c](caf::expected<int64_t> devices) {
-          c->ask_result<int64_t>(
-            c->env().sessions, runtime::count_atom::value,
+          c->ask_dynamic<int64_t>(
+            c->env().sessions.handle, runtime::count_atom::value,
             [c, devices](caf::expected<int64_t> sessions) {
               c->reply(200, single_node_view(c->env(),
                                              (devices ? *devices : 0)
@@ -115,7 +115,7 @@ void drain(const call_ptr& c) {
     if (!id)
       return;
     auto& node = c->env().node;
-    auto membership = node.actor("membership");
+    auto membership = node.membership();
     if (!node.clustered() || !membership) {
       if (*id != node.id())
         return c->fail(api_error{404, "not_found", "no such member: " + *id});
@@ -123,7 +123,7 @@ void drain(const call_ptr& c) {
                                "a single node has no one to hand its shards "
                                "to; stop it with SIGTERM"});
     }
-    c->ask_result<std::string>(
+    c->ask_dynamic<std::string>(
       membership, caf::make_message(runtime::drain_atom::value, *id),
       [c, id = *id](caf::expected<std::string> r) {
         if (!r) {

@@ -8,8 +8,11 @@
 #include <cstring>
 #include <ctime>
 #include <algorithm>
+#include <memory>
+#include <string_view>
 
 #include <msgpack.hpp>
+#include <simdjson.h>
 
 namespace troupe::http {
 
@@ -19,7 +22,7 @@ api_error bad(std::string msg, std::string code = "invalid_request") {
   return api_error{400, std::move(code), std::move(msg)};
 }
 
-bool digits(const std::string& s, size_t pos, size_t n, int& out) {
+bool digits(std::string_view s, size_t pos, size_t n, int& out) {
   if (pos + n > s.size())
     return false;
   out = 0;
@@ -43,9 +46,10 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
 
 const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-} // namespace
+// valid_id and parse_rfc3339 over views, for the simdjson decoder, whose
+// strings live in its parser's buffer.
 
-bool valid_id(const std::string& s) {
+bool is_id(std::string_view s) {
   if (s.empty() || s.size() > 64)
     return false;
   for (auto c : s)
@@ -55,7 +59,7 @@ bool valid_id(const std::string& s) {
   return true;
 }
 
-std::optional<int64_t> parse_rfc3339(const std::string& s) {
+std::optional<int64_t> rfc3339_ms(std::string_view s) {
   int y, mo, d, h, mi, sec;
   if (!digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-'
       || !digits(s, 5, 2, mo) || s[7] != '-' || !digits(s, 8, 2, d)
@@ -98,6 +102,16 @@ std::optional<int64_t> parse_rfc3339(const std::string& s) {
                               static_cast<unsigned>(d));
   auto secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_min * 60;
   return secs * 1000 + ms;
+}
+
+} // namespace
+
+bool valid_id(const std::string& s) {
+  return is_id(s);
+}
+
+std::optional<int64_t> parse_rfc3339(const std::string& s) {
+  return rfc3339_ms(s);
 }
 
 std::optional<int64_t> parse_ts(const nlohmann::json& j) {
@@ -421,6 +435,20 @@ struct msgpack_node {
   }
 };
 
+/// The error for a timestamp outside the accepted window, if it is.
+std::optional<api_error> check_ts_window(int64_t ts, const std::string& where,
+                                         const telemetry_limits& limits,
+                                         int64_t now_ms) {
+  if (ts < now_ms - limits.max_age_ms)
+    return bad(where + " is older than "
+               + std::to_string(limits.max_age_ms / 86'400'000) + " days");
+  if (ts > now_ms + limits.max_future_ms)
+    return bad(where + " is more than "
+               + std::to_string(limits.max_future_ms / 1000)
+               + " s in the future");
+  return std::nullopt;
+}
+
 /// Validates a telemetry document (either form) into the message.
 template <class Node>
 parsed<actors::telemetry> telemetry_from(const Node& body,
@@ -435,16 +463,8 @@ parsed<actors::telemetry> telemetry_from(const Node& body,
       return bad("batch_id must be a non-negative integer");
     out.batch_id = *id;
   }
-  auto check_ts = [&](int64_t ts, const std::string& where)
-    -> std::optional<api_error> {
-    if (ts < now_ms - limits.max_age_ms)
-      return bad(where + " is older than "
-                 + std::to_string(limits.max_age_ms / 86'400'000) + " days");
-    if (ts > now_ms + limits.max_future_ms)
-      return bad(where + " is more than "
-                 + std::to_string(limits.max_future_ms / 1000)
-                 + " s in the future");
-    return std::nullopt;
+  auto check_ts = [&](int64_t ts, const std::string& where) {
+    return check_ts_window(ts, where, limits, now_ms);
   };
   auto pts = body.find("points");
   auto vals = body.find("values");
@@ -644,13 +664,592 @@ parsed<int64_t> parse_limit(const std::string& text, int64_t def,
 
 namespace troupe::http {
 
+// -- telemetry straight from JSON: simdjson On-Demand ------------------------
+
+namespace {
+
+namespace od = simdjson::ondemand;
+
+/// What the decoder keeps of a member it reads: a scalar, or only that it
+/// was an array or an object. Strings view the parser's string buffer,
+/// which holds them until the next document.
+struct scalar {
+  enum kind_t : uint8_t {
+    absent,
+    null,
+    boolean,
+    signed_int,
+    unsigned_int,
+    real,
+    string,
+    container,
+  };
+
+  kind_t kind = absent;
+  int64_t i = 0;
+  uint64_t u = 0;
+  double d = 0;
+  std::string_view s;
+
+  /// Present and not null (null means "not given" for batch_id and ts).
+  bool given() const {
+    return kind != absent && kind != null;
+  }
+
+  bool is_number() const {
+    return kind == signed_int || kind == unsigned_int || kind == real;
+  }
+
+  /// As nlohmann's get<double>(): integers are converted.
+  double number() const {
+    return kind == signed_int     ? static_cast<double>(i)
+           : kind == unsigned_int ? static_cast<double>(u)
+                                  : d;
+  }
+
+  /// As json_node::non_negative_int.
+  std::optional<int64_t> non_negative_int() const {
+    if (kind == signed_int && i >= 0)
+      return i;
+    if (kind == unsigned_int && u <= static_cast<uint64_t>(INT64_MAX))
+      return static_cast<int64_t>(u);
+    return std::nullopt;
+  }
+
+  /// As parse_ts, quirk included: nlohmann's is_number_integer() holds for
+  /// unsigned numbers too, so one above INT64_MAX wraps around to a
+  /// negative time (which then fails the age check).
+  std::optional<int64_t> ts() const {
+    switch (kind) {
+      case signed_int:
+        return i;
+      case unsigned_int:
+        return static_cast<int64_t>(u);
+      case real:
+        if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9e15)
+          return std::nullopt;
+        return static_cast<int64_t>(d);
+      case string:
+        return rfc3339_ms(s);
+      default:
+        return std::nullopt;
+    }
+  }
+};
+
+/// Decodes one JSON telemetry body in a single forward pass over simdjson's
+/// On-Demand iterator, with the observable behaviour of parse_json followed
+/// by parse_telemetry, byte for byte:
+///
+/// - Every value is read and so validated, unknown members included (the
+///   On-Demand API validates only what is read; its skip() counts brackets).
+///   Unknown containers are walked with an explicit stack, never recursion.
+/// - Containers nest at most `max_depth` levels below a top-level member
+///   and no string or key holds NUL; these errors are found in document
+///   order, before any telemetry error, as parse_json finds them.
+/// - Members come in any order. Telemetry errors are decided after the
+///   whole document, in parse_telemetry's order (batch_id, points or
+///   values, then the first bad point).
+/// - A duplicate key counts with its last value, as in the DOM (a repeated
+///   "points" replaces the batch, a repeated metric in "values" its value);
+///   short-form points come sorted by metric name, as the DOM's std::map
+///   gave them.
+///
+/// When simdjson refuses the input (not JSON, trailing content, a number
+/// out of range, a UTF-8 BOM, ...) or the body is not an object, `run`
+/// returns nullopt: the request is a 400 anyway, and the reference path
+/// names the error exactly as before ("... (at byte N)" counts nlohmann's
+/// way). One decoder per body; not thread-safe.
+class telemetry_decoder {
+public:
+  telemetry_decoder(const telemetry_limits& limits, int64_t now_ms)
+    : limits_(limits), now_ms_(now_ms) {
+  }
+
+  /// The message or its error; nullopt to hand the body to the reference.
+  std::optional<parsed<actors::telemetry>> run(od::document& doc) {
+    od::object root;
+    if (doc.get_object().get(root))
+      return std::nullopt;
+    for (auto member : root) {
+      od::field f;
+      std::string_view key;
+      if (std::move(member).get(f))
+        return std::nullopt;
+      if (!read_key(f, true, key))
+        break;
+      top_key_ = key;
+      scalar ignored;
+      auto ok = key == "points"     ? read_points(f.value())
+                : key == "values"   ? read_values(f.value())
+                : key == "batch_id" ? read(f.value(), 1, batch_id_)
+                : key == "ts"       ? read(f.value(), 1, ts_)
+                                    : read(f.value(), 1, ignored);
+      if (!ok)
+        break;
+    }
+    if (bail_)
+      return std::nullopt;
+    if (refused_)
+      return *refused_;
+    // The iterator must stand at the end: neither trailing content nor an
+    // error left behind (an iterator in error stands elsewhere).
+    if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS)
+      return std::nullopt;
+    return finish();
+  }
+
+private:
+  // -- stopping ---------------------------------------------------------------
+
+  /// simdjson refused the input: the reference path names the error.
+  bool bail() {
+    bail_ = true;
+    return false;
+  }
+
+  /// A bound of parse_json, named as parse_json names it.
+  bool refuse(std::string msg) {
+    refused_ = bad(std::move(msg));
+    return false;
+  }
+
+  /// parse_json's name for anything inside the current top-level member.
+  std::string where() const {
+    return top_key_.empty() ? std::string{"the body"} : std::string{top_key_};
+  }
+
+  bool within_depth(size_t level) {
+    if (level <= limits_.max_depth)
+      return true;
+    return refuse(where() + " nests deeper than "
+                  + std::to_string(limits_.max_depth) + " levels");
+  }
+
+  // -- reading ----------------------------------------------------------------
+
+  bool read_key(od::field& f, bool top_level, std::string_view& key) {
+    if (f.unescaped_key().get(key))
+      return bail();
+    if (key.find('\0') != std::string_view::npos)
+      return refuse((top_level ? std::string{} : where() + ".")
+                    + "a key contains a NUL character");
+    return true;
+  }
+
+  /// Reads a value at `level` (1: a top-level member's value) into `out`,
+  /// walking containers through to their end.
+  bool read(od::value v, size_t level, scalar& out) {
+    out = scalar{};
+    od::json_type t;
+    if (v.type().get(t))
+      return bail();
+    if (t == od::json_type::array || t == od::json_type::object) {
+      out.kind = scalar::container;
+      return skip(v, t, level);
+    }
+    return read_scalar(v, t, out);
+  }
+
+  bool read_scalar(od::value& v, od::json_type t, scalar& out) {
+    switch (t) {
+      case od::json_type::string:
+        if (v.get_string().get(out.s))
+          return bail();
+        if (out.s.find('\0') != std::string_view::npos)
+          return refuse(where() + " contains a NUL character");
+        out.kind = scalar::string;
+        return true;
+      case od::json_type::number: {
+        // Not get_number(): in 3.0.1 it reads a float of more than 19
+        // significant digits as 0 (its slow path writes to a copy).
+        od::number_type type;
+        if (v.get_number_type().get(type))
+          return bail();
+        if (type == od::number_type::signed_integer
+            && !v.get_int64().get(out.i)) {
+          out.kind = scalar::signed_int;
+          return true;
+        }
+        if (type == od::number_type::unsigned_integer
+            && !v.get_uint64().get(out.u)) {
+          out.kind = scalar::unsigned_int;
+          return true;
+        }
+        // A float, or an integer beyond 64 bits (nlohmann keeps it as a
+        // double); get_double() validates what the above refused.
+        if (v.get_double().get(out.d))
+          return bail();
+        out.kind = scalar::real;
+        return true;
+      }
+      case od::json_type::boolean: {
+        bool b;
+        if (v.get_bool().get(b))
+          return bail();
+        out.kind = scalar::boolean;
+        return true;
+      }
+      case od::json_type::null: {
+        bool is_null = false;
+        if (v.is_null().get(is_null) || !is_null)
+          return bail();
+        out.kind = scalar::null;
+        return true;
+      }
+      default:
+        return bail();
+    }
+  }
+
+  /// Walks the container `v` (of type `t`, at `level`) to its end, reading
+  /// every key and scalar, with an explicit stack of iterators.
+  bool skip(od::value v, od::json_type t, size_t level) {
+    stack_.clear();
+    for (;;) {
+      if (t == od::json_type::array || t == od::json_type::object) {
+        if (!within_depth(level + stack_.size()))
+          return false;
+        frame f;
+        f.is_object = t == od::json_type::object;
+        if (f.is_object) {
+          od::object obj;
+          if (v.get_object().get(obj) || obj.begin().get(f.fields)
+              || obj.end().get(f.fields_end))
+            return bail();
+        } else {
+          od::array arr;
+          if (v.get_array().get(arr) || arr.begin().get(f.elements)
+              || arr.end().get(f.elements_end))
+            return bail();
+        }
+        stack_.push_back(f);
+      } else {
+        scalar ignored;
+        if (!read_scalar(v, t, ignored))
+          return false;
+      }
+      // Find the next value: the innermost open container's next child.
+      for (;;) {
+        if (stack_.empty())
+          return true;
+        auto& top = stack_.back();
+        if (top.is_object) {
+          if (top.visited)
+            ++top.fields;
+          if (!(top.fields != top.fields_end)) {
+            stack_.pop_back();
+            continue;
+          }
+          top.visited = true;
+          od::field fld;
+          std::string_view key;
+          if ((*top.fields).get(fld))
+            return bail();
+          if (!read_key(fld, false, key))
+            return false;
+          v = fld.value();
+        } else {
+          if (top.visited)
+            ++top.elements;
+          if (!(top.elements != top.elements_end)) {
+            stack_.pop_back();
+            continue;
+          }
+          top.visited = true;
+          if ((*top.elements).get(v))
+            return bail();
+        }
+        break;
+      }
+      if (v.type().get(t))
+        return bail();
+    }
+  }
+
+  bool read_points(od::value v) {
+    points_given_ = true;
+    points_is_array_ = false;
+    points_count_ = 0;
+    point_error_.reset();
+    points_.clear();
+    od::json_type t;
+    if (v.type().get(t))
+      return bail();
+    if (t != od::json_type::array) {
+      scalar ignored;
+      return read(v, 1, ignored);
+    }
+    if (!within_depth(1))
+      return false;
+    points_is_array_ = true;
+    od::array arr;
+    if (v.get_array().get(arr))
+      return bail();
+    for (auto element : arr) {
+      od::value p;
+      if (std::move(element).get(p))
+        return bail();
+      if (!read_point(p, points_count_))
+        return false;
+      ++points_count_;
+    }
+    return true;
+  }
+
+  /// Reads points[i]; a bad point is remembered (the first one counts),
+  /// the walk goes on.
+  bool read_point(od::value p, size_t i) {
+    od::json_type t;
+    if (p.type().get(t))
+      return bail();
+    if (t != od::json_type::object) {
+      scalar ignored;
+      if (!read(p, 2, ignored))
+        return false;
+      if (!point_error_)
+        point_error_ = bad(point_name(i) + " is not an object");
+      return true;
+    }
+    if (!within_depth(2))
+      return false;
+    od::object obj;
+    if (p.get_object().get(obj))
+      return bail();
+    scalar metric;
+    scalar value;
+    scalar ts;
+    for (auto member : obj) {
+      od::field f;
+      std::string_view key;
+      if (std::move(member).get(f))
+        return bail();
+      if (!read_key(f, false, key))
+        return false;
+      scalar ignored;
+      auto& slot = key == "metric"  ? metric
+                   : key == "value" ? value
+                   : key == "ts"    ? ts
+                                    : ignored;
+      if (!read(f.value(), 3, slot))
+        return false;
+    }
+    // After the first bad point, or past the limit, only validation is
+    // left to do: the batch fails either way.
+    if (point_error_ || i >= limits_.max_points)
+      return true;
+    if (metric.kind != scalar::string || !is_id(metric.s)) {
+      point_error_ = bad(point_name(i)
+                         + ".metric is missing or not a valid metric name");
+      return true;
+    }
+    if (!value.is_number() || !std::isfinite(value.number())) {
+      point_error_ = bad(point_name(i) + ".value is not a finite number");
+      return true;
+    }
+    auto ts_ms = now_ms_;
+    if (ts.given()) {
+      auto parsed_ts = ts.ts();
+      if (!parsed_ts) {
+        point_error_ = bad(point_name(i) + ".ts is not a timestamp (integer "
+                                           "ms or RFC 3339)");
+        return true;
+      }
+      if (!in_window(*parsed_ts)) {
+        point_error_ = check_ts_window(*parsed_ts, point_name(i) + ".ts",
+                                       limits_, now_ms_);
+        return true;
+      }
+      ts_ms = *parsed_ts;
+    }
+    points_.push_back({std::string{metric.s}, ts_ms, value.number()});
+    return true;
+  }
+
+  bool read_values(od::value v) {
+    values_given_ = true;
+    values_is_object_ = false;
+    values_.clear();
+    od::json_type t;
+    if (v.type().get(t))
+      return bail();
+    if (t != od::json_type::object) {
+      scalar ignored;
+      return read(v, 1, ignored);
+    }
+    if (!within_depth(1))
+      return false;
+    values_is_object_ = true;
+    od::object obj;
+    if (v.get_object().get(obj))
+      return bail();
+    for (auto member : obj) {
+      od::field f;
+      std::string_view key;
+      if (std::move(member).get(f))
+        return bail();
+      if (!read_key(f, false, key))
+        return false;
+      values_.push_back({key, {}});
+      if (!read(f.value(), 2, values_.back().value))
+        return false;
+    }
+    return true;
+  }
+
+  // -- deciding ---------------------------------------------------------------
+
+  static std::string point_name(size_t i) {
+    return "points[" + std::to_string(i) + "]";
+  }
+
+  bool in_window(int64_t ts) const {
+    return ts >= now_ms_ - limits_.max_age_ms
+           && ts <= now_ms_ + limits_.max_future_ms;
+  }
+
+  /// parse_telemetry's checks, in its order, on what the walk kept.
+  parsed<actors::telemetry> finish() {
+    actors::telemetry out;
+    if (batch_id_.given()) {
+      auto id = batch_id_.non_negative_int();
+      if (!id)
+        return bad("batch_id must be a non-negative integer");
+      out.batch_id = *id;
+    }
+    if (points_given_ && values_given_)
+      return bad("give either points or values, not both");
+    if (points_given_) {
+      if (!points_is_array_)
+        return bad("points must be an array");
+      if (points_count_ == 0)
+        return bad("points must not be empty");
+      if (points_count_ > limits_.max_points)
+        return bad("too many points: " + std::to_string(points_count_)
+                     + " (at most " + std::to_string(limits_.max_points)
+                     + ")",
+                   "too_many_points");
+      if (point_error_)
+        return *point_error_;
+      out.points = std::move(points_);
+      return out;
+    }
+    if (values_given_) {
+      if (!values_is_object_)
+        return bad("values must be an object of metric: number");
+      // The DOM's std::map: sorted by name, the last duplicate wins.
+      std::stable_sort(values_.begin(), values_.end(),
+                       [](const entry& x, const entry& y) {
+                         return x.name < y.name;
+                       });
+      size_t n = 0;
+      for (size_t k = 0; k < values_.size(); ++k)
+        if (k + 1 == values_.size() || values_[k + 1].name != values_[k].name)
+          values_[n++] = values_[k];
+      values_.resize(n);
+      if (n == 0)
+        return bad("values must not be empty");
+      if (n > limits_.max_points)
+        return bad("too many points: " + std::to_string(n),
+                   "too_many_points");
+      auto ts_ms = now_ms_;
+      if (ts_.given()) {
+        auto parsed_ts = ts_.ts();
+        if (!parsed_ts)
+          return bad("ts is not a timestamp (integer ms or RFC 3339)");
+        if (auto e = check_ts_window(*parsed_ts, "ts", limits_, now_ms_))
+          return *e;
+        ts_ms = *parsed_ts;
+      }
+      out.points.reserve(n);
+      for (auto& e : values_) {
+        std::string name{e.name};
+        if (!is_id(name))
+          return bad("values." + (printable(name) ? name : std::string{"?"})
+                     + " is not a valid metric name");
+        if (!e.value.is_number() || !std::isfinite(e.value.number()))
+          return bad("values." + name + " is not a finite number");
+        out.points.push_back({std::move(name), ts_ms, e.value.number()});
+      }
+      return out;
+    }
+    return bad("telemetry needs points or values");
+  }
+
+  // -- state ------------------------------------------------------------------
+
+  /// An open container of an unknown member, for skip().
+  struct frame {
+    bool is_object = false;
+    bool visited = false; // a child was handed out: advance before the next
+    od::array_iterator elements;
+    od::array_iterator elements_end;
+    od::object_iterator fields;
+    od::object_iterator fields_end;
+  };
+
+  /// A member of "values", in document order.
+  struct entry {
+    std::string_view name;
+    scalar value;
+  };
+
+  const telemetry_limits& limits_;
+  int64_t now_ms_;
+  bool bail_ = false;
+  std::optional<api_error> refused_;
+  std::string_view top_key_;
+  scalar batch_id_;
+  scalar ts_;
+  bool points_given_ = false;
+  bool points_is_array_ = false;
+  size_t points_count_ = 0;
+  std::optional<api_error> point_error_;
+  std::vector<actors::point> points_;
+  bool values_given_ = false;
+  bool values_is_object_ = false;
+  std::vector<entry> values_;
+  std::vector<frame> stack_;
+};
+
+/// The bodies this thread's parser and buffer are kept for; larger ones
+/// (http.max_body_bytes allows 1 MiB) get their own, so that no I/O thread
+/// holds megabytes after a large request.
+constexpr size_t kept_capacity = 64 * 1024;
+
+} // namespace
+
 parsed<actors::telemetry> parse_telemetry_json(const std::string& body,
                                                const telemetry_limits& limits,
                                                int64_t now_ms) {
-  auto doc = parse_json(body, limits.max_depth);
-  if (auto e = std::get_if<api_error>(&doc))
+  // simdjson reads up to SIMDJSON_PADDING bytes past the end: decode a
+  // padded copy. A parser serves one document at a time, hence one per
+  // thread (the edge calls this from each of its I/O threads).
+  thread_local od::parser shared_parser;
+  thread_local std::string shared_buf;
+  auto small = body.size() <= kept_capacity;
+  std::unique_ptr<od::parser> own_parser;
+  std::string own_buf;
+  if (!small)
+    own_parser = std::make_unique<od::parser>();
+  auto& parser = small ? shared_parser : *own_parser;
+  auto& buf = small ? shared_buf : own_buf;
+  buf.assign(body);
+  buf.append(simdjson::SIMDJSON_PADDING, '\0');
+  od::document doc;
+  auto ok = (!small || parser.capacity() >= kept_capacity
+             || !parser.allocate(kept_capacity))
+            && !parser.iterate(buf.data(), body.size(), buf.size()).get(doc);
+  if (ok) {
+    telemetry_decoder decoder{limits, now_ms};
+    if (auto result = decoder.run(doc))
+      return std::move(*result);
+  }
+  // The reference path: the error named as parse_json names it.
+  auto dom = parse_json(body, limits.max_depth);
+  if (auto e = std::get_if<api_error>(&dom))
     return *e;
-  return parse_telemetry(std::get<nlohmann::json>(doc), limits, now_ms);
+  return parse_telemetry(std::get<nlohmann::json>(dom), limits, now_ms);
 }
 
 parsed<actors::post_command> parse_post_command(const nlohmann::json& body) {

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/install.hpp"
 #include "http/errc.hpp"
 
 /// Pure request parsing and validation, kept apart from the server so it

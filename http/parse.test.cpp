@@ -1,5 +1,9 @@
 #include "http/parse.hpp"
 
+#include <cstdio>
+#include <string>
+#include <vector>
+
 #include <catch2/catch.hpp>
 
 using namespace troupe::http;
@@ -223,4 +227,408 @@ TEST_CASE("cursors and limits") {
   CHECK(std::get<int64_t>(parse_limit("5000", 100, 1000)) == 1000);
   CHECK(error_of(parse_limit("0", 100, 1000)));
   CHECK(error_of(parse_limit("abc", 100, 1000)));
+}
+
+// -- parse_telemetry_json: simdjson On-Demand --------------------------------
+
+namespace {
+
+using troupe::actors::telemetry;
+
+/// The reference: the bounded DOM, then the walk over it.
+parsed<telemetry> dom_path(const std::string& body,
+                           const telemetry_limits& lim) {
+  auto doc = parse_json(body, lim.max_depth);
+  if (auto e = error_of(doc))
+    return *e;
+  return parse_telemetry(std::get<json>(doc), lim, now);
+}
+
+std::string describe(const parsed<telemetry>& p) {
+  if (auto e = error_of(p))
+    return std::to_string(e->status) + " " + e->code + ": " + e->message;
+  auto& t = std::get<telemetry>(p);
+  std::string out = "batch " + std::to_string(t.batch_id);
+  for (auto& pt : t.points) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%a", pt.value); // exact, sign too
+    out += " " + pt.metric + "@" + std::to_string(pt.ts_ms) + "=" + value;
+  }
+  return out;
+}
+
+std::string error_message(const parsed<telemetry>& p) {
+  auto e = error_of(p);
+  return e ? e->message : std::string{"(no error)"};
+}
+
+std::string point_json(int i) {
+  return R"({"metric": "m)" + std::to_string(i % 7) + R"(", "value": )"
+         + std::to_string(i) + R"(.25, "ts": )" + std::to_string(now - i)
+         + "}";
+}
+
+std::string points_body(int n) {
+  std::string body = R"({"batch_id": 3, "points": [)";
+  for (int i = 0; i < n; ++i)
+    body += (i ? ", " : "") + point_json(i);
+  return body + "]}";
+}
+
+} // namespace
+
+TEST_CASE("JSON telemetry: both forms, members in any order") {
+  telemetry_limits lim;
+  auto t = parse_telemetry_json(R"({"batch_id": 17, "points": [
+    {"metric": "temp", "value": 21.5, "ts": 1763805600000},
+    {"value": 40, "metric": "hum"},
+    {"ts": "2025-11-22T09:59:59.5Z", "extra": [1, {"a": null}],
+     "metric": "co2", "value": -3e2}]})",
+                                lim, now);
+  REQUIRE(!error_of(t));
+  auto& msg = std::get<telemetry>(t);
+  CHECK(msg.batch_id == 17);
+  REQUIRE(msg.points.size() == 3);
+  CHECK(msg.points[0].metric == "temp");
+  CHECK(msg.points[0].value == 21.5);
+  CHECK(msg.points[0].ts_ms == now);
+  CHECK(msg.points[1].metric == "hum");
+  CHECK(msg.points[1].ts_ms == now);
+  CHECK(msg.points[2].value == -300);
+  CHECK(msg.points[2].ts_ms == now - 500);
+  // The short form with "values" first and "batch_id" last; points come
+  // sorted by metric name, as the DOM's std::map gave them.
+  auto s = parse_telemetry_json(
+    R"({"values": {"temp": 21.5, "hum": 40}, "ts": 1763805599000,
+        "batch_id": 9})",
+    lim, now);
+  REQUIRE(!error_of(s));
+  auto& sm = std::get<telemetry>(s);
+  CHECK(sm.batch_id == 9);
+  REQUIRE(sm.points.size() == 2);
+  CHECK(sm.points[0].metric == "hum");
+  CHECK(sm.points[1].metric == "temp");
+  CHECK(sm.points[1].ts_ms == now - 1000);
+  // Keys are compared unescaped.
+  auto esc = parse_telemetry_json(R"({"v\u0061lues": {"a": 1}})", lim, now);
+  REQUIRE(!error_of(esc));
+  CHECK(std::get<telemetry>(esc).batch_id == -1);
+}
+
+TEST_CASE("JSON telemetry errors are named as before") {
+  telemetry_limits lim;
+  auto check = [&](const std::string& body, const std::string& message,
+                   const std::string& code = "invalid_request") {
+    INFO(body);
+    auto p = parse_telemetry_json(body, lim, now);
+    REQUIRE(error_of(p));
+    CHECK(error_of(p)->status == 400);
+    CHECK(error_of(p)->code == code);
+    CHECK(error_of(p)->message == message);
+  };
+  check(R"({"points": [{"metric": "a", "value": 1}, {"metric": "a",
+    "value": 1}, {"metric": "a", "value": 1}, {"metric": "a",
+    "value": "x"}]})",
+        "points[3].value is not a finite number");
+  check(R"({"points": [{"metric": "a", "value": 1, "ts": 1}]})",
+        "points[0].ts is older than 30 days");
+  check(R"({"points": [{"metric": "a", "value": 1, "ts": 1763805901000}]})",
+        "points[0].ts is more than 300 s in the future");
+  check(R"({"points": [{"metric": "a", "value": 1, "ts": 1.5}]})",
+        "points[0].ts is not a timestamp (integer ms or RFC 3339)");
+  check(R"({"points": [{"metric": "a b", "value": 1}]})",
+        "points[0].metric is missing or not a valid metric name");
+  check(R"({"points": [{"metric": "a", "value": 1}, 7]})",
+        "points[1] is not an object");
+  check(R"({"points": {}})", "points must be an array");
+  check(R"({"points": []})", "points must not be empty");
+  check(R"({"points": [], "values": {}})",
+        "give either points or values, not both");
+  check("[]", "telemetry body must be an object");
+  check("17", "telemetry body must be an object");
+  check(R"({"batch_id": -1, "values": {"a": 1}})",
+        "batch_id must be a non-negative integer");
+  check(R"({"batch_id": 1.0, "values": {"a": 1}})",
+        "batch_id must be a non-negative integer");
+  check(R"({"batch_id": 9223372036854775808, "values": {"a": 1}})",
+        "batch_id must be a non-negative integer");
+  check(R"({"values": []})", "values must be an object of metric: number");
+  check(R"({"values": {}})", "values must not be empty");
+  check(R"({"values": {"a": true}})", "values.a is not a finite number");
+  check(R"({"values": {"a\u0001": 1}})", "values.? is not a valid metric name");
+  check(R"({"ts": "yesterday", "values": {"a": 1}})",
+        "ts is not a timestamp (integer ms or RFC 3339)");
+  check(R"({"batch_id": 1})", "telemetry needs points or values");
+  // Telemetry errors follow parse_telemetry's order, not the document's.
+  check(R"({"points": [{"metric": "a", "value": "x"}], "batch_id": -1})",
+        "batch_id must be a non-negative integer");
+  // ts beyond int64 wraps, as nlohmann's get<int64_t>() did.
+  check(R"({"points": [{"metric": "a", "value": 1,
+    "ts": 18446744073709551615}]})",
+        "points[0].ts is older than 30 days");
+  check(R"({"points": [{"metric": "a", "value": 1, "ts": 1e16}]})",
+        "points[0].ts is not a timestamp (integer ms or RFC 3339)");
+  lim.max_points = 2;
+  check(R"({"points": [{"metric": "a", "value": "bad"}, {"metric": "a",
+    "value": 1}, {"metric": "a", "value": 1}]})",
+        "too many points: 3 (at most 2)", "too_many_points");
+  check(R"({"values": {"a": 1, "b": 2, "c": 3}})", "too many points: 3",
+        "too_many_points");
+}
+
+TEST_CASE("JSON telemetry: malformed bodies are 400 malformed_json") {
+  telemetry_limits lim;
+  for (std::string body :
+       {"", "{nope", "{} x", R"({"values": {"a": 1}} {})",
+        R"({"values": {"a": 1}}})", R"({"values": {"a": 1},})",
+        R"({"values": {"a": 1}, "x": [1 2]})", R"({"values": {"a": 1e400}})",
+        R"({"values": {"a": 1}, "x": tru})", R"({"values": {"a": 01}})",
+        R"({"values": {"a": 1}, "x": "\ud800"})", "{\"values\": {\"a\": 1}"}) {
+    INFO(body);
+    auto p = parse_telemetry_json(body, lim, now);
+    REQUIRE(error_of(p));
+    CHECK(error_of(p)->status == 400);
+    CHECK(error_of(p)->code == "malformed_json");
+    CHECK(error_of(p)->message.rfind("request body is not valid JSON", 0)
+          == 0);
+  }
+}
+
+TEST_CASE("JSON telemetry: nesting is bounded without recursion") {
+  telemetry_limits lim;
+  auto deep = nested_json(100'000);
+  // An unknown top-level member.
+  auto a = parse_telemetry_json(R"({"values": {"a": 1}, "extra": )" + deep
+                                  + "}",
+                                lim, now);
+  CHECK(error_message(a) == "extra nests deeper than 32 levels");
+  // An unknown member of a point, and a point that is an array.
+  auto b = parse_telemetry_json(
+    R"({"points": [{"metric": "a", "value": 1, "x": )" + deep + "}]}", lim,
+    now);
+  CHECK(error_message(b) == "points nests deeper than 32 levels");
+  auto c = parse_telemetry_json(R"({"points": [)" + deep + "]}", lim, now);
+  CHECK(error_message(c).find("deeper") != std::string::npos);
+  // The same in objects, and as a metric's value.
+  std::string objects;
+  for (int i = 0; i < 100'000; ++i)
+    objects += R"({"x":)";
+  objects += "1" + std::string(100'000, '}');
+  auto d = parse_telemetry_json(R"({"values": {"a": )" + objects + "}}", lim,
+                                now);
+  CHECK(error_message(d) == "values nests deeper than 32 levels");
+  // The bound itself: 32 levels below a top-level member pass (the point is
+  // level 2, its member's value 3).
+  auto at_bound = R"({"points": [{"metric": "a", "value": 1, "x": )"
+                  + nested_json(30) + "}]}";
+  CHECK(!error_of(parse_telemetry_json(at_bound, lim, now)));
+  auto past = R"({"points": [{"metric": "a", "value": 1, "x": )"
+              + nested_json(31) + "}]}";
+  CHECK(error_message(parse_telemetry_json(past, lim, now))
+        == "points nests deeper than 32 levels");
+}
+
+TEST_CASE("JSON telemetry: NUL characters are refused as parse_json does") {
+  telemetry_limits lim;
+  // In a metric name, an unknown member, a key: named by the top-level
+  // member, before any telemetry error.
+  CHECK(error_message(parse_telemetry_json(
+          R"({"points": [{"metric": "a\u0000", "value": 1}]})", lim, now))
+        == "points contains a NUL character");
+  CHECK(error_message(parse_telemetry_json(
+          R"({"values": {"a": 1}, "note": ["ok", "\u0000"]})", lim, now))
+        == "note contains a NUL character");
+  CHECK(error_message(parse_telemetry_json(
+          R"({"values": {"a\u0000": 1}})", lim, now))
+        == "values.a key contains a NUL character");
+  CHECK(error_message(parse_telemetry_json(
+          R"({"\u0000": 1, "values": {"a": 1}})", lim, now))
+        == "a key contains a NUL character");
+  CHECK(error_message(parse_telemetry_json(
+          R"({"points": [{"metric": "a", "value": "x"}], "z": "\u0000"})",
+          lim, now))
+        == "z contains a NUL character");
+}
+
+TEST_CASE("JSON telemetry: duplicate keys count with their last value") {
+  telemetry_limits lim;
+  auto p = parse_telemetry_json(
+    R"({"points": [{"metric": "a", "value": "x"}], "batch_id": 1,
+        "points": [{"metric": "b", "value": 1, "value": 2}],
+        "batch_id": 2})",
+    lim, now);
+  REQUIRE(!error_of(p));
+  auto& t = std::get<telemetry>(p);
+  CHECK(t.batch_id == 2);
+  REQUIRE(t.points.size() == 1);
+  CHECK(t.points[0].metric == "b");
+  CHECK(t.points[0].value == 2);
+  auto v = parse_telemetry_json(R"({"values": {"a": "x", "b": 1, "a": 3}})",
+                                lim, now);
+  REQUIRE(!error_of(v));
+  REQUIRE(std::get<telemetry>(v).points.size() == 2);
+  CHECK(std::get<telemetry>(v).points[0].value == 3);
+}
+
+TEST_CASE("JSON telemetry: 10,000 points") {
+  telemetry_limits lim;
+  auto p = parse_telemetry_json(points_body(10'000), lim, now);
+  REQUIRE(!error_of(p));
+  auto& t = std::get<telemetry>(p);
+  REQUIRE(t.points.size() == 10'000);
+  CHECK(t.points[9'999].metric == "m3");
+  CHECK(t.points[9'999].value == 9999.25);
+  CHECK(t.points[9'999].ts_ms == now - 9'999);
+  CHECK(describe(p) == describe(dom_path(points_body(10'000), lim)));
+  auto many = parse_telemetry_json(points_body(10'001), lim, now);
+  REQUIRE(error_of(many));
+  CHECK(error_of(many)->code == "too_many_points");
+  CHECK(error_of(many)->message == "too many points: 10001 (at most 10000)");
+  // After a large body, this thread's parser still serves small ones.
+  CHECK(!error_of(parse_telemetry_json(points_body(2), lim, now)));
+}
+
+TEST_CASE("JSON telemetry: simdjson decodes as the DOM path did") {
+  telemetry_limits lim;
+  const std::string ok_point = R"({"metric": "a", "value": 1})";
+  const std::vector<std::string> bodies = {
+    // valid, long form
+    points_body(1),
+    points_body(100),
+    R"({"points": [{"metric": "a", "value": 1, "ts": null}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": 1763805600000.0}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": 1.7638056e12}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": -0}]})",
+    R"({"points": [{"metric": "a", "value": 1,
+        "ts": "2025-11-22T12:00:00+02:00"}]})",
+    R"({"points": [{"metric": "a", "value": -0}, {"metric": "b",
+        "value": -0.0}, {"metric": "c", "value": 1e-400}, {"metric": "d",
+        "value": 18446744073709551615}, {"metric": "e",
+        "value": 123456789012345678901234567890}, {"metric": "f",
+        "value": 1.7976931348623157e308}, {"metric": "g", "value": 4.9e-324},
+        {"metric": "h", "value": 0.1}, {"metric": "i", "value": -1E+2}]})",
+    R"({"batch_id": 0, "points": [{"metric": "a", "value": 1}]})",
+    R"({"batch_id": -0, "points": [{"metric": "a", "value": 1}]})",
+    R"({"batch_id": 9223372036854775807, "points": [{"metric": "a",
+        "value": 1}]})",
+    R"({"batch_id": null, "ts": "junk", "points": [{"metric": "a",
+        "value": 1}]})",
+    R"( { "points" : [ { "value" : 2 , "metric" : "a" } ] } )"
+    "\r\n\t",
+    R"({"extra": {"x": [true, false, null, "s\"\\\/\b\f\n\r\t\u00e9", -1.5e-3,
+        {"": {}}, []]}, "points": [{"metric": "a", "value": 1,
+        "metric": "b", "note": {"deep": [[[[1]]]]}}]})",
+    R"({"p\u006fints": [{"m\u0065tric": "a", "value": 1}]})",
+    R"({"points": [{"metric": "a", "value": "x"}], "points": [{"metric": "a",
+        "value": 1}]})",
+    // valid, short form
+    R"({"values": {"b": 1, "a": 2, "c": 3.5}})",
+    R"({"values": {"a": 1}, "ts": 1763805600000, "batch_id": 5})",
+    R"({"ts": "2025-11-22T10:00:00Z", "values": {"a": 1, "a": 2}})",
+    R"({"ts": null, "values": {"a.b:c-d_e": 1}})",
+    // not JSON, or JSON that nlohmann refuses
+    "",
+    "   ",
+    "{",
+    "{nope",
+    "{} x",
+    "{}}",
+    R"({"points": [}])",
+    R"({"points": [)" + ok_point + ",]}",
+    R"({"points": [)" + ok_point + "]",
+    R"({"values" {"a": 1}})",
+    R"({"values": {"a": 1}, "x": [1 2]})",
+    R"({"values": {"a": 1}, "x": [1}})",
+    R"({"values": {"a": 1}, "x": nul})",
+    R"({"values": {"a": 1}, "x": -})",
+    R"({"values": {"a": 1}, "x": 1.})",
+    R"({"values": {"a": 1}, "x": "\x"})",
+    R"({"values": {"a": 1}, "x": "\udc00"})",
+    R"({"values": {"a": 1}, "x": 1.7976931348623159e308})",
+    R"({"values": {"a": 1}, "x": 1)" + std::string(400, '0') + "}",
+    "{\"values\": {\"a\": 1}, \"x\": \"tab\there\"}",
+    "{\"values\": {\"a\": 1}, \"x\": \"\xff\"}",
+    "{\"values\": {\"a\": 1}, \"x\": \"\xed\xa0\x80\"}",
+    "{\"values\": {\"a\": 1}, \"x\": \"unclosed}",
+    // what nlohmann accepts and simdjson does not: the reference decides
+    "\xef\xbb\xbf{\"values\": {\"a\": 1}}",
+    R"({"values": {"a": 1}})" + std::string(1, '\0') + " trailing",
+    // not an object
+    "[]",
+    "null",
+    "\"points\"",
+    R"([{"x": )" + nested_json(40) + "}]",
+    R"([{"\u0000": 1}])",
+    // telemetry errors
+    R"({"batch_id": "1", "values": {"a": 1}})",
+    R"({"batch_id": 1.5, "values": {"a": 1}})",
+    R"({"batch_id": 18446744073709551615, "values": {"a": 1}})",
+    R"({"batch_id": {}, "values": {"a": 1}})",
+    R"({"points": null})",
+    R"({"points": null, "values": null})",
+    R"({"points": [1, {"metric": "a", "value": "x"}]})",
+    R"({"points": [{"value": 1}]})",
+    R"({"points": [{"metric": 7, "value": 1}]})",
+    R"({"points": [{"metric": ")" + std::string(65, 'a')
+      + R"(", "value": 1}]})",
+    R"({"points": [{"metric": "a"}]})",
+    R"({"points": [{"metric": "a", "value": null}]})",
+    R"({"points": [{"metric": "a", "value": [1]}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": true}]})",
+    R"({"points": [{"metric": "a", "value": 1,
+        "ts": "2025-13-01T00:00:00Z"}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": 9223372036854775808}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": -9223372036854775809}]})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": 1763805900001}]})",
+    R"({"values": "a"})",
+    R"({"values": {"bad name": 1}})",
+    R"({"values": {"a": "1"}})",
+    R"({"values": {"a": 1}, "ts": 0})",
+    R"({"values": {"a": 1}, "ts": [1763805600000]})",
+    R"({"points": [{"metric": "a", "value": 1}], "points": 1})",
+    // parse_json's bounds come first, in document order
+    R"({"points": [{"metric": "a", "value": "x"}], "z": )" + nested_json(33)
+      + "}",
+    R"({"batch_id": -1, "z": [1, 2, "\u0000"]})",
+    R"({"": )" + nested_json(40) + "}",
+    R"({"": ["\u0000"]})",
+    R"({"": {"\u0000": 1}})",
+    R"({"points": [{"metric": "a", "value": "x"}], "z": [1,]})",
+    R"({"z": )" + nested_json(40) + R"(, "w": [1,]})",
+    R"({"z": [1,], "w": )" + nested_json(40) + "}",
+    R"({"a": "\u0000", "b": "\ud800"})",
+    R"({"a": "\ud800", "b": "\u0000"})",
+    R"({"points": [{"metric": "a", "value": 1, "x": )" + nested_json(31)
+      + "}]}",
+    R"({"values": {"a": )" + nested_json(32) + "}}",
+    R"({"values": {"a": )" + nested_json(31) + "}}",
+    // a few more of each
+    R"({"values": {"a": 1}, "x": 1e400})",
+    R"({"values": {"a": 1}, "x": tru})",
+    R"({"values": {"a": 1}, "x": 01})",
+    R"({"points": [{"metric": "a", "value": 1, "ts": "\u0000"}]})",
+    R"({"points": [{"metric": "a", "value": 1}], "values": {"a": 1}})",
+    R"({"values": {"a": 1}, "ts": 1e16})",
+    R"({"points": [{"metric": "a", "value": 1, "metric": "bad name"}]})",
+    R"({"values": {"": 1}})",
+    R"({"values": {"b": 1, "a": "x"}})",
+  };
+  size_t errors = 0;
+  for (auto& body : bodies) {
+    INFO(body.substr(0, 200));
+    auto expected = dom_path(body, lim);
+    CHECK(describe(parse_telemetry_json(body, lim, now)) == describe(expected));
+    errors += error_of(expected) != nullptr;
+  }
+  // A tight limit of depth and points too.
+  telemetry_limits tight;
+  tight.max_depth = 1;
+  tight.max_points = 3;
+  for (auto& body : bodies) {
+    INFO(body.substr(0, 200));
+    CHECK(describe(parse_telemetry_json(body, tight, now))
+          == describe(dom_path(body, tight)));
+  }
+  CHECK(bodies.size() >= 90);
+  CHECK(errors >= 60);
 }

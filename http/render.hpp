@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/install.hpp"
 
 /// JSON renderings of the actors' replies, as API.md shows them.
 namespace troupe::http {

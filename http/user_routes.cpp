@@ -61,7 +61,7 @@ void login(const call_ptr& c) {
     if (!valid_id(name) || pw.size() > 1024)
       return k(caf::make_error(actors::errc::unauthorized,
                                "invalid username or password"));
-    c->ask_entity_result<actors::user_login_reply>(
+    c->ask_entity_result(
       c->env().users, name, actors::user_login{name, pw, c->req_id()},
       [c, k](caf::expected<actors::user_login_reply> r) {
         if (!r)
@@ -79,7 +79,7 @@ void logout(const call_ptr& c) {
   if (token.empty() || token.size() > 256)
     return c->fail(api_error{401, "unauthorized", "authentication required"});
   auto key = storage::crypto::keyed_hash(c->env().secret_key, token);
-  c->ask_entity<actors::done>(
+  c->ask_entity(
     c->env().sessions, key, actors::logout_atom::value, [c](actors::done&) {
       c->add_header("Set-Cookie", "troupe_session=; HttpOnly; "
                                   "SameSite=Strict; Path=/; Max-Age=0");
@@ -111,8 +111,8 @@ void devices(const call_ptr& c) {
     }
     if (!page_params(*c, 'd', req.limit, req.after))
       return;
-    c->ask<actors::device_page>(
-      c->env().directory, req, [c](actors::device_page& r) {
+    c->ask(
+      c->env().fleet, req, [c](actors::device_page& r) {
         auto items = json::array();
         for (auto& v : r.items)
           items.push_back(device_json(v, false));
@@ -126,7 +126,7 @@ void device(const call_ptr& c) {
     auto id = c->id_param();
     if (!id)
       return;
-    c->ask_entity<actors::device_view>(
+    c->ask_entity(
       c->env().devices, *id, actors::get_device{who},
       [c](actors::device_view& v) { c->reply(200, device_json(v, true)); });
   });
@@ -165,7 +165,7 @@ void history(const call_ptr& c) {
                                  "step must look like 60s, 5m, 1h or 1d"});
       h.step_ms = *step;
     }
-    c->ask_entity<actors::history_reply>(
+    c->ask_entity(
       c->env().devices, *id, h, [c, step = h.step_ms](actors::history_reply& r) {
         auto pts = json::array();
         if (r.bucketed) {
@@ -197,7 +197,7 @@ void post_command(const call_ptr& c) {
       return c->fail(*e);
     auto& req = std::get<actors::post_command>(pc);
     req.who = who;
-    c->ask_entity<actors::command>(
+    c->ask_entity(
       c->env().devices, *id, req,
       [c](actors::command& cmd) { c->reply(201, user_command_json(cmd)); });
   });
@@ -228,7 +228,7 @@ void list_commands(const call_ptr& c) {
         return c->fail(api_error{400, "invalid_cursor", "invalid cursor"});
       lc.after_seq = *seq;
     }
-    c->ask_entity<actors::command_page>(
+    c->ask_entity(
       c->env().devices, *id, lc, [c](actors::command_page& r) {
         auto items = json::array();
         for (auto& cmd : r.items)

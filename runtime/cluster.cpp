@@ -539,15 +539,14 @@ caf::behavior endpoint(caf::stateful_actor<endpoint_state>* self,
 
 } // namespace
 
-void install_cluster(node& n, std::vector<std::string> names) {
+void install_cluster(node& n,
+                     std::function<std::vector<caf::actor>()> get_regions) {
   auto handles = std::make_shared<std::pair<caf::actor, caf::actor>>();
   n.add_service(
     "cluster",
-    [handles, names](node& n) -> caf::error {
+    [handles, get_regions](node& n) -> caf::error {
       auto& sys = n.system();
-      std::vector<caf::actor> regions;
-      for (auto& name : names)
-        regions.push_back(n.actor(name));
+      auto regions = get_regions();
       handles->second = sys.spawn(endpoint, regions);
       std::string host;
       uint16_t port = 0;
@@ -566,7 +565,7 @@ void install_cluster(node& n, std::vector<std::string> names) {
       log().info("cluster endpoint published on {}:{}", host, *bound);
       handles->first = sys.spawn<caf::detached>(membership, &n, regions);
       caf::anon_send(handles->second, set_atom::value, handles->first);
-      n.set_actor("membership", handles->first);
+      n.set_membership(handles->first);
       return caf::none;
     },
     [handles](node& n) {

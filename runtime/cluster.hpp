@@ -1,8 +1,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include <caf/actor.hpp>
 
 namespace troupe::runtime {
 
@@ -57,7 +60,10 @@ struct cluster_view {
 ///   stop the node drains itself first, then leaves.
 ///
 /// Only when cfg.cluster.listen is set; a single node needs none of this.
-/// `regions` names the node actors (e.g. "devices", "sessions") to place.
-void install_cluster(node& n, std::vector<std::string> regions);
+/// `regions` returns the node's shard regions to place (called when the
+/// service starts, after the actors); every node must list them in the
+/// same order.
+void install_cluster(node& n,
+                     std::function<std::vector<caf::actor>()> regions);
 
 } // namespace troupe::runtime

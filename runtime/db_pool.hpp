@@ -11,6 +11,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include "runtime/atoms.hpp"
 #include "storage/pg.hpp"
@@ -67,6 +68,22 @@ void db_call(Self* self, const caf::actor& pool, F fn, K k,
     self->request(pool, timeout, std::move(job)).await(on_ok, on_err);
   else
     self->request(pool, timeout, std::move(job)).then(on_ok, on_err);
+}
+
+/// Runs `fn(connection&) -> caf::expected<T>` on the pool and answers the
+/// current request with its outcome: the body of a handler whose whole
+/// work is one database job.
+template <class T, class Self, class F>
+caf::typed_response_promise<T> db_reply(Self* self, const caf::actor& pool,
+                                        F fn) {
+  auto rp = self->template make_response_promise<T>();
+  db_call<T>(self, pool, std::move(fn), [rp](caf::expected<T> r) mutable {
+    if (r)
+      rp.deliver(std::move(*r));
+    else
+      rp.deliver(std::move(r.error()));
+  });
+  return rp;
 }
 
 } // namespace troupe::runtime

@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   runtime::node node{std::move(*cfg)};
-  actors::install(node);
-  http::install(node);
+  auto actors = actors::install(node);
+  http::install(node, actors);
   return node.run();
 }

@@ -103,15 +103,14 @@ caf::actor_system& node::system() {
   return *impl_->sys;
 }
 
-void node::set_actor(const std::string& name, caf::actor a) {
+void node::set_membership(caf::actor a) {
   std::lock_guard<std::mutex> guard{actors_mtx_};
-  actors_[name] = std::move(a);
+  membership_ = std::move(a);
 }
 
-caf::actor node::actor(const std::string& name) const {
+caf::actor node::membership() const {
   std::lock_guard<std::mutex> guard{actors_mtx_};
-  auto i = actors_.find(name);
-  return i == actors_.end() ? caf::actor{} : i->second;
+  return membership_;
 }
 
 bool node::ready(std::string* why) const {
@@ -333,10 +332,7 @@ int node::run() {
   }
   impl_->cv.notify_all();
   impl_->health.join();
-  {
-    std::lock_guard<std::mutex> guard{actors_mtx_};
-    actors_.clear();
-  }
+  set_membership(nullptr);
   caf::anon_send_exit(db_, caf::exit_reason::user_shutdown);
   db_ = nullptr;
   impl_->sys->await_all_actors_done();

@@ -87,9 +87,10 @@ public:
   const lease_clock& lease() const { return lease_; }
   int64_t started_ms() const { return started_ms_; }
 
-  /// Named actors shared between services ("devices", "sessions", ...).
-  void set_actor(const std::string& name, caf::actor a);
-  caf::actor actor(const std::string& name) const;
+  /// The membership actor of a cluster node (null on a single node or
+  /// before the cluster service started); it takes (drain_atom, id).
+  void set_membership(caf::actor a);
+  caf::actor membership() const;
 
   /// True once storage is reachable and services run; else `why` says why.
   bool ready(std::string* why = nullptr) const;
@@ -123,7 +124,7 @@ private:
   std::unique_ptr<impl> impl_;
   caf::actor db_;
   mutable std::mutex actors_mtx_;
-  std::map<std::string, caf::actor> actors_;
+  caf::actor membership_;
   std::atomic<bool> db_ok_{false};
   std::atomic<bool> services_up_{false};
   std::atomic<bool> stopping_{false};

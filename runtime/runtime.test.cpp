@@ -10,6 +10,7 @@
 #include "runtime/metrics.hpp"
 #include "runtime/shard_region.hpp"
 #include "runtime/supervisor.hpp"
+#include "runtime/typed.hpp"
 
 using namespace troupe::runtime;
 using namespace std::chrono_literals;
@@ -30,7 +31,9 @@ caf::behavior counter_entity(caf::event_based_actor* self, caf::actor region,
   auto n = std::make_shared<int>(0);
   return {
     [=](get_atom) { return ++*n; },
-    [=](idle_atom) { self->send(region, passivate_atom::value, key); },
+    [=](idle_atom) {
+      self->send(region, passivate_atom::value, key, self->address());
+    },
     [=](stop_atom) { self->quit(); },
   };
 }
@@ -177,4 +180,20 @@ TEST_CASE("a failure window throttles for at most one window") {
   w.fail(t + seconds(31));
   w.clear();
   CHECK(w.blocked_for(t + seconds(31)).count() == 0);
+}
+
+namespace {
+
+using probe_actor = caf::typed_actor<caf::replies_to<int>::with<std::string>,
+                                     caf::replies_to<get_atom>::with<double>,
+                                     caf::reacts_to<idle_atom>>;
+
+} // namespace
+
+TEST_CASE("reply types come from the typed interface") {
+  static_assert(
+    std::is_same<reply_of<probe_actor, int>, std::string>::value);
+  static_assert(std::is_same<reply_of<probe_actor, get_atom>, double>::value);
+  static_assert(std::is_same<reply_of<probe_actor, idle_atom>, void>::value);
+  SUCCEED("checked at compile time");
 }

@@ -311,11 +311,11 @@ caf::behavior region(region_actor* self, std::string kind,
     [=](forward_atom, const std::string& key, caf::message& msg) {
       route(self, key, std::move(msg), self->make_response_promise(), true);
     },
-    [=](passivate_atom, const std::string& key) {
+    [=](passivate_atom, const std::string& key, const caf::actor_addr& who) {
       auto& st = self->state;
       auto a = st.active.find(key);
-      auto sender = self->current_sender();
-      if (a == st.active.end() || a->second.address() != sender)
+      // Only the entity itself passivates (not a stale one of the key).
+      if (a == st.active.end() || a->second.address() != who)
         return;
       auto h = a->second;
       st.active.erase(a);

@@ -16,6 +16,16 @@
 
 namespace troupe::runtime {
 
+/// A shard region's handle tagged with the typed interface of its entities
+/// (e.g. actors::device_actor), so a caller's message and expected reply
+/// are checked against that interface at compile time
+/// (runtime::reply_of); the region itself takes (route_atom, key, message).
+template <class Entity>
+struct region_of {
+  caf::actor handle;
+  explicit operator bool() const { return static_cast<bool>(handle); }
+};
+
 /// Spawns the entity for `key`; `region` is the region to send
 /// (passivate_atom, key) to when the entity has idled long enough.
 using entity_factory = std::function<caf::actor(
@@ -75,7 +85,7 @@ namespace troupe::runtime {
 ///   errc::moved, and the sender retries once placement settles.
 /// - (forward_atom, key, message): from another node's region; served here
 ///   or answered errc::moved (never forwarded twice).
-/// - (passivate_atom, key), from an idle entity: the region stops routing to
+/// - (passivate_atom, key, entity address), from an idle entity: the region stops routing to
 ///   it, sends it stop_atom, and buffers messages for the key until the
 ///   entity is gone; then they are routed again. So an entity never runs
 ///   twice at once and nothing routed to it is lost.

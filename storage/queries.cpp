@@ -419,44 +419,6 @@ caf::expected<bool> update_device_secret(connection& c, const std::string& id,
   return true;
 }
 
-caf::expected<std::vector<std::string>>
-list_device_ids(connection& c, const device_filter& f) {
-  std::string sql = "SELECT id FROM devices WHERE id > $1";
-  std::vector<param> ps = {f.after};
-  if (!f.tenant.empty()) {
-    ps.push_back(f.tenant);
-    sql += " AND tenant = $" + std::to_string(ps.size());
-  }
-  if (!f.q.empty()) {
-    std::string pattern = "%";
-    for (auto ch : f.q) {
-      if (ch == '%' || ch == '_' || ch == '\\')
-        pattern += '\\';
-      pattern += ch;
-    }
-    pattern += "%";
-    ps.push_back(pattern);
-    auto n = std::to_string(ps.size());
-    sql += " AND (id ILIKE $" + n + " OR name ILIKE $" + n + ")";
-  }
-  if (f.online) {
-    ps.push_back(num(f.online_since_ms));
-    auto n = std::to_string(ps.size());
-    sql += *f.online ? " AND last_seen_ms >= $" + n
-                     : " AND (last_seen_ms IS NULL OR last_seen_ms < $" + n
-                         + ")";
-  }
-  ps.push_back(num(static_cast<int64_t>(f.limit)));
-  sql += " ORDER BY id LIMIT $" + std::to_string(ps.size());
-  auto r = c.exec(sql, ps);
-  if (!r)
-    return r.error();
-  std::vector<std::string> out;
-  for (int i = 0; i < r->rows(); ++i)
-    out.push_back(r->str(i, 0));
-  return out;
-}
-
 caf::error insert_device_token(connection& c, const std::string& token_hash,
                                const std::string& device_id,
                                int64_t expires_ms) {

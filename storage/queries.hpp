@@ -135,7 +135,7 @@ load_device(connection& c, const std::string& id, int64_t now_ms);
 update_device_secret(connection& c, const std::string& id,
                      const std::string& secret_hash);
 
-/// One page of device ids, ordered by id, after `after`.
+/// Which devices a list shows: one page ordered by id, after `after`.
 struct device_filter {
   std::string tenant; // empty: all tenants
   std::string q;      // substring of id or name; empty: all
@@ -144,8 +144,6 @@ struct device_filter {
   std::string after;
   size_t limit = 100;
 };
-[[nodiscard]] caf::expected<std::vector<std::string>>
-list_device_ids(connection& c, const device_filter& f);
 
 /// A device as a list shows it, straight from PostgreSQL.
 struct device_summary {
