@@ -5,7 +5,9 @@
 //                 batches committed one by one on one connection (rows/s);
 //   --http        a bare cpp-httplib server on 127.0.0.1 answering POST /x
 //                 with 202, driven by keep-alive clients like troupe_load's
-//                 (requests/s, latency).
+//                 (requests/s, latency);
+//   --http-url U  the same client against another server, e.g. nginx with
+//                 `return 200` (--http-method, --http-path, --name).
 //
 // See bench/README.md.
 
@@ -28,10 +30,6 @@ using std::chrono::milliseconds;
 
 constexpr int exit_failure = 1;
 constexpr int exit_usage = 2;
-
-double seconds_since(bench_clock::time_point t0) {
-  return std::chrono::duration<double>(bench_clock::now() - t0).count();
-}
 
 // -- PostgreSQL COPY ceiling --------------------------------------------------
 
@@ -310,6 +308,10 @@ bool run_pg_ceiling(const pg_config& cfg) {
 
 /// Settings of the bare HTTP measurement.
 struct http_config {
+  std::string url;         // empty: start the bare cpp-httplib server
+  std::string method = "POST";
+  std::string path = "/x";
+  std::string name = "http"; // the RESULT line's ceiling name
   int64_t connections = 32;
   int64_t duration_s = 10;
   int64_t pool = 32;
@@ -322,37 +324,53 @@ void http_client_loop(httplib::Client& cli, const http_config& cfg,
                       loop_stats& stats) {
   stats.latency_us.reserve(static_cast<size_t>(cfg.duration_s) * 4000);
   while (bench_clock::now() < deadline) {
-    auto res = timed_post(cli, "/x", {}, body, "application/json", stats);
+    auto res = cfg.method == "GET"
+                 ? timed_get(cli, cfg.path, {}, stats)
+                 : timed_post(cli, cfg.path, {}, body, "application/json",
+                              stats);
     if (!res)
       std::this_thread::sleep_for(milliseconds{10});
   }
 }
 
+bool is_ok(int status) {
+  return status >= 200 && status < 300;
+}
+
 bool run_http_ceiling(const http_config& cfg) {
   httplib::Server svr;
-  auto pool = static_cast<size_t>(cfg.pool);
-  svr.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
-  svr.set_tcp_nodelay(true);
-  svr.set_keep_alive_max_count(static_cast<size_t>(cfg.keep_alive_max));
-  svr.set_keep_alive_timeout(5);
-  svr.Post("/x", [](const httplib::Request&, httplib::Response& res) {
-    res.status = 202;
-    res.set_content(R"({"accepted":10})", "application/json");
-  });
-  auto port = svr.bind_to_any_port("127.0.0.1");
-  if (port <= 0) {
-    std::cerr << "troupe_ceilings: error: cannot bind 127.0.0.1" << std::endl;
-    return false;
-  }
-  std::thread server{[&] { svr.listen_after_bind(); }};
-  for (int i = 0; i < 500 && !svr.is_running(); ++i)
-    std::this_thread::sleep_for(milliseconds{10});
-  auto url = "http://127.0.0.1:" + std::to_string(port);
+  std::thread server;
+  auto url = cfg.url;
   auto body = sample_body_1k();
-  std::cout << "http: bare cpp-httplib " << CPPHTTPLIB_VERSION << " on " << url
-            << ", pool " << cfg.pool << ", " << cfg.connections
-            << " keep-alive connections, " << cfg.duration_s << " s, "
-            << body.size() << "-byte POST" << std::endl;
+  if (url.empty()) {
+    auto pool = static_cast<size_t>(cfg.pool);
+    svr.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
+    svr.set_tcp_nodelay(true);
+    svr.set_keep_alive_max_count(static_cast<size_t>(cfg.keep_alive_max));
+    svr.set_keep_alive_timeout(5);
+    svr.Post("/x", [](const httplib::Request&, httplib::Response& res) {
+      res.status = 202;
+      res.set_content(R"({"accepted":10})", "application/json");
+    });
+    auto port = svr.bind_to_any_port("127.0.0.1");
+    if (port <= 0) {
+      std::cerr << "troupe_ceilings: error: cannot bind 127.0.0.1" << std::endl;
+      return false;
+    }
+    server = std::thread{[&] { svr.listen_after_bind(); }};
+    for (int i = 0; i < 500 && !svr.is_running(); ++i)
+      std::this_thread::sleep_for(milliseconds{10});
+    url = "http://127.0.0.1:" + std::to_string(port);
+    std::cout << cfg.name << ": bare cpp-httplib " << CPPHTTPLIB_VERSION
+              << " on " << url << ", pool " << cfg.pool;
+  } else {
+    std::cout << cfg.name << ": " << url;
+  }
+  std::cout << ", " << cfg.connections << " keep-alive connections, "
+            << cfg.duration_s << " s, " << cfg.method << ' ' << cfg.path;
+  if (cfg.method == "POST")
+    std::cout << " with " << body.size() << " bytes";
+  std::cout << std::endl;
 
   // Open every connection first, as troupe_load's device logins do, so the
   // timed loop measures requests rather than connection set-up (the server's
@@ -366,8 +384,11 @@ bool run_http_ceiling(const http_config& cfg) {
     std::vector<std::thread> threads;
     for (size_t i = 0; i < n; ++i)
       threads.emplace_back([&, i] {
-        (void) timed_post(*clients[i], "/x", {}, body, "application/json",
-                          warm[i]);
+        if (cfg.method == "GET")
+          (void) timed_get(*clients[i], cfg.path, {}, warm[i]);
+        else
+          (void) timed_post(*clients[i], cfg.path, {}, body,
+                            "application/json", warm[i]);
       });
     for (auto& t : threads)
       t.join();
@@ -386,25 +407,33 @@ bool run_http_ceiling(const http_config& cfg) {
   }
   auto elapsed = seconds_since(t0);
   clients.clear();
-  svr.stop();
-  server.join();
+  if (server.joinable()) {
+    svr.stop();
+    server.join();
+  }
 
   loop_stats all;
   for (auto& s : stats)
     all.merge(std::move(s));
   auto answered = all.answered();
-  auto ok = all.count(202);
+  uint64_t ok = 0;
+  for (auto& [status, n] : all.by_status)
+    if (is_ok(status))
+      ok += n;
   auto lat = summarise(all.latency_us);
   auto req_per_s = answered / elapsed;
   std::cout << "  " << answered << " requests in " << round_to(elapsed, 2)
             << " s: " << round_to(req_per_s, 1)
             << " requests/s, latency ms p50 " << lat.p50 << " p90 " << lat.p90
             << " p99 " << lat.p99 << " max " << lat.max << ", " << answered - ok
-            << " not 202, " << all.transport_error_count()
+            << " not 2xx, " << all.transport_error_count()
             << " without an answer" << std::endl;
   nlohmann::ordered_json r;
   r["tool"] = "troupe_ceilings";
-  r["ceiling"] = "http";
+  r["ceiling"] = cfg.name;
+  r["url"] = cfg.url.empty() ? "bare cpp-httplib" : cfg.url;
+  r["method"] = cfg.method;
+  r["path"] = cfg.path;
   r["connections"] = cfg.connections;
   r["pool"] = cfg.pool;
   r["duration_s"] = round_to(elapsed, 3);
@@ -416,8 +445,8 @@ bool run_http_ceiling(const http_config& cfg) {
   r["transport_errors"] = all.transport_error_count();
   print_result(r);
   if (ok == 0) {
-    std::cerr << "troupe_ceilings: error: the bare server answered no request"
-              << std::endl;
+    std::cerr << "troupe_ceilings: error: " << url
+              << " answered no request with 2xx" << std::endl;
     return false;
   }
   return true;
@@ -431,7 +460,8 @@ int main(int argc, char** argv) {
     "troupe_ceilings",
     "Measures this machine's ceilings for troupe's benchmarks: raw binary "
     "COPY\n"
-    "into PostgreSQL (--pg-url) and a bare cpp-httplib server (--http).",
+    "into PostgreSQL (--pg-url) and a bare cpp-httplib server (--http), or\n"
+    "another HTTP server such as nginx (--http-url) under the same client.",
     {
       {"pg-url", option_spec::text, "", "PostgreSQL URL; measures binary COPY"},
       {"pg-batches", option_spec::integer, "10", "COPY batches", 1, 100000},
@@ -440,6 +470,11 @@ int main(int argc, char** argv) {
       {"pg-runs", option_spec::integer, "3",
        "COPY runs, each on a fresh table; the median counts", 1, 101},
       {"http", option_spec::flag, "", "measure a bare cpp-httplib server"},
+      {"http-url", option_spec::text, "",
+       "measure this HTTP server instead (e.g. nginx), same client"},
+      {"http-method", option_spec::text, "POST", "GET or POST"},
+      {"http-path", option_spec::text, "/x", "request path"},
+      {"name", option_spec::text, "http", "ceiling name in the RESULT line"},
       {"connections", option_spec::integer, "32", "HTTP client connections", 1,
        4096},
       {"duration", option_spec::integer, "10", "HTTP seconds", 1, 86400},
@@ -459,7 +494,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   auto pg_url = opts.get("pg-url");
-  if (pg_url.empty() && !opts.flag("http")) {
+  bool http = opts.flag("http") || !opts.get("http-url").empty();
+  if (opts.get("http-method") != "GET" && opts.get("http-method") != "POST") {
+    std::cerr << "troupe_ceilings: --http-method must be GET or POST\n";
+    return exit_usage;
+  }
+  if (pg_url.empty() && !http) {
     std::cerr << "troupe_ceilings: nothing to measure: give --pg-url URL "
                  "and/or --http\n\n"
               << opts.usage();
@@ -474,8 +514,12 @@ int main(int argc, char** argv) {
     cfg.runs = opts.get_int("pg-runs");
     ok = run_pg_ceiling(cfg) && ok;
   }
-  if (opts.flag("http")) {
+  if (http) {
     http_config cfg;
+    cfg.url = opts.get("http-url");
+    cfg.method = opts.get("http-method");
+    cfg.path = opts.get("http-path");
+    cfg.name = opts.get("name");
     cfg.connections = opts.get_int("connections");
     cfg.duration_s = opts.get_int("duration");
     cfg.pool = opts.get_int("http-pool");

@@ -195,12 +195,12 @@ void loop_stats::merge(loop_stats&& other) {
     transport_errors[k] += v;
 }
 
-httplib::Result timed_post(httplib::Client& cli, const std::string& path,
-                           const httplib::Headers& headers,
-                           const std::string& body,
-                           const std::string& content_type, loop_stats& stats) {
+namespace {
+
+template <class Send>
+httplib::Result timed(Send send, loop_stats& stats) {
   auto t0 = bench_clock::now();
-  auto res = cli.Post(path, headers, body, content_type);
+  auto res = send();
   auto t1 = bench_clock::now();
   if (!res) {
     ++stats.transport_errors[httplib::to_string(res.error())];
@@ -211,6 +211,21 @@ httplib::Result timed_post(httplib::Client& cli, const std::string& path,
     static_cast<uint32_t>(std::min<int64_t>(us.count(), UINT32_MAX)));
   ++stats.by_status[res->status];
   return res;
+}
+
+} // namespace
+
+httplib::Result timed_post(httplib::Client& cli, const std::string& path,
+                           const httplib::Headers& headers,
+                           const std::string& body,
+                           const std::string& content_type, loop_stats& stats) {
+  return timed([&] { return cli.Post(path, headers, body, content_type); },
+               stats);
+}
+
+httplib::Result timed_get(httplib::Client& cli, const std::string& path,
+                          const httplib::Headers& headers, loop_stats& stats) {
+  return timed([&] { return cli.Get(path, headers); }, stats);
 }
 
 latency_summary summarise(std::vector<uint32_t>& us) {
@@ -342,6 +357,10 @@ std::string sample_body_1k() {
   while (body.size() < 1024)
     body.insert(body.size() - 2, " ");
   return body;
+}
+
+double seconds_since(bench_clock::time_point t0) {
+  return std::chrono::duration<double>(bench_clock::now() - t0).count();
 }
 
 } // namespace troupe::bench

@@ -107,6 +107,10 @@ httplib::Result timed_post(httplib::Client& cli, const std::string& path,
                            const std::string& body,
                            const std::string& content_type, loop_stats& stats);
 
+/// Sends one GET, recorded like timed_post.
+httplib::Result timed_get(httplib::Client& cli, const std::string& path,
+                          const httplib::Headers& headers, loop_stats& stats);
+
 /// Latency percentiles in milliseconds (nearest rank).
 struct latency_summary {
   double p50 = 0;
@@ -146,6 +150,9 @@ void print_result(const nlohmann::ordered_json& j);
 
 /// A random lowercase hex string of `n` characters.
 std::string random_hex(size_t n);
+
+/// Seconds from t0 until now.
+double seconds_since(bench_clock::time_point t0);
 
 /// Around 1 KiB of telemetry-shaped JSON, for the bare HTTP ceiling.
 std::string sample_body_1k();

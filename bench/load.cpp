@@ -50,6 +50,7 @@ struct load_config {
   int64_t timeout_s = 0;
   int64_t admin_timeout_s = 0;
   int64_t login_timeout_s = 0;
+  bool detail = false;   // --mode detail: admin reads of device details
   std::vector<int> pids; // empty: no CPU accounting
 };
 
@@ -89,10 +90,6 @@ int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
     .count();
-}
-
-double seconds_since(bench_clock::time_point t0) {
-  return std::chrono::duration<double>(bench_clock::now() - t0).count();
 }
 
 std::string snippet(const std::string& body) {
@@ -207,6 +204,9 @@ std::optional<load_config> parse_args(int argc, char** argv) {
        "timeout of one bulk register request, s", 1, 3600},
       {"login-timeout", option_spec::integer, "600",
        "deadline of the device login phase, s", 1, 86400},
+      {"mode", option_spec::text, "telemetry",
+       "telemetry (devices upload; 202 counts) or detail (the admin reads "
+       "GET /api/v1/devices/{id} round robin; 200 counts; no device logins)"},
     }};
   auto err = opts.parse(argc, argv);
   if (!err.empty()) {
@@ -237,6 +237,7 @@ std::optional<load_config> parse_args(int argc, char** argv) {
   cfg.timeout_s = opts.get_int("timeout");
   cfg.admin_timeout_s = opts.get_int("admin-timeout");
   cfg.login_timeout_s = opts.get_int("login-timeout");
+  cfg.detail = opts.get("mode") == "detail";
   auto usage_error = [&](const std::string& msg) {
     std::cerr << "troupe_load: " << msg << "\n\n" << opts.usage();
     std::exit(exit_usage);
@@ -263,6 +264,8 @@ std::optional<load_config> parse_args(int argc, char** argv) {
   // The run suffix adds 7 characters, the device number up to 8.
   if (!valid_id_chars(cfg.prefix) || cfg.prefix.size() > 64 - 7 - 8)
     usage_error("--prefix must match [A-Za-z0-9_.:-]{0,49}");
+  if (opts.get("mode") != "telemetry" && !cfg.detail)
+    usage_error("--mode must be telemetry or detail");
   if (cfg.metrics > cfg.points)
     cfg.metrics = cfg.points;
   return cfg;
@@ -458,6 +461,27 @@ void telemetry_worker(httplib::Client& cli, std::vector<device*> mine,
   }
 }
 
+/// --mode detail: one admin session reads device details round robin, each
+/// worker over its own share of the devices.
+void detail_worker(httplib::Client& cli, std::vector<device*> mine,
+                   const httplib::Headers& admin_auth,
+                   bench_clock::time_point deadline, loop_stats& stats) {
+  if (mine.empty())
+    return;
+  size_t next = 0;
+  while (bench_clock::now() < deadline) {
+    auto& d = *mine[next];
+    next = (next + 1) % mine.size();
+    auto res = timed_get(cli, "/api/v1/devices/" + d.id, admin_auth, stats);
+    if (!res) {
+      std::this_thread::sleep_for(milliseconds{50});
+      continue;
+    }
+    if (res->status == 429 || res->status == 503)
+      honour_retry_after(*res, std::chrono::seconds{1}, deadline);
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -524,7 +548,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> login_errors(workers);
   auto t_login = bench_clock::now();
   auto login_deadline = t_login + std::chrono::seconds{cfg.login_timeout_s};
-  {
+  if (cfg.detail) {
+    for (auto& d : devs)
+      d.ready = true; // detail reads need no device session
+  } else {
     std::vector<std::thread> threads;
     for (size_t w = 0; w < workers; ++w)
       threads.emplace_back(login_worker, std::ref(*clients[w]),
@@ -565,9 +592,14 @@ int main(int argc, char** argv) {
   {
     std::vector<std::thread> threads;
     for (size_t w = 0; w < workers; ++w)
-      threads.emplace_back(telemetry_worker, std::ref(*clients[w]),
-                           share_of(devs, w, workers), std::cref(cfg), w,
-                           deadline, std::ref(stats[w]));
+      if (cfg.detail)
+        threads.emplace_back(detail_worker, std::ref(*clients[w]),
+                             share_of(devs, w, workers), std::cref(admin_auth),
+                             deadline, std::ref(stats[w]));
+      else
+        threads.emplace_back(telemetry_worker, std::ref(*clients[w]),
+                             share_of(devs, w, workers), std::cref(cfg), w,
+                             deadline, std::ref(stats[w]));
     for (auto& t : threads)
       t.join();
   }
@@ -595,15 +627,16 @@ int main(int argc, char** argv) {
   for (auto& s : stats)
     all.merge(std::move(s));
   auto answered = all.answered();
-  auto ok = all.count(202);
+  auto ok = all.count(cfg.detail ? 200 : 202);
   auto rejected = all.count(429) + all.count(503);
   auto other = answered - ok - rejected;
   auto transport = all.transport_error_count();
   auto lat = summarise(all.latency_us);
   auto req_per_s = answered / elapsed;
-  auto points_per_s = static_cast<double>(ok * cfg.points) / elapsed;
+  auto points_per_s
+    = cfg.detail ? 0.0 : static_cast<double>(ok * cfg.points) / elapsed;
 
-  std::cout << "telemetry: " << round_to(elapsed, 2) << " s\n"
+  std::cout << (cfg.detail ? "detail reads: " : "telemetry: ") << round_to(elapsed, 2) << " s\n"
             << "  requests      " << answered << " (" << round_to(req_per_s, 1)
             << "/s), 202: " << ok << " (" << round_to(ok / elapsed, 1)
             << "/s)\n"
@@ -636,6 +669,7 @@ int main(int argc, char** argv) {
 
   nlohmann::ordered_json r;
   r["tool"] = "troupe_load";
+  r["mode"] = cfg.detail ? "detail" : "telemetry";
   r["url"] = cfg.url;
   r["urls"] = cfg.urls;
   r["requests_by_url"] = per_url;
@@ -673,8 +707,8 @@ int main(int argc, char** argv) {
   }
   print_result(r);
   if (ok == 0) {
-    std::cerr << "troupe_load: error: no telemetry request was accepted (202)"
-              << std::endl;
+    std::cerr << "troupe_load: error: no request succeeded ("
+              << (cfg.detail ? 200 : 202) << ")" << std::endl;
     return exit_failure;
   }
   return 0;
