@@ -1,6 +1,7 @@
 #include "storage/ingest.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <set>
@@ -170,13 +171,126 @@ caf::error ingest_writer::resolve_metrics(const ingest_batch& batch,
   return caf::none;
 }
 
+namespace {
+
+/// Batches up to this many points are written by one statement (one round
+/// trip, one commit); larger ones by binary COPY in a transaction, which
+/// costs three more round trips but far less CPU per point.
+constexpr size_t single_statement_points = 2000;
+
+std::string float_text(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+/// What a batch changes besides the raw points, as array parameters: the
+/// newest point per (device, metric) for `latest`, the hours it touches for
+/// the rollup pass, and the devices' batch marks.
+struct side_rows {
+  std::vector<int64_t> lkeys, lmetrics, lts;
+  std::vector<std::string> lvalues;
+  std::vector<int64_t> hkeys, hmetrics, hstarts;
+  std::vector<int64_t> mkeys, mhwm, mseen;
+
+  side_rows(const ingest_batch& batch, const std::vector<int32_t>& ids) {
+    std::map<std::pair<int64_t, int32_t>, size_t> newest;
+    std::set<std::tuple<int64_t, int32_t, int64_t>> hours;
+    for (size_t i = 0; i < batch.points.size(); ++i) {
+      auto& p = batch.points[i];
+      auto k = std::make_pair(p.device_key, ids[i]);
+      auto it = newest.find(k);
+      if (it == newest.end() || batch.points[it->second].ts_ms <= p.ts_ms)
+        newest[k] = i;
+      auto hour = (p.ts_ms >= 0 ? p.ts_ms : p.ts_ms - 3'599'999) / 3'600'000;
+      hours.emplace(p.device_key, ids[i], hour);
+    }
+    for (auto& [k, i] : newest) {
+      lkeys.push_back(k.first);
+      lmetrics.push_back(k.second);
+      lts.push_back(batch.points[i].ts_ms);
+      lvalues.push_back(float_text(batch.points[i].value));
+    }
+    for (auto& [k, m, h] : hours) {
+      hkeys.push_back(k);
+      hmetrics.push_back(m);
+      hstarts.push_back(h * 3600);
+    }
+    for (auto& m : batch.marks) {
+      mkeys.push_back(m.device_key);
+      mhwm.push_back(m.batch_hwm);
+      mseen.push_back(m.last_seen_ms);
+    }
+  }
+
+  /// The CTEs applying them, numbering parameters from $first; params()
+  /// gives the values in that order. A committed point always has its
+  /// latest value, its hour marked and its device's batch mark.
+  static std::string ctes(int first) {
+    auto p = [first](int i) { return "$" + std::to_string(first + i); };
+    return "lat AS (INSERT INTO latest (device_key, metric_id, ts, value)"
+           " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest("
+           + p(0) + "::bigint[], " + p(1) + "::int[], " + p(2)
+           + "::bigint[], " + p(3)
+           + "::float8[]) AS u(k, m, t, v)"
+             " ON CONFLICT (device_key, metric_id) DO UPDATE"
+             " SET ts = excluded.ts, value = excluded.value"
+             " WHERE latest.ts <= excluded.ts),"
+             " dirty AS (INSERT INTO rollup_dirty (device_key, metric_id, hour)"
+             " SELECT k, m, to_timestamp(h) FROM unnest("
+           + p(4) + "::bigint[], " + p(5) + "::int[], " + p(6)
+           + "::bigint[]) AS u(k, m, h) ON CONFLICT DO NOTHING),"
+             " marks AS (UPDATE devices d SET"
+             " batch_hwm = CASE WHEN u.h < 0 THEN d.batch_hwm"
+             "  ELSE greatest(coalesce(d.batch_hwm, -1), u.h) END,"
+             " last_seen_ms = greatest(coalesce(d.last_seen_ms, 0), u.s)"
+             " FROM unnest("
+           + p(7) + "::bigint[], " + p(8) + "::bigint[], " + p(9)
+           + "::bigint[]) AS u(k, h, s) WHERE d.key = u.k)";
+  }
+
+  void params(std::vector<param>& out) const {
+    for (auto* v : {&lkeys, &lmetrics, &lts})
+      out.push_back(array_literal(*v));
+    out.push_back(array_literal(lvalues));
+    for (auto* v : {&hkeys, &hmetrics, &hstarts, &mkeys, &mhwm, &mseen})
+      out.push_back(array_literal(*v));
+  }
+};
+
+} // namespace
+
 caf::error ingest_writer::write(const ingest_batch& batch) {
   std::vector<int32_t> ids;
   if (auto err = resolve_metrics(batch, ids))
     return err;
+  side_rows side{batch, ids};
+  std::vector<param> params;
+  if (batch.points.size() <= single_statement_points) {
+    // One statement, its own transaction: points, latest values, hours and
+    // marks commit together in one round trip.
+    std::vector<int64_t> keys, metrics, ts;
+    std::vector<std::string> values;
+    for (size_t i = 0; i < batch.points.size(); ++i) {
+      keys.push_back(batch.points[i].device_key);
+      metrics.push_back(ids[i]);
+      ts.push_back(batch.points[i].ts_ms);
+      values.push_back(float_text(batch.points[i].value));
+    }
+    params = {array_literal(keys), array_literal(metrics), array_literal(ts),
+              array_literal(values)};
+    side.params(params);
+    auto res = conn_.exec(
+      "WITH ins AS (INSERT INTO telemetry (device_key, metric_id, ts, value)"
+      " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest($1::bigint[],"
+      " $2::int[], $3::bigint[], $4::float8[]) AS u(k, m, t, v)), "
+        + side_rows::ctes(5) + " SELECT 1",
+      params, retry::never);
+    return res ? caf::none : res.error();
+  }
   auto run = [&](const std::string& sql,
-                 const std::vector<param>& params = {}) -> caf::error {
-    auto res = conn_.exec(sql, params);
+                 const std::vector<param>& ps = {}) -> caf::error {
+    auto res = conn_.exec(sql, ps, retry::never);
     return res ? caf::none : res.error();
   };
   if (auto err = run("BEGIN"))
@@ -186,79 +300,13 @@ caf::error ingest_writer::write(const ingest_batch& batch) {
       (void) run("ROLLBACK");
     return err;
   };
-  if (!batch.points.empty()) {
-    if (auto err = conn_.copy_in("COPY telemetry (device_key, metric_id, ts, "
-                                 "value) FROM STDIN (FORMAT binary)",
-                                 encode_copy_binary(batch.points, ids)))
-      return fail(std::move(err));
-    // Newest point per (device, metric) in this batch.
-    std::map<std::pair<int64_t, int32_t>, size_t> newest;
-    for (size_t i = 0; i < batch.points.size(); ++i) {
-      auto k = std::make_pair(batch.points[i].device_key, ids[i]);
-      auto it = newest.find(k);
-      if (it == newest.end()
-          || batch.points[it->second].ts_ms <= batch.points[i].ts_ms)
-        newest[k] = i;
-    }
-    std::vector<int64_t> keys, metrics, ts;
-    std::vector<std::string> values;
-    for (auto& [k, i] : newest) {
-      keys.push_back(k.first);
-      metrics.push_back(k.second);
-      ts.push_back(batch.points[i].ts_ms);
-      char buf[40];
-      std::snprintf(buf, sizeof(buf), "%.17g", batch.points[i].value);
-      values.push_back(buf);
-    }
-    if (auto err = run(
-          "INSERT INTO latest (device_key, metric_id, ts, value)"
-          " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest($1::bigint[],"
-          " $2::int[], $3::bigint[], $4::float8[]) AS u(k, m, t, v)"
-          " ON CONFLICT (device_key, metric_id) DO UPDATE"
-          " SET ts = excluded.ts, value = excluded.value"
-          " WHERE latest.ts <= excluded.ts",
-          {array_literal(keys), array_literal(metrics), array_literal(ts),
-           array_literal(values)}))
-      return fail(std::move(err));
-    // The hours these points touch, for the analysis rollup pass; in the
-    // same transaction, so a committed point always has its hour marked.
-    std::set<std::tuple<int64_t, int32_t, int64_t>> hours;
-    for (size_t i = 0; i < batch.points.size(); ++i) {
-      auto ts = batch.points[i].ts_ms;
-      auto hour = (ts >= 0 ? ts : ts - 3'599'999) / 3'600'000;
-      hours.emplace(batch.points[i].device_key, ids[i], hour);
-    }
-    std::vector<int64_t> hkeys, hmetrics, hstarts;
-    for (auto& [k, m, h] : hours) {
-      hkeys.push_back(k);
-      hmetrics.push_back(m);
-      hstarts.push_back(h * 3600);
-    }
-    if (auto err = run(
-          "INSERT INTO rollup_dirty (device_key, metric_id, hour)"
-          " SELECT k, m, to_timestamp(h) FROM unnest($1::bigint[], $2::int[],"
-          " $3::bigint[]) AS u(k, m, h) ON CONFLICT DO NOTHING",
-          {array_literal(hkeys), array_literal(hmetrics),
-           array_literal(hstarts)}))
-      return fail(std::move(err));
-  }
-  if (!batch.marks.empty()) {
-    std::vector<int64_t> keys, hwm, seen;
-    for (auto& m : batch.marks) {
-      keys.push_back(m.device_key);
-      hwm.push_back(m.batch_hwm);
-      seen.push_back(m.last_seen_ms);
-    }
-    if (auto err = run(
-          "UPDATE devices d SET"
-          " batch_hwm = CASE WHEN u.h < 0 THEN d.batch_hwm"
-          "  ELSE greatest(coalesce(d.batch_hwm, -1), u.h) END,"
-          " last_seen_ms = greatest(coalesce(d.last_seen_ms, 0), u.s)"
-          " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(k, h, s)"
-          " WHERE d.key = u.k",
-          {array_literal(keys), array_literal(hwm), array_literal(seen)}))
-      return fail(std::move(err));
-  }
+  if (auto err = conn_.copy_in("COPY telemetry (device_key, metric_id, ts, "
+                               "value) FROM STDIN (FORMAT binary)",
+                               encode_copy_binary(batch.points, ids)))
+    return fail(std::move(err));
+  side.params(params);
+  if (auto err = run("WITH " + side_rows::ctes(1) + " SELECT 1", params))
+    return fail(std::move(err));
   if (auto err = run("COMMIT"))
     return fail(std::move(err));
   return caf::none;

@@ -42,8 +42,9 @@ std::string encode_copy_binary(const std::vector<point_row>& rows,
 std::string encode_batch(const ingest_batch& batch);
 bool decode_batch(const std::string& bytes, ingest_batch& out);
 
-/// Writes ingest batches in one transaction each: binary COPY into
-/// telemetry, upsert into latest, device marks. Owned by one importer actor
+/// Writes ingest batches in one transaction each: the points into
+/// telemetry (one statement for ordinary batches, binary COPY for large
+/// ones), the latest values, the touched hours and the device marks. Owned by one importer actor
 /// (not thread-safe). Caches metric ids.
 class ingest_writer {
 public:
