@@ -18,7 +18,9 @@
 #             (troupe_coldload, on a scratch database).
 #
 # and prints the ratio table. Environment (all optional):
-#   TROUPE_BUILD_DIR (build)  BENCH_OUT (a temp dir)
+#   TROUPE_BUILD_DIR (build)  TROUPE_BIN (the troupe to measure, for A/B
+#   runs; default $TROUPE_BUILD_DIR/troupe)  TROUPE_SET (extra --set k=v
+#   settings for the node, space-separated)  BENCH_OUT (a temp dir)
 #   BENCH_DURATION (20)  BENCH_FLEET (5000)  BENCH_FLEET_DURATION (60)
 #   BENCH_IDLE_CONNECTIONS (5000)  BENCH_PARTS (all: ceilings uploads durable
 #   reads idle fleet cold)
@@ -112,7 +114,8 @@ nginx_workers=$(pgrep -P "$nginx_master" | paste -sd,)
 url=http://127.0.0.1:$http_port
 TROUPE_DATABASE_URL=$pg_base/bench_edge TROUPE_ADMIN_USER=$admin_user \
 TROUPE_ADMIN_PASSWORD=$admin_password \
-  "$build/troupe" serve --listen "127.0.0.1:$http_port" --data-dir "$out/data" \
+  "${TROUPE_BIN:-$build/troupe}" serve --listen "127.0.0.1:$http_port" \
+  --data-dir "$out/data" ${TROUPE_SET:+$(printf -- '--set %s ' $TROUPE_SET)} \
   >"$out/node.log" 2>&1 &
 node_pid=$!
 wait_ready "$url" "$node_pid" "$out/node.log"

@@ -638,7 +638,7 @@ int main(int argc, char** argv) {
 
   std::cout << (cfg.detail ? "detail reads: " : "telemetry: ") << round_to(elapsed, 2) << " s\n"
             << "  requests      " << answered << " (" << round_to(req_per_s, 1)
-            << "/s), 202: " << ok << " (" << round_to(ok / elapsed, 1)
+            << "/s), " << (cfg.detail ? "200: " : "202: ") << ok << " (" << round_to(ok / elapsed, 1)
             << "/s)\n"
             << "  points        " << ok * cfg.points << " accepted ("
             << round_to(points_per_s, 1) << "/s)\n"

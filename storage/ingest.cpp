@@ -1,7 +1,7 @@
 #include "storage/ingest.hpp"
 
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
 #include <cstring>
 #include <map>
 #include <set>
@@ -178,10 +178,12 @@ namespace {
 /// costs three more round trips but far less CPU per point.
 constexpr size_t single_statement_points = 2000;
 
+/// The shortest text that reads back as exactly v (std::to_chars: several
+/// times cheaper than printf's %.17g, which showed in profiles).
 std::string float_text(double v) {
   char buf[40];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
 }
 
 /// What a batch changes besides the raw points, as array parameters: the
