@@ -85,6 +85,7 @@ void connection::reset() {
     conn_ = nullptr;
   }
   in_tx_ = false;
+  prepared_.clear(); // they lived on the old link
 }
 
 void connection::check_alive() {
@@ -200,6 +201,25 @@ caf::expected<result> connection::exec(const std::string& sql,
   return r;
 }
 
+caf::expected<std::string> connection::prepare(const std::string& sql) {
+  if (auto it = prepared_.find(sql); it != prepared_.end())
+    return it->second;
+  if (prepared_.size() >= max_prepared)
+    return std::string{}; // unnamed: planned each time
+  auto name = "troupe_" + std::to_string(prepared_.size());
+  auto res = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
+  auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK) {
+    auto err = to_error(res, sql);
+    if (res)
+      PQclear(res);
+    return err;
+  }
+  PQclear(res);
+  prepared_.emplace(sql, name);
+  return name;
+}
+
 caf::expected<result> connection::exec_once(const std::string& sql,
                                             const std::vector<param>& params) {
   if (auto err = ensure())
@@ -209,12 +229,24 @@ caf::expected<result> connection::exec_once(const std::string& sql,
   for (auto& p : params)
     values.push_back(p ? p->c_str() : nullptr);
   // Without parameters use the simple protocol, which also runs scripts of
-  // several statements (migrations).
-  auto res = params.empty()
-               ? PQexec(conn_, sql.c_str())
-               : PQexecParams(conn_, sql.c_str(),
-                              static_cast<int>(params.size()), nullptr,
-                              values.data(), nullptr, nullptr, 0);
+  // several statements (migrations). With parameters, a statement is
+  // prepared once per link and then only bound and run: planning a
+  // statement each time cost PostgreSQL as much CPU as running it (the
+  // ingest flush: ~1 ms of 2.5).
+  PGresult* res = nullptr;
+  if (params.empty()) {
+    res = PQexec(conn_, sql.c_str());
+  } else if (auto name = prepare(sql)) {
+    if (name->empty())
+      res = PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
+                         nullptr, values.data(), nullptr, nullptr, 0);
+    else
+      res = PQexecPrepared(conn_, name->c_str(),
+                           static_cast<int>(params.size()), values.data(),
+                           nullptr, nullptr, 0);
+  } else {
+    return name.error();
+  }
   auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
     return result{res};

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/error.hpp>
@@ -111,6 +112,13 @@ private:
   int64_t connect_timeout_s_;
   PGconn* conn_ = nullptr;
   /// Inside BEGIN ... COMMIT/ROLLBACK: a retry would run outside it.
+  /// The name of sql's prepared statement on this link, preparing it first;
+  /// empty when the cache is full (then it runs unnamed).
+  caf::expected<std::string> prepare(const std::string& sql);
+  /// Statements with parameters are prepared once per link; a bound on
+  /// them in case some caller builds ever-new SQL texts.
+  static constexpr size_t max_prepared = 512;
+  std::unordered_map<std::string, std::string> prepared_;
   bool in_tx_ = false;
   uint64_t retries_ = 0;
 };
