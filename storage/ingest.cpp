@@ -241,7 +241,7 @@ struct side_rows {
              " dirty AS (INSERT INTO rollup_dirty (device_key, metric_id, hour)"
              " SELECT k, m, to_timestamp(h) FROM unnest("
            + p(4) + "::bigint[], " + p(5) + "::int[], " + p(6)
-           + "::bigint[]) AS u(k, m, h) ON CONFLICT DO NOTHING),"
+           + "::bigint[]) AS u(k, m, h)),"
              " marks AS (UPDATE devices d SET"
              " batch_hwm = CASE WHEN u.h < 0 THEN d.batch_hwm"
              "  ELSE greatest(coalesce(d.batch_hwm, -1), u.h) END,"
