@@ -681,18 +681,27 @@ roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
               const shard_filter& shards) {
   // One statement, so the marks taken and the points read share a
   // snapshot; SKIP LOCKED lets several workers (or nodes) share the work.
+  // Marks repeat (one per flush that touched the hour): the pass takes up
+  // to `limit` of them, then every other copy of those hours it can see
+  // and lock (each was committed with its points, which this snapshot
+  // holds), and rolls each hour up once. A copy another pass holds stays
+  // for the next pass. An upsert never replaces a rollup that counted
+  // more points: a pass on an older snapshot cannot undo a newer one.
   auto r = c.exec(
-    "WITH d AS ("
-    " DELETE FROM rollup_dirty WHERE ctid IN ("
-    "  SELECT ctid FROM rollup_dirty"
-    "  WHERE NOT (device_key = ANY($1::bigint[]))"
-    "  AND ($2::bigint IS NULL OR device_key = $2::bigint)"
-    "  AND ($4::int[] IS NULL OR device_key IN (SELECT key FROM devices"
-    "   WHERE shard = ANY($4::int[])))"
-    "  LIMIT $3 FOR UPDATE SKIP LOCKED)"
-    " RETURNING device_key, metric_id, hour),"
-    // Marks repeat (one per flush that touched the hour): each hour once.
-    " h AS (SELECT DISTINCT device_key, metric_id, hour FROM d),"
+    "WITH pick AS ("
+    " SELECT device_key, metric_id, hour FROM rollup_dirty"
+    " WHERE NOT (device_key = ANY($1::bigint[]))"
+    " AND ($2::bigint IS NULL OR device_key = $2::bigint)"
+    " AND ($4::int[] IS NULL OR device_key IN (SELECT key FROM devices"
+    "  WHERE shard = ANY($4::int[])))"
+    " LIMIT $3 FOR UPDATE SKIP LOCKED),"
+    " h AS (SELECT DISTINCT device_key, metric_id, hour FROM pick),"
+    " copies AS ("
+    " SELECT r.ctid FROM rollup_dirty r JOIN h ON r.device_key = h.device_key"
+    "  AND r.metric_id = h.metric_id AND r.hour = h.hour"
+    " FOR UPDATE OF r SKIP LOCKED),"
+    " d AS (DELETE FROM rollup_dirty WHERE ctid IN (SELECT ctid FROM copies)"
+    " RETURNING 1),"
     " agg AS ("
     " SELECT h.device_key, h.metric_id, h.hour, count(*) AS n,"
     "  min(t.value) AS mn, max(t.value) AS mx, avg(t.value) AS av"
@@ -707,8 +716,10 @@ roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
     " ON CONFLICT (device_key, metric_id, hour) DO UPDATE SET"
     "  count = excluded.count, min = excluded.min, max = excluded.max,"
     "  avg = excluded.avg, checked = false"
+    "  WHERE excluded.count >= rollups.count"
     " RETURNING 1)"
-    " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM up)",
+    " SELECT (SELECT count(*) FROM pick), (SELECT count(*) FROM up),"
+    " (SELECT count(*) FROM d)",
     {array_literal(skip_keys), opt_key(only_key),
      num(static_cast<int64_t>(limit)), shard_param(shards)});
   if (!r)

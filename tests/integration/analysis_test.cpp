@@ -218,3 +218,44 @@ TEST_CASE("analysis: a poison input is quarantined, the others go on",
     },
     60s, 500ms));
 }
+
+TEST_CASE("rollups: an hour marked by many flushes is rolled up whole, and "
+          "every mark is taken",
+          "[analysis][rollups]") {
+  // Each upload is its own flush and leaves its own mark for the hour
+  // (marks have no unique key, so importers never wait on the pass). The
+  // pass must take all copies, and the hour must count every point.
+  fixture f;
+  auto hour = (now_ms() - 3 * 3'600'000) / 3'600'000 * 3'600'000;
+  constexpr int uploads = 12;
+  constexpr int per_upload = 5;
+  for (int u = 0; u < uploads; ++u) {
+    json pts = json::array();
+    for (int i = 0; i < per_upload; ++i)
+      pts.push_back({{"metric", "flow"},
+                     {"value", u * per_upload + i},
+                     {"ts", hour + (u * per_upload + i) * 1000}});
+    TROUPE_REQUIRE_STATUS(post_telemetry(f.n, f.dev.token, {{"points", pts}}),
+                          202);
+  }
+  auto& db = *f.n.db();
+  auto key_sql = "(SELECT key FROM devices WHERE id = '" + f.dev.id + "')";
+  std::string last;
+  bool rolled = eventually(
+    [&] {
+      auto counted = db.query("SELECT count FROM rollups WHERE device_key = "
+                              + key_sql);
+      auto marks = db.query("SELECT count(*) FROM rollup_dirty WHERE "
+                            "device_key = "
+                            + key_sql);
+      last = "rollup count "
+             + (counted.empty() ? std::string{"none"} : counted[0][0])
+             + ", marks left " + marks[0][0];
+      return !counted.empty() && counted[0][0] == std::to_string(
+                                                     uploads * per_upload)
+             && marks[0][0] == "0";
+    },
+    60s, 250ms);
+  INFO(last);
+  CHECK(rolled);
+}
