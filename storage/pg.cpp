@@ -206,7 +206,7 @@ caf::expected<std::string> connection::prepare(const std::string& sql) {
     return it->second;
   if (prepared_.size() >= max_prepared)
     return std::string{}; // unnamed: planned each time
-  auto name = "troupe_" + std::to_string(prepared_.size());
+  auto name = "troupe_" + std::to_string(next_prepared_++);
   auto res = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
   auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK) {
@@ -250,6 +250,15 @@ caf::expected<result> connection::exec_once(const std::string& sql,
   auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
     return result{res};
+  // A prepared statement the server no longer has (26000), or whose cached
+  // plan a schema change broke (0A000, "cached plan must not change result
+  // type"): forget it, so the next call prepares it afresh.
+  if (const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+                              : nullptr;
+      state != nullptr
+      && (std::string_view{state} == "26000"
+          || std::string_view{state} == "0A000"))
+    prepared_.erase(sql);
   auto err = to_error(res, sql);
   if (res)
     PQclear(res);

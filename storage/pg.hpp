@@ -119,6 +119,7 @@ private:
   /// them in case some caller builds ever-new SQL texts.
   static constexpr size_t max_prepared = 512;
   std::unordered_map<std::string, std::string> prepared_;
+  uint64_t next_prepared_ = 0; // names are never reused on a link
   bool in_tx_ = false;
   uint64_t retries_ = 0;
 };
