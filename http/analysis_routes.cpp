@@ -4,6 +4,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/context.hpp"
 #include "http/call.hpp"
 #include "http/pages.hpp"
 #include "http/parse.hpp"
@@ -15,18 +16,12 @@ namespace {
 
 using json = nlohmann::json;
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
-
 void device_analysis(const call_ptr& c) {
   c->user([c](const actors::caller& who) {
     auto id = c->id_param();
     if (!id)
       return;
-    auto now = now_ms();
+    auto now = actors::now_ms();
     auto to = time_param(*c, "to", now);
     auto from = time_param(*c, "from", now - 86'400'000);
     if (!from || !to)

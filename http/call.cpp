@@ -148,7 +148,7 @@ void call::finish(unsigned status) {
 }
 
 std::optional<nlohmann::json> call::json_body() {
-  auto mt = media_type(req());
+  auto mt = media_type();
   if (!mt.empty() && mt != "application/json") {
     fail(api_error{415, "unsupported_media_type",
                    "expected application/json, got "
@@ -163,10 +163,17 @@ std::optional<nlohmann::json> call::json_body() {
   return std::get<json>(std::move(p));
 }
 
-void call::user(std::function<void(const actors::caller&)> k) {
+std::string call::media_type() const {
+  return http::media_type(req());
+}
+
+std::string call::session_token() const {
   auto token = bearer(req());
-  if (token.empty())
-    token = cookie_value(req(), "troupe_session");
+  return token.empty() ? cookie_value(req(), "troupe_session") : token;
+}
+
+void call::user(std::function<void(const actors::caller&)> k) {
+  auto token = session_token();
   if (token.empty() || token.size() > 256)
     return fail(api_error{401, "unauthorized", "authentication required"});
   auto key = storage::crypto::keyed_hash(env_.secret_key, token);

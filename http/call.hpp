@@ -199,6 +199,13 @@ public:
                       clock::now() + t, std::chrono::milliseconds(10));
   }
 
+  /// The request's media type: Content-Type without parameters, lowercase.
+  std::string media_type() const;
+
+  /// The user session token: the bearer token, else the troupe_session
+  /// cookie; empty if neither.
+  std::string session_token() const;
+
   /// Authenticates a user (session cookie or bearer token, via the
   /// session's actor); `k` gets the caller, else the request answers 401.
   void user(std::function<void(const actors::caller&)> k);

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/context.hpp"
 #include "actors/errc.hpp"
 #include "http/call.hpp"
 #include "http/client_address.hpp"
@@ -20,22 +21,6 @@ namespace troupe::http {
 namespace {
 
 using json = nlohmann::json;
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
-
-std::string media_type(const request& req) {
-  auto ct = req.header("Content-Type");
-  ct = ct.substr(0, ct.find(';'));
-  while (!ct.empty() && ct.back() == ' ')
-    ct.pop_back();
-  for (auto& c : ct)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ct;
-}
 
 void login(const call_ptr& c) {
   auto body = c->json_body();
@@ -74,12 +59,12 @@ void telemetry(const call_ptr& c) {
   telemetry_limits lim{env.ingest.max_points_per_request,
                        env.ingest.max_age_days * 86'400'000,
                        env.ingest.max_future_s * 1000, env.cfg.max_json_depth};
-  auto mt = media_type(c->req());
+  auto mt = c->media_type();
   parsed<actors::telemetry> t = api_error{};
   if (mt.empty() || mt == "application/json") {
-    t = parse_telemetry_json(c->req().body, lim, now_ms());
+    t = parse_telemetry_json(c->req().body, lim, actors::now_ms());
   } else if (mt == "application/msgpack" || mt == "application/x-msgpack") {
-    t = parse_telemetry_msgpack(c->req().body, lim, now_ms());
+    t = parse_telemetry_msgpack(c->req().body, lim, actors::now_ms());
   } else {
     return c->fail(api_error{415, "unsupported_media_type",
                              "expected application/json or "

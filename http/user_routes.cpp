@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/context.hpp"
 #include "actors/errc.hpp"
 #include "http/call.hpp"
 #include "http/client_address.hpp"
@@ -22,28 +23,6 @@ namespace troupe::http {
 namespace {
 
 using json = nlohmann::json;
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
-
-std::string session_token(const request& req) {
-  auto h = req.header("Authorization");
-  if (h.size() > 7 && (h.rfind("Bearer ", 0) == 0 || h.rfind("bearer ", 0) == 0))
-    return h.substr(7);
-  auto cookie = req.header("Cookie");
-  for (size_t pos = 0; pos < cookie.size();) {
-    auto end = std::min(cookie.find(';', pos), cookie.size());
-    auto part = cookie.substr(pos, end - pos);
-    part.erase(0, part.find_first_not_of(' '));
-    if (part.rfind("troupe_session=", 0) == 0)
-      return part.substr(15);
-    pos = end + 1;
-  }
-  return {};
-}
 
 void login(const call_ptr& c) {
   auto body = c->json_body();
@@ -75,7 +54,7 @@ void login(const call_ptr& c) {
 }
 
 void logout(const call_ptr& c) {
-  auto token = session_token(c->req());
+  auto token = c->session_token();
   if (token.empty() || token.size() > 256)
     return c->fail(api_error{401, "unauthorized", "authentication required"});
   auto key = storage::crypto::keyed_hash(c->env().secret_key, token);
@@ -144,7 +123,7 @@ void history(const call_ptr& c) {
       return c->fail(api_error{400, "invalid_request",
                                "metric is required and must be a valid "
                                "metric name"});
-    auto now = now_ms();
+    auto now = actors::now_ms();
     auto to = time_param(*c, "to", now + 86'400'000);
     auto from = time_param(*c, "from", 0);
     if (!from || !to)

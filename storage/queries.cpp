@@ -52,6 +52,23 @@ caf::error status_of(const caf::expected<result>& r) {
   return r ? caf::none : r.error();
 }
 
+/// The latest value of every metric of the devices `keys`, ordered by
+/// device and metric name: one query for a whole batch or page.
+caf::error for_latest(connection& c, const std::vector<int64_t>& keys,
+                      const std::function<void(int64_t, latest_row)>& each) {
+  auto l = c.exec("SELECT l.device_key, m.name,"
+                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value"
+                  " FROM latest l JOIN metrics m ON m.id = l.metric_id"
+                  " WHERE l.device_key = ANY($1::bigint[])"
+                  " ORDER BY l.device_key, m.name",
+                  {array_literal(keys)});
+  if (!l)
+    return l.error();
+  for (int i = 0; i < l->rows(); ++i)
+    each(l->i64(i, 0), {l->str(i, 1), l->i64(i, 2), l->f64(i, 3)});
+  return caf::none;
+}
+
 } // namespace
 
 caf::expected<std::string> secret_key(connection& c) {
@@ -285,19 +302,12 @@ load_devices(connection& c, const std::vector<std::string>& ids,
   }
   if (out.empty())
     return out;
-  auto l = c.exec("SELECT l.device_key, m.name,"
-                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value"
-                  " FROM latest l JOIN metrics m ON m.id = l.metric_id"
-                  " WHERE l.device_key = ANY($1::bigint[])"
-                  " ORDER BY l.device_key, m.name",
-                  {array_literal(keys)});
-  if (!l)
-    return l.error();
-  for (int i = 0; i < l->rows(); ++i) {
-    auto& d = *by_key.at(l->i64(i, 0));
-    d.latest.push_back({l->str(i, 1), l->i64(i, 2), l->f64(i, 3)});
-    d.metrics.push_back(l->str(i, 1));
-  }
+  if (auto err = for_latest(c, keys, [&](int64_t key, latest_row row) {
+        auto& d = *by_key.at(key);
+        d.metrics.push_back(row.metric);
+        d.latest.push_back(std::move(row));
+      }))
+    return err;
   auto cmds = c.exec(std::string{"SELECT "} + command_cols
                        + " FROM commands WHERE device_id = ANY($1::text[])"
                          " AND status IN ('pending', 'delivered') ORDER BY seq",
@@ -370,17 +380,10 @@ list_device_summaries(connection& c, const device_filter& f) {
   }
   if (out.empty())
     return out;
-  auto l = c.exec("SELECT l.device_key, m.name,"
-                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value"
-                  " FROM latest l JOIN metrics m ON m.id = l.metric_id"
-                  " WHERE l.device_key = ANY($1::bigint[])"
-                  " ORDER BY l.device_key, m.name",
-                  {array_literal(keys)});
-  if (!l)
-    return l.error();
-  for (int i = 0; i < l->rows(); ++i)
-    out[at.at(l->i64(i, 0))].latest.push_back(
-      {l->str(i, 1), l->i64(i, 2), l->f64(i, 3)});
+  if (auto err = for_latest(c, keys, [&](int64_t key, latest_row row) {
+        out[at.at(key)].latest.push_back(std::move(row));
+      }))
+    return err;
   return out;
 }
 
