@@ -189,6 +189,37 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
         });
       return rp;
     },
+    [=](set_user_password& req) -> caf::result<done> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage users");
+      auto rp = self->make_response_promise<done>();
+      db_call<bool>(
+        self, self->state.ctx->db,
+        [req](storage::connection& c) {
+          return storage::set_password(
+            c, req.username, storage::crypto::hash_password(req.password), "");
+        },
+        [=](caf::expected<bool> r) mutable {
+          if (!r) {
+            rp.deliver(r.error());
+            return;
+          }
+          if (!*r) {
+            rp.deliver(make_actor_error(errc::not_found,
+                                        "user " + req.username
+                                          + " not found"));
+            return;
+          }
+          log().info("user={} password set by={}", req.username,
+                     req.who.username);
+          // Its sessions ended in the database; live ones end now.
+          caf::anon_send(self->state.ctx->sessions,
+                         runtime::broadcast_atom::value,
+                         caf::make_message(reset_atom::value, req.username));
+          rp.deliver(done{});
+        });
+      return rp;
+    },
     // -- admin: devices -----------------------------------------------------
     [=](register_devices& req) -> caf::result<device_secrets> {
       if (!is_admin(req.who))
@@ -243,6 +274,16 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
         },
         device_secret{req.id, "", "", secret},
         "secret rotated by=" + req.who.username);
+    },
+    [=](rename_device& req) -> caf::result<done> {
+      if (!is_admin(req.who))
+        return forbidden(req.who, "manage devices");
+      return change_device(
+        self, req.id,
+        [id = req.id, name = req.name](storage::connection& c) {
+          return storage::rename_device(c, id, name);
+        },
+        done{}, "renamed by=" + req.who.username);
     },
     [=](delete_device& req) -> caf::result<done> {
       if (!is_admin(req.who))

@@ -180,6 +180,29 @@ typename Inspector::result_type inspect(Inspector& f, delete_device& x) {
   return f(caf::meta::type_name("troupe.delete_device"), x.who, x.id);
 }
 
+struct set_user_password {
+  caller who;
+  std::string username;
+  std::string password;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, set_user_password& x) {
+  return f(caf::meta::type_name("troupe.set_user_password"), x.who,
+           x.username, x.password);
+}
+
+struct rename_device {
+  caller who;
+  std::string id;
+  std::string name;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rename_device& x) {
+  return f(caf::meta::type_name("troupe.rename_device"), x.who, x.id, x.name);
+}
+
 // -- interface ------------------------------------------------------------------
 
 /// The admin actor's interface (admin role only).
@@ -189,14 +212,16 @@ using admin_actor = caf::typed_actor<
   caf::replies_to<create_user>::with<user_record>,
   caf::replies_to<list_users>::with<user_list>,
   caf::replies_to<delete_user>::with<done>,
+  caf::replies_to<set_user_password>::with<done>,
   caf::replies_to<register_devices>::with<device_secrets>,
   caf::replies_to<rotate_secret>::with<device_secret>,
+  caf::replies_to<rename_device>::with<done>,
   caf::replies_to<delete_device>::with<done>>;
 
 /// Spawns the admin actor: tenants, users (argon2id hashes; a deleted
-/// user's sessions end at once), bulk device registration (secrets shown
-/// once), secret rotation and deletion (the live device actor drops its
-/// copy before the answer). Admin role only (roles.hpp). Stateless apart
+/// user's sessions end at once; so do they when an admin sets its password),
+/// bulk device registration (secrets shown once), renaming, secret rotation
+/// and deletion (the live device actor drops its copy before the answer). Admin role only (roles.hpp). Stateless apart
 /// from the shared context. Owner: actors::install.
 admin_actor spawn_admin(caf::actor_system& sys, const context_ptr& ctx);
 

@@ -109,6 +109,8 @@ typename Inspector::result_type inspect(Inspector& f, alert& x) {
 struct list_alerts {
   caller who;
   std::string state;
+  /// Only this device's alerts; empty: every device the caller sees.
+  std::string device_id;
   std::string after;
   int64_t limit = 100;
 };
@@ -116,7 +118,7 @@ struct list_alerts {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, list_alerts& x) {
   return f(caf::meta::type_name("troupe.list_alerts"), x.who, x.state,
-           x.after, x.limit);
+           x.device_id, x.after, x.limit);
 }
 
 struct alert_page {

@@ -52,6 +52,30 @@ void schedule_tick(user_ptr self) {
   self->delayed_send(self, std::chrono::seconds(secs), tick_atom::value);
 }
 
+/// The wait before the next password check when too many failed lately
+/// (counted, logged); zero when one may run now.
+auto throttled(user_ptr self, const std::string& req_id, const char* what) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  st.last_activity = now;
+  auto wait = st.failures->blocked_for(now);
+  if (wait.count() > 0) {
+    st.throttled->inc();
+    log().warn("user={} req={} {} throttled", st.username, req_id, what);
+  }
+  return wait;
+}
+
+/// Counts a wrong password against the username.
+void count_failure(user_ptr self, const std::string& req_id,
+                   const char* what) {
+  auto& st = self->state;
+  st.failures->fail(std::chrono::steady_clock::now());
+  st.failed->inc();
+  log().info("user={} req={} {} failed: wrong password", st.username, req_id,
+             what);
+}
+
 } // namespace
 
 user_actor::behavior_type user(user_ptr self, context_ptr ctx, caf::actor region,
@@ -78,16 +102,10 @@ user_actor::behavior_type user(user_ptr self, context_ptr ctx, caf::actor region
   return {
     [=](user_login& req) -> caf::result<user_login_reply> {
       auto& st = self->state;
-      auto now = std::chrono::steady_clock::now();
-      st.last_activity = now;
-      if (auto wait = st.failures->blocked_for(now); wait.count() > 0) {
-        st.throttled->inc();
-        log().warn("user={} req={} login throttled", st.username,
-                   req.req_id);
+      if (auto wait = throttled(self, req.req_id, "login"); wait.count() > 0)
         return make_throttled_error("too many failed logins for this user; "
                                     "try again later",
                                     runtime::retry_after_s(wait));
-      }
       auto rp = self->make_response_promise<user_login_reply>();
       auto key = st.ctx->secret_key;
       db_call<user_login_reply>(
@@ -114,20 +132,62 @@ user_actor::behavior_type user(user_ptr self, context_ptr ctx, caf::actor region
         },
         [=](caf::expected<user_login_reply> r) mutable {
           auto& st = self->state;
-          auto now = std::chrono::steady_clock::now();
           if (r) {
             st.failures->clear();
             log().info("user={} req={} logged in", st.username, req.req_id);
             rp.deliver(std::move(*r));
             return;
           }
-          if (r.error() == errc::unauthorized) {
-            st.failures->fail(now);
-            st.failed->inc();
-            log().info("user={} req={} login failed", st.username,
-                       req.req_id);
-          }
+          if (r.error() == errc::unauthorized)
+            count_failure(self, req.req_id, "login");
           rp.deliver(std::move(r.error()));
+        });
+      return rp;
+    },
+    [=](change_password& req) -> caf::result<done> {
+      auto& st = self->state;
+      if (auto wait = throttled(self, req.req_id, "password change");
+          wait.count() > 0)
+        return make_throttled_error("too many wrong passwords for this "
+                                    "user; try again later",
+                                    runtime::retry_after_s(wait));
+      auto rp = self->make_response_promise<done>();
+      db_call<done>(
+        self, st.ctx->db,
+        [req, username = st.username](storage::connection& c)
+          -> caf::expected<done> {
+          auto u = storage::find_user(c, username);
+          if (!u)
+            return u.error();
+          if (!*u)
+            return make_actor_error(errc::unauthorized, "no such user");
+          if (!storage::crypto::verify_password((*u)->password_hash,
+                                                req.current_password))
+            return make_actor_error(errc::forbidden,
+                                    "the current password is wrong");
+          auto set = storage::set_password(
+            c, username, storage::crypto::hash_password(req.new_password),
+            req.keep_session);
+          if (!set)
+            return set.error();
+          return done{};
+        },
+        [=](caf::expected<done> r) mutable {
+          auto& st = self->state;
+          if (!r) {
+            if (r.error() == errc::forbidden)
+              count_failure(self, req.req_id, "password change");
+            rp.deliver(std::move(r.error()));
+            return;
+          }
+          st.failures->clear();
+          log().info("user={} req={} changed its password", st.username,
+                     req.req_id);
+          // Its other sessions ended in the database; live ones reload and
+          // find theirs gone (this one finds its own).
+          caf::anon_send(st.ctx->sessions, runtime::broadcast_atom::value,
+                         caf::make_message(reset_atom::value, st.username));
+          rp.deliver(done{});
         });
       return rp;
     },

@@ -39,11 +39,28 @@ typename Inspector::result_type inspect(Inspector& f, user_login_reply& x) {
   return f(caf::meta::type_name("troupe.user_login_reply"), x.token, x.user);
 }
 
+/// A logged-in user changes its own password. `keep_session` is the keyed
+/// hash of the asking session's token: that session stays, the user's
+/// other sessions end.
+struct change_password {
+  std::string current_password;
+  std::string new_password;
+  std::string keep_session;
+  std::string req_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, change_password& x) {
+  return f(caf::meta::type_name("troupe.change_password"), x.current_password,
+           x.new_password, x.keep_session, x.req_id);
+}
+
 // -- interface ------------------------------------------------------------------
 
 /// The user actor's interface.
 using user_actor = caf::typed_actor<
   caf::replies_to<user_login>::with<user_login_reply>,
+  caf::replies_to<change_password>::with<done>,
   caf::reacts_to<runtime::tick_atom>, caf::reacts_to<runtime::stop_atom>>;
 
 /// Spawns the virtual actor of one username: it logs the user in (argon2id

@@ -1,5 +1,5 @@
-// The admin side of API.md: tenants, users, device registration, secret
-// rotation, deletion. Roles are checked by the actors; the edge only
+// The admin side of API.md: tenants, users (and their passwords), device
+// registration, renaming, secret rotation, deletion. Roles are checked by the actors; the edge only
 // authenticates.
 
 #include "http/routes.hpp"
@@ -102,6 +102,23 @@ void delete_user(const call_ptr& c) {
   });
 }
 
+void set_user_password(const call_ptr& c) {
+  as_user(c, [c](const actors::caller& who) {
+    auto name = c->id_param();
+    if (!name)
+      return;
+    auto body = c->json_body();
+    if (!body)
+      return;
+    auto pw = parse_password(*body, "password");
+    if (auto e = std::get_if<api_error>(&pw))
+      return c->fail(*e);
+    c->ask(c->env().admin,
+           actors::set_user_password{who, *name, std::get<std::string>(pw)},
+           [c](actors::done&) { c->reply(200, {{"ok", true}}); });
+  });
+}
+
 void register_devices(const call_ptr& c) {
   as_user(c, [c](const actors::caller& who) {
     auto body = c->json_body();
@@ -141,6 +158,29 @@ void rotate_secret(const call_ptr& c) {
   });
 }
 
+void rename_device(const call_ptr& c) {
+  as_user(c, [c](const actors::caller& who) {
+    auto id = c->id_param();
+    if (!id)
+      return;
+    auto body = c->json_body();
+    if (!body)
+      return;
+    auto name = parse_device_name(*body);
+    if (auto e = std::get_if<api_error>(&name))
+      return c->fail(*e);
+    c->ask(c->env().admin,
+           actors::rename_device{who, *id, std::get<std::string>(name)},
+           [c, who, id = *id](actors::done&) {
+             // The live actor reloaded: it answers with the new name.
+             c->ask_entity(c->env().devices, id, actors::get_device{who},
+                           [c](actors::device_view& v) {
+                             c->reply(200, device_json(v, true));
+                           });
+           });
+  });
+}
+
 void delete_device(const call_ptr& c) {
   as_user(c, [c](const actors::caller& who) {
     auto id = c->id_param();
@@ -160,8 +200,10 @@ void add_admin_routes(router& r) {
   r.add("POST", "/api/v1/admin/users", create_user);
   r.add("GET", "/api/v1/admin/users", list_users);
   r.add("DELETE", "/api/v1/admin/users/{username}", delete_user);
+  r.add("POST", "/api/v1/admin/users/{username}/password", set_user_password);
   r.add("POST", "/api/v1/admin/devices", register_devices);
   r.add("POST", "/api/v1/admin/devices/{id}/rotate-secret", rotate_secret);
+  r.add("PATCH", "/api/v1/admin/devices/{id}", rename_device);
   r.add("DELETE", "/api/v1/admin/devices/{id}", delete_device);
 }
 

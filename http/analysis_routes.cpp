@@ -45,6 +45,12 @@ void alerts(const call_ptr& c) {
                                  "state must be open or closed"});
       req.state = *s;
     }
+    if (auto d = c->query("device")) {
+      if (!valid_id(*d))
+        return c->fail(api_error{400, "invalid_request",
+                                 "device must be a device id"});
+      req.device_id = *d;
+    }
     if (!page_params(*c, 'a', req.limit, req.after))
       return;
     c->ask(c->env().alerts, req,

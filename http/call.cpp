@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include "http/client_address.hpp"
+#include "http/csrf.hpp"
 #include "http/logger.hpp"
 #include "http/parse.hpp"
 #include "http/probe.hpp"
@@ -167,16 +168,31 @@ std::string call::media_type() const {
   return http::media_type(req());
 }
 
-std::string call::session_token() const {
+std::optional<std::string> call::session_token() {
   auto token = bearer(req());
-  return token.empty() ? cookie_value(req(), "troupe_session") : token;
+  if (token.empty()) {
+    token = cookie_value(req(), "troupe_session");
+    if (!token.empty() && unsafe_method(req().method)) {
+      if (auto why = forged_origin(req())) {
+        log().warn("req={} {} {} refused: {}", req_id_, req().method,
+                   req().path, *why);
+        fail(api_error{403, "forbidden", *why});
+        return std::nullopt;
+      }
+    }
+  }
+  if (token.empty() || token.size() > 256) {
+    fail(api_error{401, "unauthorized", "authentication required"});
+    return std::nullopt;
+  }
+  return token;
 }
 
 void call::user(std::function<void(const actors::caller&)> k) {
   auto token = session_token();
-  if (token.empty() || token.size() > 256)
-    return fail(api_error{401, "unauthorized", "authentication required"});
-  auto key = storage::crypto::keyed_hash(env_.secret_key, token);
+  if (!token)
+    return;
+  auto key = storage::crypto::keyed_hash(env_.secret_key, *token);
   auto self = shared_from_this();
   ask_entity(
     env_.sessions, key, actors::session_auth{req_id_},

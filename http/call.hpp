@@ -203,8 +203,10 @@ public:
   std::string media_type() const;
 
   /// The user session token: the bearer token, else the troupe_session
-  /// cookie; empty if neither.
-  std::string session_token() const;
+  /// cookie. Answers 401 (and returns nullopt) when there is none, and 403
+  /// when a state-changing request carries only the cookie and comes from
+  /// another site's page (csrf.hpp).
+  std::optional<std::string> session_token();
 
   /// Authenticates a user (session cookie or bearer token, via the
   /// session's actor); `k` gets the caller, else the request answers 401.

@@ -9,6 +9,7 @@
 
 #include "http/call.hpp"
 #include "http/client_address.hpp"
+#include "http/console.hpp"
 #include "http/errc.hpp"
 #include "http/logger.hpp"
 #include "http/parse.hpp"
@@ -89,6 +90,9 @@ void edge::handle(exchange_ptr x) {
   auto req_id = valid_id(rid) ? rid
                               : node_.id() + "-" + std::to_string(++next_req_);
   auto m = routes_.match(req.method, req.path);
+  if (!m.hit && m.allowed.empty() && console_request(req))
+    return serve_console(std::make_shared<call>(
+      *env_, std::move(x), "console", std::vector<std::string>{}, req_id));
   if (!m.hit) {
     auto c = std::make_shared<call>(*env_, std::move(x), "unmatched",
                                     std::vector<std::string>{}, req_id);

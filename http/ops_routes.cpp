@@ -7,6 +7,7 @@
 
 #include "actors/roles.hpp"
 #include "http/call.hpp"
+#include "http/openapi.hpp"
 #include "http/probe.hpp"
 #include "http/render.hpp"
 #include "runtime/metrics.hpp"
@@ -39,6 +40,11 @@ void readyz(const call_ptr& c) {
     return c->reply(200, {{"status", "ready"}, {"node", node.id()}});
   c->add_header("Retry-After", "1");
   c->reply(503, {{"status", "not_ready"}, {"reason", why}});
+}
+
+void openapi(const call_ptr& c) {
+  c->add_header("Cache-Control", "no-cache");
+  c->reply_text(200, "application/json", std::string{openapi_document()});
 }
 
 void prometheus(const call_ptr& c) {
@@ -143,6 +149,7 @@ void add_ops_routes(router& r) {
   r.add("GET", "/healthz", healthz);
   r.add("GET", "/readyz", readyz);
   r.add("GET", "/metrics", prometheus);
+  r.add("GET", "/api/v1/openapi.json", openapi);
   r.add("GET", "/api/v1/cluster", cluster);
   r.add("POST", "/api/v1/cluster/nodes/{id}/drain", drain);
 }

@@ -1370,8 +1370,9 @@ parsed<actors::create_user> parse_create_user(const nlohmann::json& body) {
     return bad("username, password, role and tenant must be strings");
   if (!valid_id(*u))
     return bad("username must match [A-Za-z0-9_.:-]{1,64}");
-  if (p->size() < 8 || p->size() > 1024)
-    return bad("password must be 8 to 1024 characters");
+  if (auto pw = parse_password(body, "password");
+      std::holds_alternative<api_error>(pw))
+    return std::get<api_error>(pw);
   if (*r != "admin" && *r != "operator" && *r != "viewer")
     return bad("role must be admin, operator or viewer");
   if (*r != "admin" && t->empty())
@@ -1384,6 +1385,31 @@ parsed<actors::create_user> parse_create_user(const nlohmann::json& body) {
   out.role = *r;
   out.tenant = *t;
   return out;
+}
+
+parsed<std::string> parse_password(const nlohmann::json& body,
+                                   const char* key) {
+  auto it = body.is_object() ? body.find(key) : body.end();
+  if (it == body.end() || !it->is_string())
+    return bad(std::string{key} + " is required (a string)");
+  auto& pw = it->get_ref<const std::string&>();
+  if (pw.size() < 8 || pw.size() > 1024)
+    return bad(std::string{key} + " must be 8 to 1024 characters");
+  if (pw.find('\0') != std::string::npos)
+    return bad(std::string{key} + " must not hold NUL");
+  return pw;
+}
+
+parsed<std::string> parse_device_name(const nlohmann::json& body) {
+  auto it = body.is_object() ? body.find("name") : body.end();
+  if (it == body.end() || !it->is_string())
+    return bad("name is required (a string)");
+  auto& name = it->get_ref<const std::string&>();
+  if (name.empty() || name.size() > 256)
+    return bad("name must be 1 to 256 characters");
+  if (!printable(name))
+    return bad("name must not hold control characters");
+  return name;
 }
 
 } // namespace troupe::http

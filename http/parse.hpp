@@ -79,6 +79,15 @@ parse_device_specs(const nlohmann::json& body, bool& bulk);
 /// (required unless admin).
 parsed<actors::create_user> parse_create_user(const nlohmann::json& body);
 
+/// The password in `body[key]`: a string of 8..1024 characters (the rule
+/// of POST /admin/users, the admin's reset and the user's own change).
+parsed<std::string> parse_password(const nlohmann::json& body,
+                                   const char* key);
+
+/// Validates PATCH /admin/devices/{id}: {"name": 1..256 characters, no
+/// control characters}.
+parsed<std::string> parse_device_name(const nlohmann::json& body);
+
 /// Decodes a MessagePack telemetry body (the same structure as JSON)
 /// straight into the message with msgpack-c, under unpack limits (depth,
 /// array and map sizes, string, binary and extension sizes), so no input

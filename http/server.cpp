@@ -418,6 +418,10 @@ std::string request::header(std::string_view name) const {
   return {};
 }
 
+bool request::accepts_gzip() const {
+  return http::accepts_gzip(header("Accept-Encoding"));
+}
+
 bool request::has_header(std::string_view name) const {
   for (auto& f : headers)
     if (iequals(f.name, name))

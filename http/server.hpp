@@ -78,6 +78,9 @@ struct request {
 
   bool has_header(std::string_view name) const;
 
+  /// Whether Accept-Encoding allows gzip (q > 0).
+  bool accepts_gzip() const;
+
   /// Query parameter, percent-decoded ('+' as space); std::nullopt if absent.
   std::optional<std::string> param(std::string_view name) const;
 };

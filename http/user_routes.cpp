@@ -55,9 +55,9 @@ void login(const call_ptr& c) {
 
 void logout(const call_ptr& c) {
   auto token = c->session_token();
-  if (token.empty() || token.size() > 256)
-    return c->fail(api_error{401, "unauthorized", "authentication required"});
-  auto key = storage::crypto::keyed_hash(c->env().secret_key, token);
+  if (!token)
+    return;
+  auto key = storage::crypto::keyed_hash(c->env().secret_key, *token);
   c->ask_entity(
     c->env().sessions, key, actors::logout_atom::value, [c](actors::done&) {
       c->add_header("Set-Cookie", "troupe_session=; HttpOnly; "
@@ -70,6 +70,44 @@ void me(const call_ptr& c) {
   c->user([c](const actors::caller& who) {
     c->reply(200,
              user_json(actors::user_info{who.username, who.role, who.tenant}));
+  });
+}
+
+/// POST /api/v1/me/password: the user's own password, checked against the
+/// current one (a wrong one is 403 wrong_password and counts as a failed
+/// login for the username); the asking session stays, others end.
+void change_password(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    auto body = c->json_body();
+    if (!body)
+      return;
+    // The current password is whatever was set, maybe before today's
+    // length rule (TROUPE_ADMIN_PASSWORD): only the new one is checked.
+    auto cur = body->is_object() ? body->find("current_password")
+                                 : body->end();
+    if (cur == body->end() || !cur->is_string() || cur->get_ref<const std::string&>().empty()
+        || cur->get_ref<const std::string&>().size() > 1024)
+      return c->fail(api_error{400, "invalid_request",
+                               "current_password is required (a string)"});
+    auto next = parse_password(*body, "new_password");
+    if (auto e = std::get_if<api_error>(&next))
+      return c->fail(*e);
+    auto token = c->session_token();
+    if (!token)
+      return;
+    actors::change_password req{
+      cur->get<std::string>(), std::get<std::string>(next),
+      storage::crypto::keyed_hash(c->env().secret_key, *token), c->req_id()};
+    c->ask_entity_result(
+      c->env().users, who.username, std::move(req),
+      [c](caf::expected<actors::done> r) {
+        if (r)
+          return c->reply(200, {{"ok", true}});
+        if (r.error() == actors::errc::forbidden)
+          return c->fail(api_error{403, "wrong_password",
+                                   "the current password is wrong"});
+        c->fail(r.error());
+      });
   });
 }
 
@@ -257,6 +295,7 @@ void add_user_routes(router& r) {
   r.add("POST", "/api/v1/login", login);
   r.add("POST", "/api/v1/logout", logout);
   r.add("GET", "/api/v1/me", me);
+  r.add("POST", "/api/v1/me/password", change_password);
   r.add("GET", "/api/v1/devices", devices);
   r.add("GET", "/api/v1/devices/{id}", device);
   r.add("GET", "/api/v1/devices/{id}/telemetry", history);

@@ -208,6 +208,10 @@ CREATE INDEX devices_shard ON devices (shard);
 ALTER TABLE rollup_dirty DROP CONSTRAINT rollup_dirty_pkey;
 CREATE INDEX rollup_dirty_device ON rollup_dirty (device_key);
 )sql"},
+    {6, "alerts listed per device (the console's device page)",
+     R"sql(
+CREATE INDEX alerts_device ON alerts (device_id, opened_ms DESC, id DESC);
+)sql"},
   };
   return all;
 }

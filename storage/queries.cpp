@@ -185,6 +185,20 @@ caf::expected<bool> delete_user(connection& c, const std::string& username) {
   return r->affected() > 0;
 }
 
+caf::expected<bool> set_password(connection& c, const std::string& username,
+                                 const std::string& password_hash,
+                                 const std::string& keep_session) {
+  auto r = c.exec("WITH u AS (UPDATE users SET password_hash = $2"
+                  " WHERE username = $1 RETURNING username),"
+                  " s AS (DELETE FROM sessions WHERE username IN"
+                  " (SELECT username FROM u) AND token_hash <> $3)"
+                  " SELECT count(*) FROM u",
+                  {username, password_hash, keep_session}, retry::idempotent);
+  if (!r)
+    return r.error();
+  return r->i64(0, 0) > 0;
+}
+
 caf::expected<int64_t> count_admins(connection& c) {
   auto r = c.exec("SELECT count(*) FROM users WHERE role = 'admin'");
   if (!r)
@@ -392,6 +406,15 @@ caf::error touch_device(connection& c, const std::string& id,
   return status_of(c.exec("UPDATE devices SET last_seen_ms = greatest("
                           "coalesce(last_seen_ms, 0), $2) WHERE id = $1",
                           {id, num(last_seen_ms)}, retry::idempotent));
+}
+
+caf::expected<bool> rename_device(connection& c, const std::string& id,
+                                  const std::string& name) {
+  auto r = c.exec("UPDATE devices SET name = $2 WHERE id = $1", {id, name},
+                  retry::idempotent);
+  if (!r)
+    return r.error();
+  return r->affected() > 0;
 }
 
 caf::expected<bool> delete_device(connection& c, const std::string& id) {
@@ -1097,6 +1120,10 @@ caf::expected<std::vector<alert_row>> list_alerts(connection& c,
   if (!f.state.empty()) {
     ps.push_back(f.state);
     sql += " AND state = $" + std::to_string(ps.size());
+  }
+  if (!f.device_id.empty()) {
+    ps.push_back(f.device_id);
+    sql += " AND device_id = $" + std::to_string(ps.size());
   }
   if (f.before_ms >= 0) {
     ps.push_back(num(f.before_ms));

@@ -117,6 +117,13 @@ list_users(connection& c, const std::string& after, size_t limit);
 [[nodiscard]] caf::expected<bool> delete_user(connection& c,
                                               const std::string& username);
 [[nodiscard]] caf::expected<int64_t> count_admins(connection& c);
+/// Sets a user's password hash and, in the same statement, ends its
+/// sessions except the one whose token hash is `keep_session` (empty: all).
+/// Returns false if no such user.
+[[nodiscard]] caf::expected<bool>
+set_password(connection& c, const std::string& username,
+             const std::string& password_hash,
+             const std::string& keep_session);
 
 // -- devices --------------------------------------------------------------------------
 
@@ -130,6 +137,10 @@ list_users(connection& c, const std::string& after, size_t limit);
 load_device(connection& c, const std::string& id, int64_t now_ms);
 [[nodiscard]] caf::expected<bool> delete_device(connection& c,
                                                 const std::string& id);
+/// Sets a device's display name; false if no such device.
+[[nodiscard]] caf::expected<bool> rename_device(connection& c,
+                                                const std::string& id,
+                                                const std::string& name);
 /// Sets a new secret hash and revokes the device's tokens.
 [[nodiscard]] caf::expected<bool>
 update_device_secret(connection& c, const std::string& id,
@@ -412,6 +423,7 @@ struct alert_row {
 struct alert_filter {
   std::string tenant; // empty: all tenants
   std::string state;  // empty: any
+  std::string device_id; // empty: every device
   int64_t before_ms = -1;
   std::string before_id;
   size_t limit = 100;

@@ -17,6 +17,11 @@ for f in "${files[@]}"; do
   while read -r name; do
     needed+=("cmake:$name|$f")
   done < <(grep -o 'find_package([A-Za-z0-9_]*' "$f" | sed 's/find_package(//')
+  # find_program(VAR name ...): the program's package.
+  while read -r name; do
+    needed+=("program:$name|$f")
+  done < <(grep -o 'find_program([A-Za-z0-9_]* [A-Za-z0-9_.+-]*' "$f" \
+             | awk '{print $2}')
   # pkg_check_modules(VAR [REQUIRED] [QUIET] [IMPORTED_TARGET] mod [mod...])
   while read -r line; do
     for word in $line; do

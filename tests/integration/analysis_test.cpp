@@ -155,6 +155,20 @@ TEST_CASE("alerts: a breached rule opens an alert that can be closed",
   REQUIRE(alert.contains("id"));
   auto id = alert["id"].is_string() ? alert["id"].get<std::string>()
                                     : alert["id"].dump();
+  // The device filter (the console's device page): its alert is there, and
+  // not under another device of the tenant.
+  auto mine = f.n.get("/api/v1/alerts?device=" + f.dev.id, f.viewer.token);
+  TROUPE_REQUIRE_STATUS(mine, 200);
+  CHECK(find_by_id(list_items(mine), alert["id"]).is_object());
+  for (auto& i : list_items(mine))
+    CHECK(i.value("device_id", "") == f.dev.id);
+  auto other_dev = make_device(f.n, f.tenant);
+  auto not_mine = f.n.get("/api/v1/alerts?device=" + other_dev.id,
+                          f.viewer.token);
+  TROUPE_REQUIRE_STATUS(not_mine, 200);
+  CHECK(list_items(not_mine).empty());
+  TROUPE_CHECK_ERROR(f.n.get("/api/v1/alerts?device=no%20such", f.viewer.token),
+                     400);
   auto c = f.n.request("POST", "/api/v1/alerts/" + id + "/close", "",
                        "application/json", {}, f.op.token);
   INFO(c.describe());

@@ -113,7 +113,7 @@ TEST_CASE("pipelined requests are answered in order", "[edge]") {
   REQUIRE(s.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
                  "GET /api/v1/me HTTP/1.1\r\nHost: t\r\n"
                  "Authorization: Bearer nope\r\n\r\n"
-                 "GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /api/v1/nowhere HTTP/1.1\r\nHost: t\r\n\r\n"
                  "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"));
   auto text = s.read_until(
     [](const std::string& t) { return statuses(t).size() >= 4; });

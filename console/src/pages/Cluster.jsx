@@ -1,0 +1,89 @@
+import { useRef, useState } from 'preact/hooks';
+import { api } from '../api.js';
+import { useAction, useResource } from '../components/hooks.js';
+import { Badge, Confirm, ErrorText } from '../components/ui.jsx';
+import { formatBytes, formatRate, formatRelative, formatTime, formatValue } from '../lib/format.js';
+import { counterRate, parsePrometheus, sumMetric } from '../lib/prom.js';
+
+const STATE_KIND = { alive: 'ok', draining: 'pending', drained: 'off', leaving: 'off', dead: 'alert' };
+
+export default function Cluster() {
+  const view = useResource(() => api.cluster(), [], 5000);
+  const figures = useFigures();
+  const [doomed, setDoomed] = useState(null);
+  const act = useAction();
+  const drain = async () => {
+    const id = doomed;
+    setDoomed(null);
+    if (await act.run(() => api.drain(id))) view.reload();
+  };
+  const v = view.data;
+  const now = Date.now();
+  return (
+    <section>
+      <h1>Cluster</h1>
+      <h2>This node</h2>
+      <ErrorText error={figures.error} />
+      <dl class="facts figures">
+        <div><dt>Requests</dt><dd data-figure="requests">{formatRate(figures.requests)}</dd></div>
+        <div><dt>Ingest points</dt><dd data-figure="ingest">{formatRate(figures.ingest)}</dd></div>
+        <div><dt>Import queue</dt><dd data-figure="queue">{figures.queue == null ? '—' : `${formatValue(figures.queue)} points`}</dd></div>
+        <div><dt>Spool</dt><dd data-figure="spool">{formatBytes(figures.spool)}</dd></div>
+      </dl>
+      <h2>Members</h2>
+      <ErrorText error={view.error || act.error} />
+      {v && (
+        <>
+          <p>
+            Shard map version <strong data-map-version>{v.shard_map_version}</strong>, {v.shards} shards,
+            coordinator {v.coordinator}; {v.moving.length ? `${v.moving.length} shard move(s) in progress` : 'no shards in motion'}.
+            {v.fenced && <Badge kind="alert">fenced</Badge>}
+          </p>
+          <div class="scroll">
+            <table>
+              <thead><tr><th>Id</th><th>Address</th><th>State</th><th>Shards</th><th>Actors</th><th>Since</th><th><span class="sr">Actions</span></th></tr></thead>
+              <tbody>
+                {v.members.map((m) => (
+                  <tr key={m.id} data-member={m.id}>
+                    <td>{m.id}{m.id === v.node && <small> (this node)</small>}</td>
+                    <td class="mono">{m.address}{m.http && m.http !== m.address ? ` · http ${m.http}` : ''}</td>
+                    <td data-state={m.state}><Badge kind={STATE_KIND[m.state] || 'off'}>{m.state}</Badge></td>
+                    <td>{m.shards}</td>
+                    <td>{m.actors}</td>
+                    <td title={formatTime(m.since_ms)}>{formatRelative(m.since_ms, now)}</td>
+                    <td>{m.state === 'alive' && <button type="button" onClick={() => setDoomed(m.id)}>Drain</button>}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          {v.moving.length > 0 && (
+            <ul>{v.moving.map((x, i) => <li key={i}>map version {x.version}: {x.waiting_for}</li>)}</ul>
+          )}
+        </>
+      )}
+      {doomed && (
+        <Confirm title={`Drain ${doomed}?`} confirmLabel="Drain" onConfirm={drain} onCancel={() => setDoomed(null)}>
+          <p>The node hands its shards to the others and flushes; then it can be stopped.</p>
+        </Confirm>
+      )}
+    </section>
+  );
+}
+
+/** The node's key figures from /metrics, rates from the last two scrapes. */
+function useFigures() {
+  const prev = useRef(null);
+  const { data, error } = useResource(async () => {
+    const cur = { t: Date.now(), samples: parsePrometheus(await api.metrics()) };
+    const before = prev.current;
+    prev.current = cur;
+    return {
+      requests: counterRate(before, cur, 'troupe_http_requests_total'),
+      ingest: counterRate(before, cur, 'troupe_ingest_points_total'),
+      queue: sumMetric(cur.samples, 'troupe_import_queue_points'),
+      spool: sumMetric(cur.samples, 'troupe_spool_bytes'),
+    };
+  }, [], (d) => (d?.requests == null ? 1000 : 5000));
+  return { ...(data || {}), error };
+}
