@@ -94,7 +94,10 @@ bool try_replay(importer_actor* self) {
       log().error("importer={} undecodable spool record skipped", st.name);
       return caf::none;
     }
-    if (auto err = st.writer->write(b))
+    // A spooled batch may be in PostgreSQL already (its COMMIT answer was
+    // lost, or an earlier replay stopped after it): replay mode stores none
+    // of its points twice.
+    if (auto err = st.writer->write(b, storage::ingest_writer::mode::replay))
       return err;
     ++n;
     st.probe->replayed->inc();

@@ -175,7 +175,8 @@ namespace {
 
 /// Batches up to this many points are written by one statement (one round
 /// trip, one commit); larger ones by binary COPY in a transaction, which
-/// costs three more round trips but far less CPU per point.
+/// costs three more round trips but far less CPU per point. Replays always
+/// take the statement (COPY cannot skip what is stored already).
 constexpr size_t single_statement_points = 2000;
 
 /// The shortest text that reads back as exactly v (std::to_chars: several
@@ -266,13 +267,13 @@ struct side_rows {
 
 } // namespace
 
-caf::error ingest_writer::write(const ingest_batch& batch) {
+caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
   std::vector<int32_t> ids;
   if (auto err = resolve_metrics(batch, ids))
     return err;
   side_rows side{batch, ids};
   std::vector<param> params;
-  if (batch.points.size() <= single_statement_points) {
+  if (batch.points.size() <= single_statement_points || how == mode::replay) {
     // One statement, its own transaction: points, latest values, hours and
     // marks commit together in one round trip.
     std::vector<int64_t> keys, metrics, ts;
@@ -286,11 +287,20 @@ caf::error ingest_writer::write(const ingest_batch& batch) {
     params = {array_literal(keys), array_literal(metrics), array_literal(ts),
               array_literal(values)};
     side.params(params);
+    // Latest values, hour marks and batch marks are idempotent: a replay
+    // applies them again unchanged.
+    const char* dedupe
+      = how == mode::replay
+          ? " WHERE NOT EXISTS (SELECT 1 FROM telemetry s WHERE"
+            " s.device_key = u.k AND s.metric_id = u.m"
+            " AND s.ts = to_timestamp(u.t / 1000.0) AND s.value = u.v)"
+          : "";
     auto res = conn_.exec(
-      "WITH ins AS (INSERT INTO telemetry (device_key, metric_id, ts, value)"
-      " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest($1::bigint[],"
-      " $2::int[], $3::bigint[], $4::float8[]) AS u(k, m, t, v)), "
-        + side_rows::ctes(5) + " SELECT 1",
+      std::string{"WITH ins AS (INSERT INTO telemetry (device_key, metric_id,"
+                  " ts, value) SELECT k, m, to_timestamp(t / 1000.0), v FROM"
+                  " unnest($1::bigint[], $2::int[], $3::bigint[],"
+                  " $4::float8[]) AS u(k, m, t, v)"}
+        + dedupe + "), " + side_rows::ctes(5) + " SELECT 1",
       params, retry::never);
     return res ? caf::none : res.error();
   }

@@ -50,9 +50,21 @@ class ingest_writer {
 public:
   explicit ingest_writer(std::string url, int64_t connect_timeout_s = 5);
 
+  /// How a batch is written.
+  enum class mode {
+    /// A batch never offered to PostgreSQL before.
+    fresh,
+    /// A batch from the spool: it may have been committed already (the
+    /// answer to its COMMIT was lost, or an earlier replay stopped after
+    /// it), so a point identical to a stored one (device, metric, ts and
+    /// value) is not stored again. Slower; only replays use it.
+    replay,
+  };
+
   /// Commits the batch; unavailable when PostgreSQL cannot be reached (the
   /// transaction is then not committed, or its outcome is unknown).
-  [[nodiscard]] caf::error write(const ingest_batch& batch);
+  [[nodiscard]] caf::error write(const ingest_batch& batch,
+                                 mode how = mode::fresh);
 
   connection& conn() { return conn_; }
 
