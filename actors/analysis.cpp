@@ -171,7 +171,7 @@ caf::expected<pass_report> rollups_pass(storage::connection& c,
   pass_report rep;
   auto drain = [&](std::optional<int64_t> only) -> caf::error {
     for (int i = 0; i < max_chunks; ++i) {
-      auto r = storage::roll_up_dirty(c, skip, only, chunk_rows, req.shards());
+      auto r = storage::merge_rollup_deltas(c, skip, only, chunk_rows, req.shards());
       if (!r)
         return std::move(r.error());
       rep.processed += r->written;
@@ -188,7 +188,7 @@ caf::expected<pass_report> rollups_pass(storage::connection& c,
   log().warn("analysis pass=rollups set-based run failed, retrying per "
              "device: {}",
              config::describe(err));
-  auto keys = storage::dirty_device_keys(c, skip, req.shards());
+  auto keys = storage::delta_device_keys(c, skip, req.shards());
   if (!keys)
     return std::move(keys.error());
   for (auto k : *keys) {

@@ -175,8 +175,8 @@ namespace {
 
 /// Batches up to this many points are written by one statement (one round
 /// trip, one commit); larger ones by binary COPY in a transaction, which
-/// costs three more round trips but far less CPU per point. Replays always
-/// take the statement (COPY cannot skip what is stored already).
+/// /// costs three more round trips but far less CPU per point. Replays insert
+/// with a statement that skips what is stored already (COPY cannot).
 constexpr size_t single_statement_points = 2000;
 
 /// The shortest text that reads back as exactly v (std::to_chars: several
@@ -187,26 +187,48 @@ std::string float_text(double v) {
   return std::string(buf, r.ptr);
 }
 
+/// What one batch adds to one (device, metric, hour) rollup. The mean is a
+/// running mean (never a sum), so finite values never overflow it.
+struct hour_delta {
+  int64_t n = 0;
+  double mean = 0;
+  double mn = 0;
+  double mx = 0;
+
+  void add(double v) {
+    mn = n == 0 ? v : std::min(mn, v);
+    mx = n == 0 ? v : std::max(mx, v);
+    ++n;
+    mean += v / static_cast<double>(n) - mean / static_cast<double>(n);
+  }
+};
+
+using hour_key = std::tuple<int64_t, int32_t, int64_t>;
+
+int64_t hour_of(int64_t ts_ms) {
+  return (ts_ms >= 0 ? ts_ms : ts_ms - 3'599'999) / 3'600'000;
+}
+
 /// What a batch changes besides the raw points, as array parameters: the
-/// newest point per (device, metric) for `latest`, the hours it touches for
-/// the rollup pass, and the devices' batch marks.
+/// newest point per (device, metric) for `latest`, what it adds to each
+/// hour's rollup (merged by the rollup pass), and the devices' batch marks.
 struct side_rows {
   std::vector<int64_t> lkeys, lmetrics, lts;
   std::vector<std::string> lvalues;
-  std::vector<int64_t> hkeys, hmetrics, hstarts;
+  std::vector<int64_t> hkeys, hmetrics, hstarts, hn;
+  std::vector<std::string> hmean, hmn, hmx;
   std::vector<int64_t> mkeys, mhwm, mseen;
 
   side_rows(const ingest_batch& batch, const std::vector<int32_t>& ids) {
     std::map<std::pair<int64_t, int32_t>, size_t> newest;
-    std::set<std::tuple<int64_t, int32_t, int64_t>> hours;
+    std::map<hour_key, hour_delta> hours;
     for (size_t i = 0; i < batch.points.size(); ++i) {
       auto& p = batch.points[i];
       auto k = std::make_pair(p.device_key, ids[i]);
       auto it = newest.find(k);
       if (it == newest.end() || batch.points[it->second].ts_ms <= p.ts_ms)
         newest[k] = i;
-      auto hour = (p.ts_ms >= 0 ? p.ts_ms : p.ts_ms - 3'599'999) / 3'600'000;
-      hours.emplace(p.device_key, ids[i], hour);
+      hours[{p.device_key, ids[i], hour_of(p.ts_ms)}].add(p.value);
     }
     for (auto& [k, i] : newest) {
       lkeys.push_back(k.first);
@@ -214,11 +236,7 @@ struct side_rows {
       lts.push_back(batch.points[i].ts_ms);
       lvalues.push_back(float_text(batch.points[i].value));
     }
-    for (auto& [k, m, h] : hours) {
-      hkeys.push_back(k);
-      hmetrics.push_back(m);
-      hstarts.push_back(h * 3600);
-    }
+    set_hours(hours);
     for (auto& m : batch.marks) {
       mkeys.push_back(m.device_key);
       mhwm.push_back(m.batch_hwm);
@@ -226,44 +244,113 @@ struct side_rows {
     }
   }
 
+  /// Replaces the hour deltas by those of the rows `inserted` returned
+  /// (device_key, metric_id, ts in ms, value): a replay counts only the
+  /// points it stored.
+  void hours_from(const result& inserted) {
+    std::map<hour_key, hour_delta> hours;
+    for (int i = 0; i < inserted.rows(); ++i)
+      hours[{inserted.i64(i, 0), static_cast<int32_t>(inserted.i64(i, 1)),
+             hour_of(inserted.i64(i, 2))}]
+        .add(std::strtod(inserted.str(i, 3).c_str(), nullptr));
+    set_hours(hours);
+  }
+
+  void set_hours(const std::map<hour_key, hour_delta>& hours) {
+    for (auto* v : {&hkeys, &hmetrics, &hstarts, &hn})
+      v->clear();
+    for (auto* v : {&hmean, &hmn, &hmx})
+      v->clear();
+    for (auto& [k, d] : hours) {
+      hkeys.push_back(std::get<0>(k));
+      hmetrics.push_back(std::get<1>(k));
+      hstarts.push_back(std::get<2>(k) * 3600);
+      hn.push_back(d.n);
+      hmean.push_back(float_text(d.mean));
+      hmn.push_back(float_text(d.mn));
+      hmx.push_back(float_text(d.mx));
+    }
+  }
+
   /// The CTEs applying them, numbering parameters from $first; params()
   /// gives the values in that order. A committed point always has its
-  /// latest value, its hour marked and its device's batch mark. The marks
-  /// also filter devices by `key = ANY(keys)`: joined to unnest() alone, the
-  /// planner chose a sequential scan of all devices for batches of ~30
-  /// devices (every flush read the whole table on a 1,000-device fleet).
+  /// latest value, its share of its hour's rollup and its device's batch
+  /// mark, in its transaction. The marks also filter devices
+  /// by `key = ANY(keys)`: joined to unnest() alone, the planner chose a
+  /// sequential scan of all devices for batches of ~30 devices (every flush
+  /// read the whole table on a 1,000-device fleet).
   static std::string ctes(int first) {
-    auto p = [first](int i) { return "$" + std::to_string(first + i); };
-    return "lat AS (INSERT INTO latest (device_key, metric_id, ts, value)"
-           " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest("
-           + p(0) + "::bigint[], " + p(1) + "::int[], " + p(2)
-           + "::bigint[], " + p(3)
-           + "::float8[]) AS u(k, m, t, v)"
-             " ON CONFLICT (device_key, metric_id) DO UPDATE"
-             " SET ts = excluded.ts, value = excluded.value"
-             " WHERE latest.ts <= excluded.ts),"
-             " dirty AS (INSERT INTO rollup_dirty (device_key, metric_id, hour)"
-             " SELECT k, m, to_timestamp(h) FROM unnest("
-           + p(4) + "::bigint[], " + p(5) + "::int[], " + p(6)
-           + "::bigint[]) AS u(k, m, h)),"
-             " marks AS (UPDATE devices d SET"
+    int next = first;
+    auto p = [&next] { return "$" + std::to_string(next++); };
+    std::string sql = "lat AS (INSERT INTO latest (device_key, metric_id, ts,"
+                      " value) SELECT k, m, to_timestamp(t / 1000.0), v FROM"
+                      " unnest(";
+    sql += p() + "::bigint[], ";
+    sql += p() + "::int[], ";
+    sql += p() + "::bigint[], ";
+    sql += p() + "::float8[]) AS u(k, m, t, v)"
+                 " ON CONFLICT (device_key, metric_id) DO UPDATE"
+                 " SET ts = excluded.ts, value = excluded.value"
+                 " WHERE latest.ts <= excluded.ts),"
+                 " deltas AS (INSERT INTO rollup_deltas (device_key,"
+                 " metric_id, hour, n, mean, mn, mx)"
+                 " SELECT k, m, to_timestamp(h), n, a, lo, hi FROM unnest(";
+    sql += p() + "::bigint[], ";
+    sql += p() + "::int[], ";
+    sql += p() + "::bigint[], ";
+    sql += p() + "::bigint[], ";
+    sql += p() + "::float8[], ";
+    sql += p() + "::float8[], ";
+    sql += p() + "::float8[]) AS u(k, m, h, n, a, lo, hi)),";
+    sql += " marks AS (UPDATE devices d SET"
              " batch_hwm = CASE WHEN u.h < 0 THEN d.batch_hwm"
              "  ELSE greatest(coalesce(d.batch_hwm, -1), u.h) END,"
              " last_seen_ms = greatest(coalesce(d.last_seen_ms, 0), u.s)"
-             " FROM unnest("
-           + p(7) + "::bigint[], " + p(8) + "::bigint[], " + p(9)
-           + "::bigint[]) AS u(k, h, s) WHERE d.key = u.k AND d.key = ANY("
-           + p(7) + "::bigint[]))";
+             " FROM unnest(";
+    auto keys = p();
+    sql += keys + "::bigint[], ";
+    sql += p() + "::bigint[], ";
+    sql += p() + "::bigint[]) AS u(k, h, s) WHERE d.key = u.k AND d.key = ANY("
+           + keys + "::bigint[]))";
+    return sql;
   }
 
   void params(std::vector<param>& out) const {
     for (auto* v : {&lkeys, &lmetrics, &lts})
       out.push_back(array_literal(*v));
     out.push_back(array_literal(lvalues));
-    for (auto* v : {&hkeys, &hmetrics, &hstarts, &mkeys, &mhwm, &mseen})
+    for (auto* v : {&hkeys, &hmetrics, &hstarts, &hn})
+      out.push_back(array_literal(*v));
+    for (auto* v : {&hmean, &hmn, &hmx})
+      out.push_back(array_literal(*v));
+    for (auto* v : {&mkeys, &mhwm, &mseen})
       out.push_back(array_literal(*v));
   }
 };
+
+} // namespace
+
+namespace {
+
+/// Inserts the points given as four arrays ($1..$4, point_params()).
+const std::string insert_points_sql
+  = "INSERT INTO telemetry (device_key, metric_id, ts, value)"
+    " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest($1::bigint[],"
+    " $2::int[], $3::bigint[], $4::float8[]) AS u(k, m, t, v)";
+
+std::vector<param> point_params(const ingest_batch& batch,
+                                const std::vector<int32_t>& ids) {
+  std::vector<int64_t> keys, metrics, ts;
+  std::vector<std::string> values;
+  for (size_t i = 0; i < batch.points.size(); ++i) {
+    keys.push_back(batch.points[i].device_key);
+    metrics.push_back(ids[i]);
+    ts.push_back(batch.points[i].ts_ms);
+    values.push_back(float_text(batch.points[i].value));
+  }
+  return {array_literal(keys), array_literal(metrics), array_literal(ts),
+          array_literal(values)};
+}
 
 } // namespace
 
@@ -273,58 +360,52 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
     return err;
   side_rows side{batch, ids};
   std::vector<param> params;
-  if (batch.points.size() <= single_statement_points || how == mode::replay) {
-    // One statement, its own transaction: points, latest values, hours and
-    // marks commit together in one round trip.
-    std::vector<int64_t> keys, metrics, ts;
-    std::vector<std::string> values;
-    for (size_t i = 0; i < batch.points.size(); ++i) {
-      keys.push_back(batch.points[i].device_key);
-      metrics.push_back(ids[i]);
-      ts.push_back(batch.points[i].ts_ms);
-      values.push_back(float_text(batch.points[i].value));
-    }
-    params = {array_literal(keys), array_literal(metrics), array_literal(ts),
-              array_literal(values)};
+  if (how == mode::fresh && batch.points.size() <= single_statement_points) {
+    // One statement, its own transaction: points, latest values, hour
+    // deltas and marks commit together in one round trip.
+    params = point_params(batch, ids);
     side.params(params);
-    // Latest values, hour marks and batch marks are idempotent: a replay
-    // applies them again unchanged.
-    const char* dedupe
-      = how == mode::replay
-          ? " WHERE NOT EXISTS (SELECT 1 FROM telemetry s WHERE"
-            " s.device_key = u.k AND s.metric_id = u.m"
-            " AND s.ts = to_timestamp(u.t / 1000.0) AND s.value = u.v)"
-          : "";
-    auto res = conn_.exec(
-      std::string{"WITH ins AS (INSERT INTO telemetry (device_key, metric_id,"
-                  " ts, value) SELECT k, m, to_timestamp(t / 1000.0), v FROM"
-                  " unnest($1::bigint[], $2::int[], $3::bigint[],"
-                  " $4::float8[]) AS u(k, m, t, v)"}
-        + dedupe + "), " + side_rows::ctes(5) + " SELECT 1",
-      params, retry::never);
+    auto res = conn_.exec("WITH ins AS (" + insert_points_sql + "), "
+                            + side_rows::ctes(5) + " SELECT 1",
+                          params, retry::never);
     return res ? caf::none : res.error();
   }
+  // Larger batches and replays: a transaction of several statements.
   auto run = [&](const std::string& sql,
-                 const std::vector<param>& ps = {}) -> caf::error {
-    auto res = conn_.exec(sql, ps, retry::never);
-    return res ? caf::none : res.error();
+                 const std::vector<param>& ps = {}) {
+    return conn_.exec(sql, ps, retry::never);
   };
-  if (auto err = run("BEGIN"))
-    return err;
+  if (auto res = run("BEGIN"); !res)
+    return res.error();
   auto fail = [&](caf::error err) {
     if (conn_.ok())
       (void) run("ROLLBACK");
     return err;
   };
-  if (auto err = conn_.copy_in("COPY telemetry (device_key, metric_id, ts, "
-                               "value) FROM STDIN (FORMAT binary)",
-                               encode_copy_binary(batch.points, ids)))
+  if (how == mode::replay) {
+    // Only points not stored already; the hour deltas count those alone.
+    auto ins = run(insert_points_sql
+                     + " WHERE NOT EXISTS (SELECT 1 FROM telemetry s WHERE"
+                       " s.device_key = u.k AND s.metric_id = u.m"
+                       " AND s.ts = to_timestamp(u.t / 1000.0)"
+                       " AND s.value = u.v)"
+                       " RETURNING device_key, metric_id,"
+                       " (extract(epoch FROM ts) * 1000)::bigint, value",
+                   point_params(batch, ids));
+    if (!ins)
+      return fail(ins.error());
+    side.hours_from(*ins);
+  } else if (auto err = conn_.copy_in(
+               "COPY telemetry (device_key, metric_id, ts, value) FROM STDIN"
+               " (FORMAT binary)",
+               encode_copy_binary(batch.points, ids))) {
     return fail(std::move(err));
+  }
   side.params(params);
-  if (auto err = run("WITH " + side_rows::ctes(1) + " SELECT 1", params))
-    return fail(std::move(err));
-  if (auto err = run("COMMIT"))
-    return fail(std::move(err));
+  if (auto res = run("WITH " + side_rows::ctes(1) + " SELECT 1", params); !res)
+    return fail(res.error());
+  if (auto res = run("COMMIT"); !res)
+    return fail(res.error());
   return caf::none;
 }
 

@@ -212,6 +212,38 @@ CREATE INDEX rollup_dirty_device ON rollup_dirty (device_key);
      R"sql(
 CREATE INDEX alerts_device ON alerts (device_id, opened_ms DESC, id DESC);
 )sql"},
+    {7, "incremental rollups: flushes record what they add to an hour",
+     R"sql(
+-- Each flush now records, in its own transaction, what it added to each
+-- (device, metric, hour): count, mean, min, max (a mean, not a sum, so
+-- finite values never overflow it). The rollup pass merges
+-- these deltas into rollups without reading raw points again (it used to
+-- recompute every marked hour from telemetry on every pass). Hours marked
+-- before this migration are rolled up here, from the raw points, once.
+INSERT INTO rollups (device_key, metric_id, hour, count, min, max, avg,
+                     anomaly, checked)
+  SELECT t.device_key, t.metric_id, h.hour, count(*), min(t.value),
+         max(t.value), avg(t.value), false, false
+  FROM (SELECT DISTINCT device_key, metric_id, hour FROM rollup_dirty) h
+  JOIN telemetry t ON t.device_key = h.device_key
+   AND t.metric_id = h.metric_id AND t.ts >= h.hour
+   AND t.ts < h.hour + interval '1 hour'
+  GROUP BY t.device_key, t.metric_id, h.hour
+  ON CONFLICT (device_key, metric_id, hour) DO UPDATE SET
+    count = excluded.count, min = excluded.min, max = excluded.max,
+    avg = excluded.avg, checked = false;
+DROP TABLE rollup_dirty;
+CREATE TABLE rollup_deltas (
+  device_key bigint NOT NULL,
+  metric_id  integer NOT NULL,
+  hour       timestamptz NOT NULL,
+  n          bigint NOT NULL,
+  mean       double precision NOT NULL,
+  mn         double precision NOT NULL,
+  mx         double precision NOT NULL
+);
+CREATE INDEX rollup_deltas_device ON rollup_deltas (device_key);
+)sql"},
   };
   return all;
 }

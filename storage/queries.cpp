@@ -702,50 +702,50 @@ constexpr const char* new_alert_id = "encode(gen_random_bytes(12), 'hex')";
 } // namespace
 
 caf::expected<rollup_chunk>
-roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
+merge_rollup_deltas(connection& c, const std::vector<int64_t>& skip_keys,
               std::optional<int64_t> only_key, size_t limit,
               const shard_filter& shards) {
-  // One statement, so the marks taken and the points read share a
-  // snapshot; SKIP LOCKED lets several workers (or nodes) share the work.
-  // Marks repeat (one per flush that touched the hour): the pass takes up
-  // to `limit` of them, then every other copy of those hours it can see
-  // and lock (each was committed with its points, which this snapshot
-  // holds), and rolls each hour up once. A copy another pass holds stays
-  // for the next pass. An upsert never replaces a rollup that counted
-  // more points: a pass on an older snapshot cannot undo a newer one.
+  // One statement: the deltas taken are deleted and merged into their
+  // rollups in one transaction, so each counts exactly once. SKIP LOCKED
+  // lets several workers (or nodes) share the work; two merging into the
+  // same rollup row serialize on it (ON CONFLICT DO UPDATE sees the
+  // other's committed row). No raw point is read.
   auto r = c.exec(
     "WITH pick AS ("
-    " SELECT device_key, metric_id, hour FROM rollup_dirty"
+    " SELECT ctid, device_key, metric_id, hour, n, mean, mn, mx"
+    " FROM rollup_deltas"
     " WHERE NOT (device_key = ANY($1::bigint[]))"
     " AND ($2::bigint IS NULL OR device_key = $2::bigint)"
     " AND ($4::int[] IS NULL OR device_key IN (SELECT key FROM devices"
     "  WHERE shard = ANY($4::int[])))"
     " LIMIT $3 FOR UPDATE SKIP LOCKED),"
-    " h AS (SELECT DISTINCT device_key, metric_id, hour FROM pick),"
-    " copies AS ("
-    " SELECT r.ctid FROM rollup_dirty r JOIN h ON r.device_key = h.device_key"
-    "  AND r.metric_id = h.metric_id AND r.hour = h.hour"
-    " FOR UPDATE OF r SKIP LOCKED),"
-    " d AS (DELETE FROM rollup_dirty WHERE ctid IN (SELECT ctid FROM copies)"
-    " RETURNING 1),"
+    " d AS (DELETE FROM rollup_deltas WHERE ctid IN (SELECT ctid FROM pick)),"
+    // Means are merged weighted by count fractions (never through a
+    // sum), so huge finite values cannot overflow.
+    " w AS (SELECT device_key, metric_id, hour, n, mn, mx, mean * (n::float8"
+    "  / (sum(n) OVER (PARTITION BY device_key, metric_id, hour))::float8)"
+    "  AS part"
+    "  FROM pick WHERE n > 0),"
     " agg AS ("
-    " SELECT h.device_key, h.metric_id, h.hour, count(*) AS n,"
-    "  min(t.value) AS mn, max(t.value) AS mx, avg(t.value) AS av"
-    " FROM h JOIN telemetry t ON t.device_key = h.device_key"
-    "  AND t.metric_id = h.metric_id AND t.ts >= h.hour"
-    "  AND t.ts < h.hour + interval '1 hour'"
-    " GROUP BY h.device_key, h.metric_id, h.hour),"
+    " SELECT device_key, metric_id, hour, sum(n) AS n, sum(part) AS a,"
+    "  min(mn) AS mn, max(mx) AS mx FROM w"
+    " GROUP BY device_key, metric_id, hour),"
     " up AS ("
     " INSERT INTO rollups (device_key, metric_id, hour, count, min, max, avg,"
     "  anomaly, checked)"
-    " SELECT device_key, metric_id, hour, n, mn, mx, av, false, false FROM agg"
+    " SELECT device_key, metric_id, hour, n, mn, mx, a, false, false"
+    " FROM agg"
     " ON CONFLICT (device_key, metric_id, hour) DO UPDATE SET"
-    "  count = excluded.count, min = excluded.min, max = excluded.max,"
-    "  avg = excluded.avg, checked = false"
-    "  WHERE excluded.count >= rollups.count"
+    "  count = rollups.count + excluded.count,"
+    "  min = least(rollups.min, excluded.min),"
+    "  max = greatest(rollups.max, excluded.max),"
+    "  avg = rollups.avg * (rollups.count::float8"
+    "   / (rollups.count + excluded.count))"
+    "   + excluded.avg * (excluded.count::float8"
+    "   / (rollups.count + excluded.count)),"
+    "  checked = false"
     " RETURNING 1)"
-    " SELECT (SELECT count(*) FROM pick), (SELECT count(*) FROM up),"
-    " (SELECT count(*) FROM d)",
+    " SELECT (SELECT count(*) FROM pick), (SELECT count(*) FROM up)",
     {array_literal(skip_keys), opt_key(only_key),
      num(static_cast<int64_t>(limit)), shard_param(shards)});
   if (!r)
@@ -754,9 +754,9 @@ roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
 }
 
 caf::expected<std::vector<int64_t>>
-dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
+delta_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
                   const shard_filter& shards) {
-  auto r = c.exec("SELECT DISTINCT device_key FROM rollup_dirty"
+  auto r = c.exec("SELECT DISTINCT device_key FROM rollup_deltas"
                   " WHERE NOT (device_key = ANY($1::bigint[]))"
                   " AND ($2::int[] IS NULL OR device_key IN (SELECT key"
                   "  FROM devices WHERE shard = ANY($2::int[])))"

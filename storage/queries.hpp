@@ -260,17 +260,18 @@ struct rollup_chunk {
   int64_t written = 0;
 };
 
-/// Takes up to `limit` hours marked dirty by the importers (skipping
-/// `skip_keys`; only `only_key` when given), recomputes their rollups from
-/// the raw points and clears the marks, in one statement. A point committed
-/// meanwhile marks its hour again, so nothing is lost.
+/// Takes up to `limit` rollup deltas the importers recorded (what each
+/// flush added to an hour: count, sum, min, max; skipping `skip_keys`; only
+/// `only_key` when given), merges them into their hours' rollups and
+/// deletes them, in one statement, without reading raw points. `taken`
+/// counts deltas, `written` the rollups changed.
 [[nodiscard]] caf::expected<rollup_chunk>
-roll_up_dirty(connection& c, const std::vector<int64_t>& skip_keys,
+merge_rollup_deltas(connection& c, const std::vector<int64_t>& skip_keys,
               std::optional<int64_t> only_key, size_t limit,
               const shard_filter& shards = std::nullopt);
-/// Device keys with dirty hours (for the per-device fallback).
+/// Device keys with rollup deltas waiting (for the per-device fallback).
 [[nodiscard]] caf::expected<std::vector<int64_t>>
-dirty_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
+delta_device_keys(connection& c, const std::vector<int64_t>& skip_keys,
                   const shard_filter& shards = std::nullopt);
 
 /// A rollup whose anomaly flag is stale, with the statistics of the

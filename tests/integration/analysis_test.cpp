@@ -202,13 +202,16 @@ TEST_CASE("alerts: errors", "[alerts]") {
 TEST_CASE("analysis: a poison input is quarantined, the others go on",
           "[analysis]") {
   fixture f;
-  // Their sum overflows float8: PostgreSQL refuses to average them, so
-  // this device's rollups fail every pass.
+  // Three hours whose means are 1e308, -1e308 and 0: the spread of the
+  // first two overflows float8, so PostgreSQL refuses the anomaly
+  // statistics of the third, and this device's anomaly pass fails every
+  // time. (Rollups themselves merge means, never sums: they cope.)
   auto poison = make_device(f.n, f.tenant);
-  auto ts = now_ms() - 60'000;
-  json pts = json::array({{{"metric", "big"}, {"value", 1e308}, {"ts", ts}},
-                          {{"metric", "big"}, {"value", 1e308},
-                           {"ts", ts + 1000}}});
+  auto hour = (now_ms() / 3'600'000 - 3) * 3'600'000;
+  json pts = json::array(
+    {{{"metric", "big"}, {"value", 1e308}, {"ts", hour + 1000}},
+     {{"metric", "big"}, {"value", -1e308}, {"ts", hour + 3'601'000}},
+     {{"metric", "big"}, {"value", 0}, {"ts", hour + 7'201'000}}});
   TROUPE_REQUIRE_STATUS(post_telemetry(f.n, poison.token, {{"points", pts}}),
                         202);
   TROUPE_REQUIRE_STATUS(post_telemetry(f.n, f.dev.token,
@@ -233,12 +236,12 @@ TEST_CASE("analysis: a poison input is quarantined, the others go on",
     60s, 500ms));
 }
 
-TEST_CASE("rollups: an hour marked by many flushes is rolled up whole, and "
-          "every mark is taken",
+TEST_CASE("rollups: an hour written by many flushes is rolled up whole, and "
+          "every delta is taken",
           "[analysis][rollups]") {
-  // Each upload is its own flush and leaves its own mark for the hour
-  // (marks have no unique key, so importers never wait on the pass). The
-  // pass must take all copies, and the hour must count every point.
+  // Each upload is its own flush and records its own delta for the hour
+  // (count, sum, min, max; no unique key, so importers never wait on the
+  // pass). The pass must merge all of them, each once.
   fixture f;
   auto hour = (now_ms() - 3 * 3'600'000) / 3'600'000 * 3'600'000;
   constexpr int uploads = 12;
@@ -259,7 +262,7 @@ TEST_CASE("rollups: an hour marked by many flushes is rolled up whole, and "
     [&] {
       auto counted = db.query("SELECT count FROM rollups WHERE device_key = "
                               + key_sql);
-      auto marks = db.query("SELECT count(*) FROM rollup_dirty WHERE "
+      auto marks = db.query("SELECT count(*) FROM rollup_deltas WHERE "
                             "device_key = "
                             + key_sql);
       last = "rollup count "
@@ -272,4 +275,17 @@ TEST_CASE("rollups: an hour marked by many flushes is rolled up whole, and "
     60s, 250ms);
   INFO(last);
   CHECK(rolled);
+  // Merged, not just counted: min, max and the mean of 0..59.
+  auto r = db.query("SELECT min, max, avg FROM rollups WHERE device_key = "
+                    + key_sql);
+  REQUIRE(r.size() == 1);
+  CHECK(std::stod(r[0][0]) == 0);
+  CHECK(std::stod(r[0][1]) == uploads * per_upload - 1);
+  CHECK(std::stod(r[0][2]) == Approx((uploads * per_upload - 1) / 2.0));
+  // The API shows the same hour.
+  auto a = f.n.get("/api/v1/devices/" + f.dev.id + "/analysis", f.viewer.token);
+  TROUPE_REQUIRE_STATUS(a, 200);
+  INFO(a.body.dump());
+  CHECK(a.body.dump().find("\"count\":" + std::to_string(uploads * per_upload))
+        != std::string::npos);
 }

@@ -64,6 +64,10 @@ TEST_CASE("a replayed batch stores none of its points twice", "[ingest]") {
   REQUIRE(!w.write(other, ingest_writer::mode::replay));
   REQUIRE(!w.write(points(8, 0, 30, t0), ingest_writer::mode::replay));
   CHECK(m.count() == 81);
+  // Rollup deltas count each stored point once: 50 + 1 for device 7.
+  auto n = m.db.query("SELECT coalesce(sum(n), 0) FROM rollup_deltas"
+                      " WHERE device_key = 7");
+  CHECK(n[0][0] == "51");
   // Latest values hold the newest point either way.
   auto latest = m.db.query(
     "SELECT value FROM latest l JOIN metrics x ON x.id = l.metric_id"
@@ -82,6 +86,7 @@ TEST_CASE("a large batch (binary COPY) replays without duplicates too",
   CHECK(m.count() == 5000);
   REQUIRE(!w.write(big, ingest_writer::mode::replay));
   CHECK(m.count() == 5000);
+  CHECK(m.db.query("SELECT sum(n) FROM rollup_deltas")[0][0] == "5000");
   // A fresh write does not look (the importer only replays spooled
   // batches this way).
   REQUIRE(!w.write(points(9, 0, 10, t0)));
