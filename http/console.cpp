@@ -1,7 +1,7 @@
 #include "http/console.hpp"
 
-#include "console/assets.hpp"
 #include "http/call.hpp"
+#include "http/console_files.hpp"
 #include "http/errc.hpp"
 
 namespace troupe::http {
@@ -49,11 +49,11 @@ bool console_request(const request& r) {
 
 void serve_console(const call_ptr& c) {
   auto& path = c->req().path;
-  auto* a = console::find(path);
+  auto* a = find_console_file(path);
   if (!a && path.rfind("/assets/", 0) == 0)
     return c->fail(api_error{404, "not_found", "no such console file"});
   if (!a || path == "/")
-    a = console::find("/index.html");
+    a = find_console_file("/index.html");
   if (!a)
     return c->fail(api_error{404, "not_found", "no console in this build"});
   c->add_header("ETag", std::string{a->etag});

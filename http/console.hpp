@@ -3,8 +3,8 @@
 #include "http/router.hpp"
 #include "http/server.hpp"
 
-/// The web console at /: the files console/embed.mjs put into the
-/// executable, served to browsers by every node.
+/// The web console at /: the files of web/ that console_embed.mjs put into
+/// the executable (console_files.hpp), served to browsers by every node.
 namespace troupe::http {
 
 /// Whether a request no route matched is the console's: GET or HEAD of a

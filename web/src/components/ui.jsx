@@ -28,13 +28,15 @@ export function Confirm({ title, children, confirmLabel = 'Confirm', danger = tr
   );
 }
 
-/** A secret shown once, selectable. */
+/** A secret shown once, focused and selected for copying. */
 export function Secret({ label, value, onDone }) {
+  const ref = useRef();
+  useEffect(() => ref.current.focus(), [value]);
   return (
     <div class="secret" role="status">
       <label>
         {label} (shown only now; store it safely)
-        <input readOnly value={value} class="mono" onFocus={(e) => e.currentTarget.select()} data-secret />
+        <input ref={ref} readOnly value={value} class="mono" onFocus={(e) => e.currentTarget.select()} data-secret />
       </label>
       {onDone && <button type="button" onClick={onDone}>Done</button>}
     </div>

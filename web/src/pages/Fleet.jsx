@@ -65,7 +65,7 @@ export default function Fleet({ query, state }) {
           </div>
           <div class="pager">
             <button type="button" onClick={prev} disabled={!cursor}>Previous</button>
-            <span>Page {back.length + 1}</span>
+            {(!cursor || back.length > 0) && <span>Page {back.length + 1}</span>}
             <button type="button" onClick={next} disabled={!data.next_cursor}>Next</button>
           </div>
         </>
