@@ -607,14 +607,20 @@ raw_history(connection& c, const history_query& q) {
 
 caf::expected<std::vector<history_bucket>>
 bucket_history(connection& c, const history_query& q) {
+  // date_bin on timestamps per row, epoch milliseconds once per bucket:
+  // extract(epoch ...) is numeric arithmetic since PostgreSQL 14, and per
+  // row it was most of the query (30 days at 10 s: ~0.9 s -> ~0.4 s,
+  // bench/console.sh).
   auto r = c.exec(
-    "SELECT b, count(*), min(value), max(value), avg(value) FROM ("
-    " SELECT (floor(extract(epoch FROM t.ts) * 1000 / $6) * $6)::bigint AS b,"
-    " t.value FROM telemetry t JOIN metrics m ON m.id = t.metric_id"
+    "SELECT (extract(epoch FROM b) * 1000)::bigint, n, mn, mx, av FROM ("
+    " SELECT date_bin(make_interval(secs => $6 / 1000.0), t.ts,"
+    "  timestamptz 'epoch') AS b, count(*) AS n, min(t.value) AS mn,"
+    "  max(t.value) AS mx, avg(t.value) AS av"
+    " FROM telemetry t JOIN metrics m ON m.id = t.metric_id"
     " WHERE t.device_key = $1 AND m.name = $2"
     " AND t.ts >= to_timestamp($3 / 1000.0) AND t.ts <= to_timestamp($4 / "
-    "1000.0)) s"
-    " GROUP BY b ORDER BY b DESC LIMIT $5",
+    "1000.0)"
+    " GROUP BY 1 ORDER BY 1 DESC LIMIT $5) s",
     {num(q.device_key), q.metric, num(q.from_ms), num(q.to_ms),
      num(static_cast<int64_t>(q.limit)), num(q.step_ms)});
   if (!r)
