@@ -228,8 +228,10 @@ note "sql: the bucket query alone, $runs times"
 key=$(psql_q "select key from devices where id = '$device'")
 now=$(date +%s%3N)
 from=$(( (now - 30 * 86400000) / step_ms * step_ms ))
-# storage/queries.cpp bucket_history(), with its parameters in place.
-# Keep it in step with that function.
+# storage/queries.cpp bucket_history()'s query over raw points (what steps
+# that are not whole hours run; whole hours come from the rollups), with
+# its parameters in place, for comparison. Keep it in step with that
+# function.
 sql="SELECT (extract(epoch FROM b) * 1000)::bigint, n, mn, mx, av FROM (
  SELECT date_bin(make_interval(secs => $step_ms / 1000.0), t.ts,
   timestamptz 'epoch') AS b, count(*) AS n, min(t.value) AS mn,
@@ -278,7 +280,7 @@ print()
 print("| measurement | runs | median ms | max ms |")
 print("|---|---:|---:|---:|")
 print(row(f"API: GET telemetry 30d step={step} (curl, gzip)", api))
-print(row("  SQL alone: the bucket query (EXPLAIN ANALYZE, timing off)", sql))
+print(row("  for comparison, SQL: the same buckets from raw points (EXPLAIN ANALYZE, timing off)", sql))
 print(prow("page: click 30d -> chart drawn", page.get("click_30d_ms")))
 print(prow("  of which the 30d request (resource timing)", page.get("fetch_30d_ms")))
 print(prow("  of which response end -> drawn", page.get("response_to_drawn_30d_ms")))

@@ -607,22 +607,62 @@ raw_history(connection& c, const history_query& q) {
 
 caf::expected<std::vector<history_bucket>>
 bucket_history(connection& c, const history_query& q) {
+  // Buckets of whole hours come from the hourly rollups plus the deltas
+  // not merged yet (exact in one snapshot: the pass moves deltas into
+  // rollups in one transaction), and raw points only for the partial hours
+  // at the ends of the range: 30 days is ~720 rows, not ~260,000 points.
+  constexpr int64_t hour_ms = 3'600'000;
+  auto first_hour = (q.from_ms + hour_ms - 1) / hour_ms * hour_ms;
+  auto end_hour = (q.to_ms + 1) / hour_ms * hour_ms;
+  bool by_hours = q.step_ms % hour_ms == 0 && q.from_ms >= 0
+                  && end_hour > first_hour;
   // date_bin on timestamps per row, epoch milliseconds once per bucket:
   // extract(epoch ...) is numeric arithmetic since PostgreSQL 14, and per
-  // row it was most of the query (30 days at 10 s: ~0.9 s -> ~0.4 s,
-  // bench/console.sh).
-  auto r = c.exec(
-    "SELECT (extract(epoch FROM b) * 1000)::bigint, n, mn, mx, av FROM ("
-    " SELECT date_bin(make_interval(secs => $6 / 1000.0), t.ts,"
-    "  timestamptz 'epoch') AS b, count(*) AS n, min(t.value) AS mn,"
-    "  max(t.value) AS mx, avg(t.value) AS av"
-    " FROM telemetry t JOIN metrics m ON m.id = t.metric_id"
-    " WHERE t.device_key = $1 AND m.name = $2"
-    " AND t.ts >= to_timestamp($3 / 1000.0) AND t.ts <= to_timestamp($4 / "
-    "1000.0)"
-    " GROUP BY 1 ORDER BY 1 DESC LIMIT $5) s",
-    {num(q.device_key), q.metric, num(q.from_ms), num(q.to_ms),
-     num(static_cast<int64_t>(q.limit)), num(q.step_ms)});
+  // row it was most of the raw query.
+  const char* bin = "date_bin(make_interval(secs => $6 / 1000.0), t,"
+                    " timestamptz 'epoch')";
+  const char* outer
+    = "SELECT (extract(epoch FROM b) * 1000)::bigint, n, mn, mx, av FROM (";
+  std::vector<param> ps{num(q.device_key), q.metric, num(q.from_ms),
+                        num(q.to_ms), num(static_cast<int64_t>(q.limit)),
+                        num(q.step_ms)};
+  std::string sql;
+  if (by_hours) {
+    ps.push_back(num(first_hour));
+    ps.push_back(num(end_hour));
+    sql = "WITH m AS (SELECT id FROM metrics WHERE name = $2),"
+          " parts AS ("
+          " SELECT r.hour AS t, r.count AS n, r.min AS mn, r.max AS mx,"
+          "  r.avg AS av FROM rollups r, m WHERE r.device_key = $1"
+          "  AND r.metric_id = m.id AND r.hour >= to_timestamp($7 / 1000.0)"
+          "  AND r.hour < to_timestamp($8 / 1000.0)"
+          " UNION ALL"
+          " SELECT d.hour, d.n, d.mn, d.mx, d.mean FROM rollup_deltas d, m"
+          "  WHERE d.device_key = $1 AND d.metric_id = m.id"
+          "  AND d.hour >= to_timestamp($7 / 1000.0)"
+          "  AND d.hour < to_timestamp($8 / 1000.0)"
+          " UNION ALL"
+          " SELECT t.ts, 1, t.value, t.value, t.value FROM telemetry t, m"
+          "  WHERE t.device_key = $1 AND t.metric_id = m.id"
+          "  AND ((t.ts >= to_timestamp($3 / 1000.0)"
+          "   AND t.ts < to_timestamp($7 / 1000.0))"
+          "  OR (t.ts >= to_timestamp($8 / 1000.0)"
+          "   AND t.ts <= to_timestamp($4 / 1000.0))))"
+          // Means merge by count fractions: no sum of values overflows.
+          + std::string{outer} + "SELECT b, sum(n)::bigint AS n, min(mn) AS mn,"
+          " max(mx) AS mx, sum(av * (n::float8 / tot)) AS av FROM ("
+          " SELECT " + bin + " AS b, n, mn, mx, av, (sum(n) OVER"
+          " (PARTITION BY " + bin + "))::float8 AS tot FROM parts) w";
+  } else {
+    sql = std::string{outer} + "SELECT " + bin
+          + " AS b, count(*) AS n, min(value) AS mn, max(value) AS mx,"
+            " avg(value) AS av FROM (SELECT t.ts AS t, t.value"
+            " FROM telemetry t JOIN metrics m ON m.id = t.metric_id"
+            " WHERE t.device_key = $1 AND m.name = $2"
+            " AND t.ts >= to_timestamp($3 / 1000.0)"
+            " AND t.ts <= to_timestamp($4 / 1000.0)) p";
+  }
+  auto r = c.exec(sql + " GROUP BY b ORDER BY b DESC LIMIT $5) s", ps);
   if (!r)
     return r.error();
   std::vector<history_bucket> out(static_cast<size_t>(r->rows()));

@@ -289,3 +289,71 @@ TEST_CASE("rollups: an hour written by many flushes is rolled up whole, and "
   CHECK(a.body.dump().find("\"count\":" + std::to_string(uploads * per_upload))
         != std::string::npos);
 }
+
+TEST_CASE("buckets of whole hours come from rollups and agree with the raw "
+          "points, before and after the pass merges them",
+          "[analysis][rollups][history]") {
+  fixture f;
+  constexpr int64_t hour = 3'600'000, minute = 60'000;
+  auto h0 = (now_ms() / hour - 4) * hour;
+  // Two points late in the hour before h0, six in each of three hours.
+  json pts = json::array();
+  std::map<int64_t, std::vector<double>> want; // bucket start -> values
+  auto add = [&](int64_t ts, double v, int64_t step) {
+    pts.push_back({{"metric", "level"}, {"value", v}, {"ts", ts}});
+    want[ts / step * step].push_back(v);
+  };
+  auto upload = [&](int64_t step) {
+    pts = json::array();
+    want.clear();
+    add(h0 - 10 * minute, -3.5, step);
+    add(h0 - 5 * minute, 7.25, step);
+    for (int h = 0; h < 3; ++h)
+      for (int i = 0; i < 6; ++i)
+        add(h0 + h * hour + (5 + 10 * i) * minute, h * 10 + i * 1.5, step);
+  };
+  auto check = [&](int64_t step, const std::string& what) {
+    upload(step);
+    auto from = h0 - 30 * minute, to = h0 + 3 * hour - 1;
+    auto r = f.n.get("/api/v1/devices/" + f.dev.id
+                       + "/telemetry?metric=level&from=" + std::to_string(from)
+                       + "&to=" + std::to_string(to) + "&step="
+                       + std::to_string(step / minute) + "m",
+                     f.viewer.token);
+    TROUPE_REQUIRE_STATUS(r, 200);
+    INFO(what << ": " << r.body.dump());
+    auto& got = r.body["points"];
+    REQUIRE(got.size() == want.size());
+    size_t i = 0;
+    for (auto& [start, vals] : want) {
+      auto& b = got[i++];
+      double sum = 0;
+      for (auto v : vals)
+        sum += v;
+      CHECK(b[0].get<int64_t>() == start);
+      CHECK(b[1].get<int64_t>() == static_cast<int64_t>(vals.size()));
+      CHECK(b[2].get<double>() == *std::min_element(vals.begin(), vals.end()));
+      CHECK(b[3].get<double>() == *std::max_element(vals.begin(), vals.end()));
+      CHECK(b[4].get<double>() == Approx(sum / vals.size()));
+    }
+  };
+  upload(hour);
+  TROUPE_REQUIRE_STATUS(post_telemetry(f.n, f.dev.token, {{"points", pts}}),
+                        202);
+  // Right away (deltas maybe not merged), by hours, by two hours, and by
+  // 30 minutes (raw points only): the same figures.
+  check(hour, "1h, at once");
+  check(2 * hour, "2h, at once");
+  check(30 * minute, "30m (raw)");
+  auto& db = *f.n.db();
+  auto key_sql = "(SELECT key FROM devices WHERE id = '" + f.dev.id + "')";
+  REQUIRE(eventually(
+    [&] {
+      return db.query("SELECT count(*) FROM rollup_deltas WHERE device_key = "
+                      + key_sql)[0][0]
+             == "0";
+    },
+    60s, 250ms));
+  check(hour, "1h, merged");
+  check(2 * hour, "2h, merged");
+}
