@@ -12,8 +12,9 @@
 #   api    GET /api/v1/devices/{id}/telemetry?metric=temp&from&to&step with
 #          curl (gzip, as a browser asks), the plan the page makes for 30d
 #          (web/src/lib/range.js: 720 buckets of 1h);
-#   sql    the same bucket query alone in PostgreSQL (EXPLAIN ANALYZE,
-#          TIMING OFF; the plan with timings is kept in explain-30d.txt);
+#   sql    for comparison, the same buckets computed from raw points in
+#          PostgreSQL (what steps that are not whole hours cost; EXPLAIN
+#          ANALYZE, TIMING OFF; the plan is kept in explain-30d.txt);
 #   page   web/e2e/draw.bench.mjs in headless Chromium: logs in through the
 #          page, first loads of /devices/{id}?range=30d (navigation start to
 #          chart drawn) and, on a page opened at 24h, clicks on 30d timed to
