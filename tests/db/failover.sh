@@ -27,6 +27,7 @@ cleanup() {
   local rc=$?
   [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
+    echo "---- scripts/db-local (tail) ----"; tail -n 30 "$work/db-local.log" 2>/dev/null || true
     echo "---- node log (tail) ----"; tail -n 40 "$work/node.log" 2>/dev/null || true
   fi
   [ -d "$db_dir" ] && "$root/scripts/db-local" stop "$db_dir" >/dev/null 2>&1 || true
