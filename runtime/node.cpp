@@ -263,14 +263,19 @@ int node::run() {
   impl_->caf_cfg = std::make_unique<caf::actor_system_config>();
   auto& cc = *impl_->caf_cfg;
   auto cores = std::max(2u, std::thread::hardware_concurrency());
+  // Work stealing spins idle workers: on a cluster node that tripled the CPU
+  // per forwarded request, and on a small machine its sleeps and wake-ups
+  // cost a single node ~20 % of its CPU per upload (bench/RESULTS.md), so
+  // clusters and machines of up to 4 cores share one queue, with one
+  // thread per core.
+  auto& policy = cfg_.actors.scheduler_policy;
+  auto sharing = policy == "sharing"
+                 || (policy == "auto" && (clustered() || cores <= 4));
   auto threads = cfg_.actors.scheduler_threads > 0
                    ? cfg_.actors.scheduler_threads
-                   : static_cast<size_t>(std::max(4u, cores));
+                   : static_cast<size_t>(sharing ? cores
+                                                 : std::max(4u, cores));
   cc.set("scheduler.max-threads", threads);
-  // Work stealing spins idle workers: on a cluster node that tripled the CPU
-  // per forwarded request (bench/RESULTS.md), so clusters share one queue.
-  auto& policy = cfg_.actors.scheduler_policy;
-  auto sharing = policy == "sharing" || (policy == "auto" && clustered());
   cc.set("scheduler.policy",
          sharing ? caf::atom("sharing") : caf::atom("stealing"));
   cc.set("logger.verbosity", caf::atom("quiet"));
