@@ -183,7 +183,7 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
             caf::anon_send(self->state.ctx->sessions,
                            runtime::broadcast_atom::value,
                            caf::make_message(reset_atom::value,
-                                             req.username));
+                                             req.username, std::string{}));
             rp.deliver(done{});
           }
         });
@@ -215,7 +215,8 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
           // Its sessions ended in the database; live ones end now.
           caf::anon_send(self->state.ctx->sessions,
                          runtime::broadcast_atom::value,
-                         caf::make_message(reset_atom::value, req.username));
+                         caf::make_message(reset_atom::value, req.username,
+                                           std::string{}));
           rp.deliver(done{});
         });
       return rp;

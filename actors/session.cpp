@@ -179,10 +179,11 @@ session_actor::behavior_type session(session_ptr self, context_ptr ctx, caf::act
       }
       schedule_tick(self);
     },
-    [=](reset_atom, const std::string& username) {
-      // The user was deleted: its sessions end at once.
+    [=](reset_atom, const std::string& username, const std::string& keep) {
+      // The user was deleted or its password set: its sessions end at
+      // once, but `keep` (the session that changed its own password).
       auto& st = self->state;
-      if (st.known && st.user.username == username) {
+      if (st.known && st.user.username == username && st.key != keep) {
         st.known = false;
         passivate(self);
       }

@@ -33,7 +33,7 @@ typename Inspector::result_type inspect(Inspector& f, session_auth& x) {
 using session_actor = caf::typed_actor<
   caf::replies_to<session_auth>::with<user_info>,
   caf::replies_to<logout_atom>::with<done>,
-  caf::reacts_to<reset_atom, std::string>, caf::reacts_to<runtime::tick_atom>,
+  caf::reacts_to<reset_atom, std::string, std::string>, caf::reacts_to<runtime::tick_atom>,
   caf::reacts_to<runtime::stop_atom>>;
 
 /// Spawns the virtual actor of one user session, keyed by the keyed hash of

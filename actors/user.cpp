@@ -183,10 +183,11 @@ user_actor::behavior_type user(user_ptr self, context_ptr ctx, caf::actor region
           st.failures->clear();
           log().info("user={} req={} changed its password", st.username,
                      req.req_id);
-          // Its other sessions ended in the database; live ones reload and
-          // find theirs gone (this one finds its own).
+          // Its other sessions ended in the database; their live actors
+          // end now, all but the asking session's.
           caf::anon_send(st.ctx->sessions, runtime::broadcast_atom::value,
-                         caf::make_message(reset_atom::value, st.username));
+                         caf::make_message(reset_atom::value, st.username,
+                                           req.keep_session));
           rp.deliver(done{});
         });
       return rp;

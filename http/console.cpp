@@ -56,7 +56,14 @@ void serve_console(const call_ptr& c) {
     a = find_console_file("/index.html");
   if (!a)
     return c->fail(api_error{404, "not_found", "no console in this build"});
-  c->add_header("ETag", std::string{a->etag});
+  // The gzip copy is another representation: its own entity tag.
+  bool gz = !a->gzip.empty() && c->req().accepts_gzip();
+  auto etag = std::string{a->etag};
+  if (gz)
+    etag.insert(etag.size() - 1, "-gz");
+  c->add_header("ETag", etag);
+  if (!a->gzip.empty())
+    c->add_header("Vary", "Accept-Encoding");
   c->add_header("X-Content-Type-Options", "nosniff");
   c->add_header("Cache-Control", a->immutable
                                    ? "public, max-age=31536000, immutable"
@@ -66,11 +73,10 @@ void serve_console(const call_ptr& c) {
     c->add_header("X-Frame-Options", "DENY");
     c->add_header("Referrer-Policy", "same-origin");
   }
-  if (etag_matches(c->req().header("If-None-Match"), a->etag))
+  if (etag_matches(c->req().header("If-None-Match"), etag))
     return c->reply_text(304, "", "");
-  if (!a->gzip.empty() && c->req().accepts_gzip()) {
+  if (gz) {
     c->add_header("Content-Encoding", "gzip");
-    c->add_header("Vary", "Accept-Encoding");
     return c->reply_text(200, std::string{a->content_type},
                          std::string{a->gzip});
   }

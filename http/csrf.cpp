@@ -47,7 +47,12 @@ bool unsafe_method(const std::string& method) {
 }
 
 std::optional<std::string> forged_origin(const request& r) {
-  if (lower(r.header("Sec-Fetch-Site")) == "cross-site")
+  // Browsers set Sec-Fetch-Site themselves (no page can), so same-origin
+  // settles it, also behind a proxy that rewrites Host.
+  auto site = lower(r.header("Sec-Fetch-Site"));
+  if (site == "same-origin")
+    return std::nullopt;
+  if (site == "cross-site")
     return "cross-site request refused (Sec-Fetch-Site: cross-site)";
   auto source = r.header("Origin");
   const char* what = "Origin";

@@ -41,6 +41,13 @@ TEST_CASE("a page of the same site passes") {
   CHECK_FALSE(forged_origin(make({{"Host", "a"},
                                   {"Origin", "http://a"},
                                   {"Sec-Fetch-Site", "same-origin"}})));
+  // Behind a proxy that rewrites Host, the browser's own word counts.
+  CHECK_FALSE(forged_origin(make({{"Host", "backend:8080"},
+                                  {"Origin", "https://fleet.example"},
+                                  {"Sec-Fetch-Site", "same-origin"}})));
+  CHECK(forged_origin(make({{"Host", "backend:8080"},
+                            {"Origin", "https://fleet.example"},
+                            {"Sec-Fetch-Site", "same-site"}})));
 }
 
 TEST_CASE("requests from no browser page pass") {

@@ -1234,6 +1234,7 @@ private:
     h += http_date();
     h += "\r\n";
     bool has_coding = false;
+    bool has_vary = false;
     for (auto& f : r.headers) {
       if (f.name.empty() || !header_safe(f.name) || !header_safe(f.value)) {
         srv_.log("warn",
@@ -1245,6 +1246,7 @@ private:
           || iequals(f.name, "connection"))
         continue;
       has_coding = has_coding || iequals(f.name, "content-encoding");
+      has_vary = has_vary || iequals(f.name, "vary");
       h += f.name;
       h += ": ";
       h += f.value;
@@ -1259,7 +1261,8 @@ private:
       }
       if (!has_coding && !r.body.empty()
           && r.body.size() >= cfg().gzip_min_bytes) {
-        h += "Vary: Accept-Encoding\r\n";
+        if (!has_vary)
+          h += "Vary: Accept-Encoding\r\n";
         if (s.gzip_ok && !s.head) {
           auto z = gzip(r.body);
           if (!z.empty() && z.size() < r.body.size()) {

@@ -220,15 +220,19 @@ CREATE INDEX alerts_device ON alerts (device_id, opened_ms DESC, id DESC);
 -- these deltas into rollups without reading raw points again (it used to
 -- recompute every marked hour from telemetry on every pass). Hours marked
 -- before this migration are rolled up here, from the raw points, once.
+-- (The mean as a sum of value / count: avg() sums first and overflows.)
 INSERT INTO rollups (device_key, metric_id, hour, count, min, max, avg,
                      anomaly, checked)
-  SELECT t.device_key, t.metric_id, h.hour, count(*), min(t.value),
-         max(t.value), avg(t.value), false, false
-  FROM (SELECT DISTINCT device_key, metric_id, hour FROM rollup_dirty) h
-  JOIN telemetry t ON t.device_key = h.device_key
-   AND t.metric_id = h.metric_id AND t.ts >= h.hour
-   AND t.ts < h.hour + interval '1 hour'
-  GROUP BY t.device_key, t.metric_id, h.hour
+  SELECT device_key, metric_id, hour, count(*), min(value), max(value),
+         sum(value / cnt), false, false
+  FROM (SELECT t.device_key, t.metric_id, h.hour, t.value,
+               count(*) OVER (PARTITION BY t.device_key, t.metric_id, h.hour)
+                 AS cnt
+        FROM (SELECT DISTINCT device_key, metric_id, hour FROM rollup_dirty) h
+        JOIN telemetry t ON t.device_key = h.device_key
+         AND t.metric_id = h.metric_id AND t.ts >= h.hour
+         AND t.ts < h.hour + interval '1 hour') x
+  GROUP BY device_key, metric_id, hour
   ON CONFLICT (device_key, metric_id, hour) DO UPDATE SET
     count = excluded.count, min = excluded.min, max = excluded.max,
     avg = excluded.avg, checked = false;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <limits>
 
 namespace troupe::storage {
 
@@ -612,9 +613,12 @@ bucket_history(connection& c, const history_query& q) {
   // rollups in one transaction), and raw points only for the partial hours
   // at the ends of the range: 30 days is ~720 rows, not ~260,000 points.
   constexpr int64_t hour_ms = 3'600'000;
-  auto first_hour = (q.from_ms + hour_ms - 1) / hour_ms * hour_ms;
-  auto end_hour = (q.to_ms + 1) / hour_ms * hour_ms;
-  bool by_hours = q.step_ms % hour_ms == 0 && q.from_ms >= 0
+  constexpr int64_t far = std::numeric_limits<int64_t>::max() - hour_ms;
+  bool in_range = q.from_ms >= 0 && q.from_ms < far && q.to_ms < far;
+  auto first_hour = in_range ? (q.from_ms + hour_ms - 1) / hour_ms * hour_ms
+                             : 0;
+  auto end_hour = in_range ? (q.to_ms + 1) / hour_ms * hour_ms : 0;
+  bool by_hours = in_range && q.step_ms % hour_ms == 0
                   && end_hour > first_hour;
   // date_bin on timestamps per row, epoch milliseconds once per bucket:
   // extract(epoch ...) is numeric arithmetic since PostgreSQL 14, and per
@@ -662,7 +666,8 @@ bucket_history(connection& c, const history_query& q) {
             " AND t.ts >= to_timestamp($3 / 1000.0)"
             " AND t.ts <= to_timestamp($4 / 1000.0)) p";
   }
-  auto r = c.exec(sql + " GROUP BY b ORDER BY b DESC LIMIT $5) s", ps);
+  auto r = c.exec(sql + " GROUP BY b ORDER BY b DESC LIMIT $5) s ORDER BY 1 DESC",
+                  ps);
   if (!r)
     return r.error();
   std::vector<history_bucket> out(static_cast<size_t>(r->rows()));
