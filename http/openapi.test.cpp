@@ -73,11 +73,11 @@ TEST_CASE("the OpenAPI document describes exactly the routes served") {
 
 TEST_CASE("every $ref in the OpenAPI document resolves") {
   auto doc = nlohmann::json::parse(openapi_document());
-  std::vector<const nlohmann::json*> todo{&doc};
+  std::vector<const nlohmann::json*> pending{&doc};
   size_t refs = 0;
-  while (!todo.empty()) {
-    auto* j = todo.back();
-    todo.pop_back();
+  while (!pending.empty()) {
+    auto* j = pending.back();
+    pending.pop_back();
     if (j->is_object()) {
       if (auto it = j->find("$ref"); it != j->end() && it->is_string()) {
         auto ref = it->get<std::string>();
@@ -87,10 +87,10 @@ TEST_CASE("every $ref in the OpenAPI document resolves") {
         ++refs;
       }
       for (auto& [k, v] : j->items())
-        todo.push_back(&v);
+        pending.push_back(&v);
     } else if (j->is_array()) {
       for (auto& v : *j)
-        todo.push_back(&v);
+        pending.push_back(&v);
     }
   }
   CHECK(refs > 10);
