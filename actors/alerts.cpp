@@ -185,7 +185,7 @@ alerts_actor::behavior_type alerts(alerts_ptr self, context_ptr ctx) {
       f.state = req.state;
       f.device_id = req.device_id;
       f.limit = static_cast<size_t>(req.limit);
-      return db_reply<alert_page>(self, self->state.ctx->db, [f, limit = req.limit](storage::connection& c)
+      return db_reply<alert_page>(self, self->state.ctx->reads, [f, limit = req.limit](storage::connection& c)
                 -> caf::expected<alert_page> {
           auto rows = storage::list_alerts(c, f);
           if (!rows)

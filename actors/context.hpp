@@ -25,12 +25,18 @@ struct context {
   /// Login throttling.
   config::auth_config auth;
   std::string node_id;
+  /// storage.standby_policy: what a 202 for telemetry needs.
+  std::string standby_policy = "none";
   /// The cluster's shard count (cluster.shards).
   size_t shards = 0;
   /// Key for keyed hashes of device secrets and tokens (cluster-wide).
   std::string secret_key;
-  /// Database pool (runtime::spawn_db_pool).
+  /// Database pool (runtime::spawn_db_pool): writes, and reads that must
+  /// see the caller's own writes.
   caf::actor db;
+  /// Reads that may be a little stale (history, buckets, rollups, lists):
+  /// a replica when one is current enough, else db (runtime/replicas.hpp).
+  caf::actor reads;
   /// Loads device states in batches (device_loader.hpp).
   caf::actor device_loader;
   /// Importers; a device always uses importers[key % size()].

@@ -639,7 +639,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto rp = self->make_response_promise<history_reply>();
       if (q.step_ms > 0) {
         db_call<std::vector<storage::history_bucket>>(
-          self, st.ctx->db,
+          self, st.ctx->reads,
           [q](storage::connection& c) { return storage::bucket_history(c, q); },
           [=](caf::expected<std::vector<storage::history_bucket>> r) mutable {
             if (!r) {
@@ -657,7 +657,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           });
       } else {
         db_call<std::vector<storage::history_point>>(
-          self, st.ctx->db,
+          self, st.ctx->reads,
           [q](storage::connection& c) { return storage::raw_history(c, q); },
           [=](caf::expected<std::vector<storage::history_point>> r) mutable {
             if (!r) {
@@ -681,7 +681,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         return not_found(st.id);
       auto rp = self->make_response_promise<analysis_reply>();
       db_call<std::vector<storage::rollup_row>>(
-        self, st.ctx->db,
+        self, st.ctx->reads,
         [key = st.key, req](storage::connection& c) {
           return storage::device_rollups(c, key, req.from_ms, req.to_ms);
         },

@@ -52,7 +52,7 @@ fleet_actor::behavior_type fleet(fleet_ptr self, context_ptr ctx) {
       auto limit = req.limit;
       // Straight from PostgreSQL (two queries a page): a list wakes no
       // device actor. Telemetry commits, logins and polls keep last_seen.
-      return db_reply<device_page>(self, self->state.ctx->db, [f, window, limit](storage::connection& c)
+      return db_reply<device_page>(self, self->state.ctx->reads, [f, window, limit](storage::connection& c)
                 -> caf::expected<device_page> {
           auto rows = storage::list_device_summaries(c, f);
           if (!rows)

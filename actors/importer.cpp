@@ -29,8 +29,10 @@ struct importer_probe {
   runtime::counter* replayed;
   runtime::histogram* flush_seconds;
   runtime::histogram* batch_points;
+  runtime::counter* unreplicated;
   runtime::gauge* spool_bytes;
   runtime::gauge* queued;
+  runtime::gauge* alone;
 
   explicit importer_probe(size_t index) {
     auto& r = runtime::metrics();
@@ -50,7 +52,16 @@ struct importer_probe {
     batch_points = &r.get_histogram("troupe_ingest_batch_points",
                                     "Points per group commit", l,
                                     runtime::size_buckets());
+    unreplicated = &r.get_counter(
+      "troupe_ingest_unreplicated_batches_total",
+      "Batches committed on the primary that no synchronous standby had "
+      "confirmed (storage.standby_policy)",
+      l);
     spool_bytes = &r.get_gauge("troupe_spool_bytes", "Bytes in the spool", l);
+    alone = &r.get_gauge("troupe_ingest_primary_alone",
+                         "1 while the primary's last commit had no standby "
+                         "(storage.standby_policy spool or warn)",
+                         l);
     queued = &r.get_gauge("troupe_import_queue_points",
                           "Points waiting in the importer", l);
   }
@@ -70,6 +81,14 @@ struct importer_state {
   size_t pending_points = 0;
   bool flush_armed = false;
   bool replay_armed = false;
+  /// storage.standby_policy is "spool": unreplicated commits are spooled too.
+  bool spool_unreplicated = false;
+  /// The last commit had no standby (the primary runs alone).
+  bool alone = false;
+  /// Every spooled record is also in PostgreSQL (spooled after a commit
+  /// without a standby, or written by a replay that kept it): while the
+  /// primary runs alone the replay need not run again.
+  bool spool_in_pg = false;
   /// Group commits so far (fault injection counts them).
   uint64_t flushes = 0;
   std::unique_ptr<importer_probe> probe;
@@ -82,12 +101,39 @@ void merge(storage::ingest_batch& into, const storage::ingest_batch& from) {
   into.marks.insert(into.marks.end(), from.marks.begin(), from.marks.end());
 }
 
-/// Replays the spool; true if it is empty afterwards.
+/// Notes whether the primary's last commit had a standby, logging changes.
+void set_alone(importer_actor* self, bool alone) {
+  auto& st = self->state;
+  if (alone == st.alone)
+    return;
+  st.alone = alone;
+  st.probe->alone->set(alone ? 1 : 0);
+  if (alone)
+    log().warn("{} the primary commits without a synchronous standby; {}",
+               st.name,
+               st.spool_unreplicated
+                 ? "batches are spooled as well until one is back"
+                 : "accepted all the same (storage.standby_policy=warn)");
+  else
+    log().info("{} a synchronous standby confirms commits again", st.name);
+}
+
+/// Replays the spool; true if it is empty afterwards. Under the spool
+/// policy, records stay until a standby has them: while the primary runs
+/// alone the replay waits for one, and a replay that finds none still
+/// writes every record (so all are readable) but keeps them.
 bool try_replay(importer_actor* self) {
   auto& st = self->state;
   if (st.spool->empty())
     return true;
+  if (st.spool_unreplicated && st.alone && st.spool_in_pg) {
+    auto back = st.writer->standby_has();
+    if (!back || !*back)
+      return false;
+    set_alone(self, false);
+  }
   size_t n = 0;
+  bool kept = false;
   auto err = st.spool->replay([&](const std::string& rec) -> caf::error {
     storage::ingest_batch b;
     if (!storage::decode_batch(rec, b)) {
@@ -97,7 +143,14 @@ bool try_replay(importer_actor* self) {
     // A spooled batch may be in PostgreSQL already (its COMMIT answer was
     // lost, or an earlier replay stopped after it): replay mode stores none
     // of its points twice.
-    if (auto err = st.writer->write(b, storage::ingest_writer::mode::replay))
+    auto err = st.writer->write(b, storage::ingest_writer::mode::replay);
+    if (err == storage::errc::unreplicated) {
+      st.probe->unreplicated->inc();
+      set_alone(self, true);
+      kept = kept || st.spool_unreplicated;
+      err = caf::none;
+    }
+    if (err)
       return err;
     ++n;
     st.probe->replayed->inc();
@@ -107,6 +160,10 @@ bool try_replay(importer_actor* self) {
     if (n > 0)
       log().warn("{} spool replay stopped after {} records: {}", st.name, n,
                  config::describe(err));
+    return false;
+  }
+  if (kept) {
+    st.spool_in_pg = true;
     return false;
   }
   if (auto cerr = st.spool->clear()) {
@@ -127,19 +184,40 @@ void arm_replay(importer_actor* self) {
 }
 
 /// Writes one batch to PostgreSQL, or to the spool when PostgreSQL is
-/// unreachable (or older spooled batches still wait).
+/// unreachable (or older spooled batches still wait), or to both when the
+/// primary committed it alone under the spool policy.
 caf::error write_or_spool(importer_actor* self,
                           const storage::ingest_batch& b) {
   auto& st = self->state;
-  if (try_replay(self)) {
+  // Under the spool policy with the primary alone, the spool waits for a
+  // standby (the replay timer asks), and new batches still go to the
+  // primary so they can be read at once.
+  // Whether the batch is in PostgreSQL already (committed without a
+  // standby) when it goes to the spool.
+  bool committed = false;
+  if ((st.spool_unreplicated && st.alone) || try_replay(self)) {
     auto err = st.writer->write(b);
-    if (!err || err != storage::errc::unavailable)
+    if (err == storage::errc::unreplicated) {
+      st.probe->unreplicated->inc();
+      set_alone(self, true);
+      if (!st.spool_unreplicated)
+        return caf::none;
+      committed = true;
+    } else if (!err) {
+      set_alone(self, false);
+      return caf::none;
+    } else if (err != storage::errc::unavailable) {
       return err;
-    log().warn("{} PostgreSQL unavailable, spooling: {}", st.name,
-               config::describe(err));
+    } else {
+      log().warn("{} PostgreSQL unavailable, spooling: {}", st.name,
+                 config::describe(err));
+    }
   }
+  if (st.spool->empty())
+    st.spool_in_pg = true;
   auto err = st.spool->append(storage::encode_batch(b));
   if (!err) {
+    st.spool_in_pg = st.spool_in_pg && committed;
     st.probe->spooled->inc();
     st.probe->spool_bytes->set(static_cast<int64_t>(st.spool->size_bytes()));
     arm_replay(self);
@@ -210,7 +288,9 @@ caf::behavior importer(importer_actor* self, context_ptr ctx,
   auto& st = self->state;
   st.name = "importer-" + std::to_string(index);
   st.ctx = ctx;
-  st.writer = std::make_unique<storage::ingest_writer>(url);
+  st.spool_unreplicated = ctx->standby_policy == "spool";
+  st.writer = std::make_unique<storage::ingest_writer>(
+    url, 5, ctx->standby_policy != "none");
   st.spool = std::make_unique<storage::spool>(
     data_dir + "/spool/importer-" + std::to_string(index) + ".spool",
     spool_max_bytes);

@@ -75,9 +75,11 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       ctx->analysis = cfg.analysis;
       ctx->auth = cfg.auth;
       ctx->node_id = n.id();
+      ctx->standby_policy = cfg.storage.standby_policy;
       ctx->shards = cfg.cluster.shards;
       ctx->secret_key = n.secret_key();
       ctx->db = n.db();
+      ctx->reads = n.reads();
       ctx->device_loader = spawn_device_loader(sys, ctx);
       for (size_t i = 0; i < cfg.ingest.importers; ++i)
         ctx->importers.push_back(
@@ -164,6 +166,7 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       ctx->devices = ctx->sessions = ctx->users = nullptr;
       ctx->importers.clear();
       ctx->db = nullptr;
+      ctx->reads = nullptr;
     });
   // Membership and placement, only for a cluster node.
   if (n.clustered())

@@ -127,6 +127,7 @@ std::pair<setter, getter> list_member(Section node_config::*sec,
 struct field {
   std::string key;
   std::pair<setter, getter> io;
+  /// Holds connection strings: render() shows them without credentials.
   bool secret = false;
 };
 
@@ -184,6 +185,13 @@ const std::vector<field>& fields() {
      int_member(&nc::storage, &storage_config::partition_days_ahead, 1, 60)},
     {"storage.retention_days",
      int_member(&nc::storage, &storage_config::retention_days, 1, 36500)},
+    {"storage.standby_policy",
+     str_member(&nc::storage, &storage_config::standby_policy)},
+    {"storage.replicas", list_member(&nc::storage, &storage_config::replicas),
+     true},
+    {"storage.max_replica_lag_ms",
+     int_member(&nc::storage, &storage_config::max_replica_lag_ms, 0,
+                3600000)},
     {"ingest.importers",
      int_member(&nc::ingest, &ingest_config::importers, 1, 64)},
     {"ingest.max_batch_points",
@@ -515,6 +523,21 @@ caf::error validate(const node_config& cfg) {
     return invalid("actors.scheduler_policy",
                    "expected auto, stealing or sharing, got '"
                      + cfg.actors.scheduler_policy + "'");
+  if (cfg.storage.standby_policy != "none"
+      && cfg.storage.standby_policy != "spool"
+      && cfg.storage.standby_policy != "warn")
+    return invalid("storage.standby_policy",
+                   "expected none, spool or warn, got '"
+                     + cfg.storage.standby_policy + "'");
+  if (cfg.storage.standby_policy != "none" && cfg.storage.database_url.empty())
+    return make_config_error(errc::contradiction,
+                             "storage.standby_policy: the embedded PostgreSQL "
+                             "has no standby; set storage.database_url to a "
+                             "primary with one, or the policy to none");
+  if (!cfg.storage.replicas.empty() && cfg.storage.database_url.empty())
+    return make_config_error(errc::contradiction,
+                             "storage.replicas: replicas stream from a "
+                             "configured primary; set storage.database_url");
   if (cfg.ingest.max_points_per_request > cfg.ingest.max_queued_points)
     return make_config_error(errc::contradiction,
                              "ingest.max_points_per_request: larger than "
@@ -546,6 +569,31 @@ caf::error validate(const node_config& cfg) {
   return caf::none;
 }
 
+std::string redact_credentials(const std::string& text) {
+  std::string out = text;
+  // scheme://user:password@host -> scheme://user:***@host
+  for (size_t at = out.find("://"); at != std::string::npos;
+       at = out.find("://", at + 3)) {
+    auto start = at + 3;
+    auto end = out.find_first_of("/?\"', ]", start);
+    auto amp = out.find('@', start);
+    if (amp == std::string::npos || (end != std::string::npos && amp > end))
+      continue;
+    auto colon = out.find(':', start);
+    if (colon != std::string::npos && colon < amp)
+      out.replace(colon + 1, amp - colon - 1, "***");
+  }
+  // password=secret (key=value strings and URL parameters)
+  for (size_t at = out.find("password="); at != std::string::npos;
+       at = out.find("password=", at + 1)) {
+    auto start = at + 9;
+    auto end = out.find_first_of(" &\"',]", start);
+    out.replace(start, (end == std::string::npos ? out.size() : end) - start,
+                "***");
+  }
+  return out;
+}
+
 std::string render(const node_config& cfg) {
   std::string out, section;
   for (auto& f : fields()) {
@@ -556,7 +604,8 @@ std::string render(const node_config& cfg) {
       section = sec;
     }
     out += f.key.substr(dot + 1) + " = "
-           + (f.secret ? std::string{"\"<hidden>\""} : f.io.second(cfg))
+           + (f.secret ? redact_credentials(f.io.second(cfg))
+                       : f.io.second(cfg))
            + "\n";
   }
   return out;

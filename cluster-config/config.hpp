@@ -49,8 +49,13 @@ load_from_text(const std::string& file_text,
 /// Checks ranges and contradictions; the error names the field.
 [[nodiscard]] caf::error validate(const node_config& cfg);
 
-/// Renders the effective configuration as a config file (secrets omitted).
+/// Renders the effective configuration as a config file (passwords in
+/// connection strings shown as ***).
 std::string render(const node_config& cfg);
+
+/// `text` with the passwords of the connection strings in it (URL user
+/// info, password=...) replaced by ***.
+std::string redact_credentials(const std::string& text);
 
 /// The environment variable for a dotted key: "http.listen" ->
 /// "TROUPE_HTTP_LISTEN".

@@ -98,6 +98,23 @@ TEST_CASE("contradictions are rejected") {
   CHECK(cfg);
 }
 
+TEST_CASE("the standby policy is one of three, and needs a database URL") {
+  auto url = env_of({{"TROUPE_DATABASE_URL", "postgresql://x/y"}});
+  for (auto p : {"none", "spool", "warn"}) {
+    auto cfg = load_from_text("", {{"storage.standby_policy", p}}, url);
+    REQUIRE(cfg);
+    CHECK(cfg->storage.standby_policy == p);
+  }
+  auto cfg = load_from_text("", {{"storage.standby_policy", "always"}}, url);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("storage.standby_policy")
+        != std::string::npos);
+  // The embedded PostgreSQL has no standby to wait for.
+  cfg = load_from_text("", {{"storage.standby_policy", "spool"}}, no_env);
+  REQUIRE(!cfg);
+  CHECK(describe(cfg.error()).find("embedded") != std::string::npos);
+}
+
 TEST_CASE("command line flags map to settings") {
   const char* argv[] = {"troupe", "serve", "--listen", "127.0.0.1:1",
                         "--data-dir=/tmp/d", "--set", "ingest.importers=3"};
@@ -124,6 +141,28 @@ TEST_CASE("render round-trips through the parser") {
   CHECK(again->http.io_threads == 77);
 }
 
+TEST_CASE("render shows the database tier without passwords") {
+  auto cfg = load_from_text(
+    "[storage]\ndatabase_url = \"postgresql://troupe:s3cret@db1,db2/t"
+    "?target_session_attrs=read-write\"\n"
+    "replicas = [\"host=r1 password=hush dbname=t\", "
+    "\"postgresql://u@r2/t?password=quiet&sslmode=require\"]\n"
+    "max_replica_lag_ms = 250\n",
+    {}, no_env);
+  REQUIRE(cfg);
+  CHECK(cfg->storage.replicas.size() == 2);
+  auto text = render(*cfg);
+  for (auto secret : {"s3cret", "hush", "quiet"})
+    CHECK(text.find(secret) == std::string::npos);
+  CHECK(text.find("postgresql://troupe:***@db1,db2/t") != std::string::npos);
+  CHECK(text.find("host=r1 password=*** dbname=t") != std::string::npos);
+  CHECK(text.find("password=***&sslmode=require") != std::string::npos);
+  CHECK(text.find("max_replica_lag_ms = 250") != std::string::npos);
+  auto again = load_from_text(text, {}, no_env);
+  REQUIRE(again);
+  CHECK(again->storage.replicas.size() == 2);
+}
+
 TEST_CASE("TLS needs both files, and readable ones") {
   auto only_cert = load_from_text("[http]\ntls_cert = \"/etc/hostname\"\n", {},
                                   no_env);
@@ -134,4 +173,22 @@ TEST_CASE("TLS needs both files, and readable ones") {
                                 {}, no_env);
   REQUIRE(!missing);
   CHECK(describe(missing.error()).find("http.tls_cert") != std::string::npos);
+}
+
+TEST_CASE("the example configurations load") {
+  for (auto file : {"single-node.toml", "db-tier.toml",
+                    "three-node/node1.toml"}) {
+    INFO(file);
+    command_line cl;
+    cl.config_file = std::string{TROUPE_CONFIG_DIR} + "/" + file;
+    auto env = env_of({{"TROUPE_DATABASE_URL", "postgresql://x/y"}});
+    auto cfg = load(cl, env);
+    REQUIRE(cfg);
+  }
+  command_line cl;
+  cl.config_file = std::string{TROUPE_CONFIG_DIR} + "/db-tier.toml";
+  auto cfg = load(cl, no_env);
+  REQUIRE(cfg);
+  CHECK(cfg->storage.standby_policy == "spool");
+  CHECK(cfg->storage.replicas.size() == 1);
 }

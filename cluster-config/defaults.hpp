@@ -37,6 +37,8 @@ constexpr int64_t connect_timeout_s = 5;
 constexpr size_t spool_max_bytes = size_t{1} << 30;
 constexpr int64_t partition_days_ahead = 3;
 constexpr int64_t retention_days = 90;
+constexpr const char* standby_policy = "none";
+constexpr int64_t max_replica_lag_ms = 1000;
 } // namespace storage
 
 namespace ingest {

@@ -83,6 +83,23 @@ struct storage_config {
   int64_t partition_days_ahead = defaults::storage::partition_days_ahead;
   /// Telemetry partitions older than this many days are dropped. Default 90.
   int64_t retention_days = defaults::storage::retention_days;
+  /// What a 202 for telemetry needs besides the primary's commit, for a
+  /// primary with a synchronous standby (pg_auto_failover). Such a primary
+  /// runs alone for a while after every failover (wait_primary), and a
+  /// commit then lives on one machine only:
+  ///   "none": nothing more (one PostgreSQL, no standby). Default.
+  ///   "spool": a standby has the commit, or the batch also goes to this
+  ///     node's fsynced spool, replayed (deduplicated) once a standby is
+  ///     back in sync; the data is readable at once either way.
+  ///   "warn": accepted all the same, with a warning and a metric.
+  std::string standby_policy = defaults::storage::standby_policy;
+  /// Streaming replicas of the primary (libpq URLs). Reads that may be a
+  /// little stale (history, buckets, rollups, the fleet list, alerts) go to
+  /// one whose measured lag is at most max_replica_lag_ms; others, and all
+  /// while none qualifies, to the primary. Empty: no replicas.
+  std::vector<std::string> replicas;
+  /// The most lag a replica may have and still serve reads, ms. Default 1000.
+  int64_t max_replica_lag_ms = defaults::storage::max_replica_lag_ms;
 };
 
 /// [ingest]: validation limits and the importers' group commit.

@@ -12,6 +12,7 @@
 #include "http/render.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node.hpp"
+#include "storage/pg.hpp"
 
 namespace troupe::http {
 
@@ -54,6 +55,40 @@ void prometheus(const call_ptr& c) {
                 runtime::metrics().render());
 }
 
+/// The database tier as this node sees it: the primary with its standbys,
+/// and the read replicas with their lag and the reads they served.
+json database_view(edge_env& env) {
+  auto& node = env.node;
+  auto& st = node.cfg().storage;
+  auto standbys = json::array();
+  for (auto& s : node.standbys())
+    standbys.push_back({{"name", s.name},
+                        {"state", s.state},
+                        {"sync_state", s.sync},
+                        {"replay_lag_ms", s.lag_ms}});
+  auto replicas = json::array();
+  for (auto& r : node.replicas()) {
+    json x = {{"name", r.name},
+              {"address", r.address},
+              {"up", r.up},
+              {"serving", r.serving},
+              {"lag_ms", r.lag_ms},
+              {"behind_bytes", r.behind_bytes},
+              {"reads", r.reads}};
+    if (!r.why.empty())
+      x["why"] = r.why;
+    replicas.push_back(std::move(x));
+  }
+  return {{"primary",
+           {{"role", st.database_url.empty() ? "embedded" : "primary"},
+            {"address", storage::url_address(node.database_url())},
+            {"up", node.database_up()},
+            {"standby_policy", st.standby_policy},
+            {"standbys", standbys}}},
+          {"replicas", replicas},
+          {"max_replica_lag_ms", st.max_replica_lag_ms}};
+}
+
 json single_node_view(edge_env& env, int64_t actors) {
   auto& node = env.node;
   json member = {{"id", node.id()},
@@ -67,7 +102,8 @@ json single_node_view(edge_env& env, int64_t actors) {
           {"shard_map_version", 1},
           {"shards", env.cluster.shards},
           {"coordinator", node.id()},
-          {"moving", json::array()}};
+          {"moving", json::array()},
+          {"database", database_view(env)}};
 }
 
 void cluster(const call_ptr& c) {
@@ -111,7 +147,8 @@ void cluster(const call_ptr& c) {
                    {"coordinator", v.coordinator},
                    {"node", node.id()},
                    {"fenced", v.fenced},
-                   {"moving", moving}});
+                   {"moving", moving},
+                   {"database", database_view(env)}});
   });
 }
 

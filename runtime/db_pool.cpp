@@ -50,18 +50,20 @@ struct dispatcher_state {
 
 caf::behavior db_dispatcher(caf::stateful_actor<dispatcher_state>* self,
                             std::string url, size_t workers,
-                            int64_t connect_timeout_s, size_t max_queued) {
+                            int64_t connect_timeout_s, size_t max_queued,
+                            std::string name) {
   auto& st = self->state;
   st.max_queued = max_queued;
   auto& reg = metrics();
+  auto l = "pool=\"" + name + "\"";
   st.queue_depth = &reg.get_gauge("troupe_db_pool_queued",
-                                  "Database jobs waiting for a connection");
+                                  "Database jobs waiting for a connection", l);
   st.busy = &reg.get_gauge("troupe_db_pool_busy",
-                           "Database pool connections in use");
-  reg.get_gauge("troupe_db_pool_size", "Database pool connections")
+                           "Database pool connections in use", l);
+  reg.get_gauge("troupe_db_pool_size", "Database pool connections", l)
     .set(static_cast<int64_t>(workers));
   st.rejected = &reg.get_counter("troupe_db_pool_rejected_total",
-                                 "Database jobs rejected: queue full");
+                                 "Database jobs rejected: queue full", l);
   for (size_t i = 0; i < workers; ++i)
     st.workers.push_back(self->spawn<caf::detached + caf::linked>(
       db_worker, caf::actor_cast<caf::actor>(self), url, connect_timeout_s));
@@ -105,9 +107,9 @@ caf::behavior db_dispatcher(caf::stateful_actor<dispatcher_state>* self,
 
 caf::actor spawn_db_pool(caf::actor_system& sys, const std::string& url,
                          size_t workers, int64_t connect_timeout_s,
-                         size_t max_queued) {
+                         size_t max_queued, const std::string& name) {
   return sys.spawn(db_dispatcher, url, workers, connect_timeout_s,
-                   max_queued);
+                   max_queued, name);
 }
 
 } // namespace troupe::runtime

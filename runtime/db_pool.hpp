@@ -36,9 +36,11 @@ namespace troupe::runtime {
 /// queues at most `max_queued` jobs; beyond that it answers `overloaded`.
 /// Every actor that needs PostgreSQL outside the ingest path goes through
 /// it, with db_call below. Owner: runtime::node; stops with the system.
+/// `name` labels its metrics (pool="primary", pool="replica-0", ...).
 caf::actor spawn_db_pool(caf::actor_system& sys, const std::string& url,
                          size_t workers, int64_t connect_timeout_s,
-                         size_t max_queued = 10000);
+                         size_t max_queued = 10000,
+                         const std::string& name = "primary");
 
 /// Runs `fn(connection&) -> caf::expected<T>` on the pool and calls
 /// `k(caf::expected<T>)` in `self`'s context with the outcome (including a

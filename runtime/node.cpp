@@ -144,6 +144,14 @@ caf::error node::start_storage() {
     return storage::make_storage_error(storage::errc::embedded_failed,
                                        "libsodium failed to initialize");
   database_url_ = cfg_.storage.database_url;
+  if (!database_url_.empty())
+    if (auto err = storage::check_url(database_url_))
+      return config::make_config_error(config::errc::invalid_value,
+                                       "storage.database_url: "
+                                         + config::describe(err));
+  for (size_t i = 0; i < cfg_.storage.replicas.size(); ++i)
+    if (auto err = check_replica(i))
+      return err;
   if (database_url_.empty()) {
     impl_->embedded
       = std::make_unique<storage::embedded_postgres>(cfg_.storage.data_dir);
@@ -190,6 +198,35 @@ caf::error node::start_storage() {
   return caf::none;
 }
 
+caf::error node::check_replica(size_t i) const {
+  auto& url = cfg_.storage.replicas[i];
+  auto key = "storage.replicas[" + std::to_string(i) + "]";
+  if (auto err = storage::check_url(url))
+    return config::make_config_error(config::errc::invalid_value,
+                                     key + ": " + config::describe(err));
+  // One look now: a URL that names a primary is a mistake worth refusing;
+  // one that does not answer may come later (the router takes it then).
+  storage::connection conn{url, std::min<int64_t>(
+                                  cfg_.storage.connect_timeout_s, 3)};
+  auto r = conn.exec("SELECT pg_is_in_recovery()");
+  if (!r) {
+    log().warn("{} ({}) does not answer yet: {}", key,
+               storage::url_address(url), config::describe(r.error()));
+    return caf::none;
+  }
+  if (r->rows() != 1 || !r->boolean(0, 0))
+    return config::make_config_error(
+      config::errc::invalid_value,
+      key + ": " + storage::url_address(url)
+        + " is not a replica (pg_is_in_recovery() is false)");
+  return caf::none;
+}
+
+std::vector<standby_status> node::standbys() const {
+  std::lock_guard<std::mutex> guard{view_mtx_};
+  return standbys_;
+}
+
 bool node::pool_serves() {
   caf::scoped_actor self{system()};
   bool ok = false;
@@ -214,6 +251,19 @@ void node::health_loop() {
     // Ready means the pool serves, not only that PostgreSQL answers: a job
     // through the pool shows its connections recovered after a restart.
     bool ok = static_cast<bool>(conn.exec("SELECT 1")) && pool_serves();
+    if (ok) {
+      std::vector<standby_status> sb;
+      if (auto r = conn.exec(
+            "SELECT coalesce(application_name, ''), coalesce(state, ''),"
+            " coalesce(sync_state, ''),"
+            " coalesce((extract(epoch FROM replay_lag) * 1000)::bigint, 0)"
+            " FROM pg_stat_replication ORDER BY application_name"))
+        for (int i = 0; i < r->rows(); ++i)
+          sb.push_back({r->str(i, 0), r->str(i, 1), r->str(i, 2),
+                        r->i64(i, 3)});
+      std::lock_guard<std::mutex> lock{view_mtx_};
+      standbys_ = std::move(sb);
+    }
     if (ok != db_ok_.load())
       log().warn("PostgreSQL {}", ok ? "reachable again" : "unreachable");
     db_ok_ = ok;
@@ -296,6 +346,10 @@ int node::run() {
   impl_->sys = std::make_unique<caf::actor_system>(cc);
   db_ = spawn_db_pool(*impl_->sys, database_url_, cfg_.actors.db_workers,
                       cfg_.storage.connect_timeout_s);
+  reads_ = spawn_read_router(*impl_->sys, db_, database_url_,
+                             cfg_.storage.replicas, cfg_.actors.db_workers,
+                             cfg_.storage.max_replica_lag_ms,
+                             cfg_.storage.connect_timeout_s, board_);
   impl_->health = std::thread([this] { health_loop(); });
   // -- services ----------------------------------------------------------------
   size_t started = 0;
@@ -338,7 +392,10 @@ int node::run() {
   impl_->cv.notify_all();
   impl_->health.join();
   set_membership(nullptr);
+  if (reads_ != db_)
+    caf::anon_send_exit(reads_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(db_, caf::exit_reason::user_shutdown);
+  reads_ = nullptr;
   db_ = nullptr;
   impl_->sys->await_all_actors_done();
   impl_->sys.reset();

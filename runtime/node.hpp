@@ -13,10 +13,19 @@
 
 #include "cluster-config/node_config.hpp"
 #include "runtime/cluster.hpp"
+#include "runtime/replicas.hpp"
 #include "runtime/shard_map.hpp"
 #include "runtime/shard_region.hpp"
 
 namespace troupe::runtime {
+
+/// A standby of the primary, from pg_stat_replication.
+struct standby_status {
+  std::string name;    // application_name
+  std::string state;   // streaming, catchup, ...
+  std::string sync;    // sync, quorum, potential, async
+  int64_t lag_ms = 0;  // replay_lag
+};
 
 /// One troupe node: owns the actor system, the storage setup (embedded
 /// PostgreSQL or a configured URL, migrations, partitions), the database
@@ -83,6 +92,14 @@ public:
   const std::string& secret_key() const { return secret_key_; }
   /// The database pool (see db_pool.hpp).
   caf::actor db() const { return db_; }
+  /// Where reads that may be a little stale go: the read router over
+  /// storage.replicas, or db() itself without replicas (replicas.hpp).
+  caf::actor reads() const { return reads_; }
+  /// The replicas as the read router last judged them.
+  std::vector<replica_status> replicas() const { return board_->snapshot(); }
+  /// The primary's standbys as pg_stat_replication showed them last
+  /// (health loop, each second; empty when it has none or cannot see them).
+  std::vector<standby_status> standbys() const;
   /// This node's membership lease (cluster nodes; see shard_region.hpp).
   const lease_clock& lease() const { return lease_; }
   int64_t started_ms() const { return started_ms_; }
@@ -94,11 +111,15 @@ public:
 
   /// True once storage is reachable and services run; else `why` says why.
   bool ready(std::string* why = nullptr) const;
+  /// True while the primary answers and the pool serves (health loop).
+  bool database_up() const { return db_ok_.load(); }
   /// True while the node is stopping.
   bool stopping() const { return stopping_.load(); }
 
 private:
   caf::error start_storage();
+  /// Checks storage.replicas[i]: a connection string, and not a primary.
+  caf::error check_replica(size_t i) const;
   void health_loop();
   /// True when a job through the database pool succeeds (within 2 s).
   bool pool_serves();
@@ -123,6 +144,9 @@ private:
   struct impl;
   std::unique_ptr<impl> impl_;
   caf::actor db_;
+  caf::actor reads_;
+  std::shared_ptr<replica_board> board_ = std::make_shared<replica_board>();
+  std::vector<standby_status> standbys_; // guarded by view_mtx_
   mutable std::mutex actors_mtx_;
   caf::actor membership_;
   std::atomic<bool> db_ok_{false};

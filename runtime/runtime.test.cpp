@@ -8,6 +8,7 @@
 #include "runtime/bridge.hpp"
 #include "runtime/failure_window.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/replicas.hpp"
 #include "runtime/shard_region.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/typed.hpp"
@@ -196,4 +197,39 @@ TEST_CASE("reply types come from the typed interface") {
   static_assert(std::is_same<reply_of<probe_actor, get_atom>, double>::value);
   static_assert(std::is_same<reply_of<probe_actor, idle_atom>, void>::value);
   SUCCEED("checked at compile time");
+}
+
+TEST_CASE("WAL positions parse as PostgreSQL prints them") {
+  using troupe::runtime::parse_lsn;
+  CHECK(parse_lsn("0/0") == uint64_t{0});
+  CHECK(parse_lsn("16/B374D848") == (uint64_t{0x16} << 32 | 0xB374D848));
+  CHECK(parse_lsn("ffffffff/ffffffff") == ~uint64_t{0});
+  CHECK(!parse_lsn(""));
+  CHECK(!parse_lsn("16"));
+  CHECK(!parse_lsn("/1"));
+  CHECK(!parse_lsn("1/"));
+  CHECK(!parse_lsn("1/x"));
+  CHECK(!parse_lsn("123456789/0"));
+}
+
+TEST_CASE("replica lag is the age of the newest primary position reached") {
+  troupe::runtime::lag_tracker t;
+  CHECK(t.lag_ms(0, 0) == -1);
+  t.primary_at(1000, 100);
+  t.primary_at(1250, 200);
+  t.primary_at(1500, 300);
+  // Caught up with the newest sample: no lag, however old that sample is
+  // (an idle primary writes nothing a replica could miss).
+  CHECK(t.lag_ms(9000, 300) == 0);
+  CHECK(t.lag_ms(1600, 400) == 0);
+  // Reached the 1250 sample but not the 1500 one: as old as 1250's data.
+  CHECK(t.lag_ms(1600, 250) == 350);
+  CHECK(t.lag_ms(1600, 200) == 350);
+  // Behind every sample: at least as old as the oldest.
+  CHECK(t.lag_ms(1600, 50) == 600);
+  // Paused replay while the primary writes on: the lag grows with time.
+  for (int64_t i = 1; i <= 10; ++i)
+    t.primary_at(1500 + i * 250, 300 + static_cast<uint64_t>(i) * 100);
+  CHECK(t.lag_ms(4000, 300) == 2500);
+  CHECK(t.lag_ms(5000, 300) == 3500);
 }

@@ -26,6 +26,8 @@ enum class errc : uint8_t {
   spool_io,
   /// The embedded PostgreSQL could not be set up or started.
   embedded_failed,
+  /// Committed on the primary, but no standby has confirmed it (yet).
+  unreplicated,
 };
 
 } // namespace troupe::storage

@@ -7,6 +7,7 @@
 #include <set>
 #include <tuple>
 
+#include "cluster-config/errc.hpp"
 #include "storage/logger.hpp"
 
 namespace troupe::storage {
@@ -138,8 +139,38 @@ bool decode_batch(const std::string& in, ingest_batch& out) {
   return pos == in.size();
 }
 
-ingest_writer::ingest_writer(std::string url, int64_t connect_timeout_s)
-  : conn_(std::move(url), connect_timeout_s) {
+ingest_writer::ingest_writer(std::string url, int64_t connect_timeout_s,
+                             bool need_standby)
+  : conn_(std::move(url), connect_timeout_s), need_standby_(need_standby) {
+}
+
+caf::expected<bool> ingest_writer::standby_has(const std::string& lsn) {
+  auto res = conn_.exec(
+    "SELECT current_setting('synchronous_standby_names') <> ''"
+    " AND current_setting('synchronous_commit') IN ('on', 'remote_apply')"
+    " AND EXISTS (SELECT 1 FROM pg_stat_replication"
+    "  WHERE sync_state IN ('sync', 'quorum')"
+    "  AND flush_lsn >= coalesce($1::pg_lsn, pg_current_wal_flush_lsn()))",
+    {lsn.empty() ? param{} : param{lsn}});
+  if (!res)
+    return res.error();
+  return res->rows() == 1 && res->boolean(0, 0);
+}
+
+caf::error ingest_writer::confirm(const std::string& lsn) {
+  if (!need_standby_)
+    return caf::none;
+  auto on = standby_has(lsn);
+  if (!on)
+    // Committed, but whether a standby has it cannot be told: as unsafe.
+    return make_storage_error(errc::unreplicated,
+                              "cannot ask whether a standby has the commit: "
+                                + config::describe(on.error()));
+  if (!*on)
+    return make_storage_error(errc::unreplicated,
+                              "committed on the primary; no synchronous "
+                              "standby has it");
+  return caf::none;
 }
 
 caf::error ingest_writer::resolve_metrics(const ingest_batch& batch,
@@ -332,6 +363,10 @@ struct side_rows {
 
 namespace {
 
+/// Ends a batch's last statement: the WAL insert position inside the
+/// transaction, before its commit record (cheap: a shared-memory read).
+const std::string wal_position_sql = "SELECT pg_current_wal_insert_lsn()::text";
+
 /// Inserts the points given as four arrays ($1..$4, point_params()).
 const std::string insert_points_sql
   = "INSERT INTO telemetry (device_key, metric_id, ts, value)"
@@ -366,9 +401,9 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
     params = point_params(batch, ids);
     side.params(params);
     auto res = conn_.exec("WITH ins AS (" + insert_points_sql + "), "
-                            + side_rows::ctes(5) + " SELECT 1",
+                            + side_rows::ctes(5) + " " + wal_position_sql,
                           params, retry::never);
-    return res ? caf::none : res.error();
+    return res ? confirm(res->str(0, 0)) : res.error();
   }
   // Larger batches and replays: a transaction of several statements.
   auto run = [&](const std::string& sql,
@@ -402,11 +437,14 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
     return fail(std::move(err));
   }
   side.params(params);
-  if (auto res = run("WITH " + side_rows::ctes(1) + " SELECT 1", params); !res)
+  auto res = run("WITH " + side_rows::ctes(1) + " " + wal_position_sql,
+                 params);
+  if (!res)
     return fail(res.error());
+  auto lsn = res->str(0, 0);
   if (auto res = run("COMMIT"); !res)
     return fail(res.error());
-  return caf::none;
+  return confirm(lsn);
 }
 
 } // namespace troupe::storage

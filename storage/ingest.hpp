@@ -48,7 +48,11 @@ bool decode_batch(const std::string& bytes, ingest_batch& out);
 /// (not thread-safe). Caches metric ids.
 class ingest_writer {
 public:
-  explicit ingest_writer(std::string url, int64_t connect_timeout_s = 5);
+  /// With `need_standby`, write() also asks, after its commit, whether a
+  /// standby has the commit (see standby_has); without, a commit on the
+  /// primary is the end of it.
+  explicit ingest_writer(std::string url, int64_t connect_timeout_s = 5,
+                         bool need_standby = false);
 
   /// How a batch is written.
   enum class mode {
@@ -62,16 +66,31 @@ public:
   };
 
   /// Commits the batch; unavailable when PostgreSQL cannot be reached (the
-  /// transaction is then not committed, or its outcome is unknown).
+  /// transaction is then not committed, or its outcome is unknown);
+  /// unreplicated when it committed on the primary but (with need_standby)
+  /// no standby confirmed it.
   [[nodiscard]] caf::error write(const ingest_batch& batch,
                                  mode how = mode::fresh);
+
+  /// Whether a standby has flushed the WAL up to `lsn` and the primary's
+  /// commits wait for it: synchronous_standby_names is set (pg_auto_failover
+  /// clears it while the primary runs alone, in wait_primary),
+  /// synchronous_commit waits for a flush, and a synchronous standby's
+  /// flush_lsn has reached `lsn`. Reading another role's flush_lsn in
+  /// pg_stat_replication needs pg_monitor (or a superuser). Empty `lsn`:
+  /// the primary's current flush position.
+  [[nodiscard]] caf::expected<bool> standby_has(const std::string& lsn = {});
 
   connection& conn() { return conn_; }
 
 private:
   caf::error resolve_metrics(const ingest_batch& batch,
                              std::vector<int32_t>& ids);
+  /// After a commit whose statements ran before `lsn` (the WAL insert
+  /// position read inside the transaction): none, or unreplicated.
+  caf::error confirm(const std::string& lsn);
   connection conn_;
+  bool need_standby_;
   std::unordered_map<std::string, int32_t> metric_ids_;
 };
 

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cstring>
 #include <cstdlib>
+#include <memory>
 
 #include <libpq-fe.h>
 #include <poll.h>
@@ -303,6 +304,101 @@ std::string connection::quote_ident(const std::string& x) {
 }
 
 // -- helpers --------------------------------------------------------------------
+
+namespace {
+
+/// The parsed options of a connection string; null (and `why` set) when
+/// libpq cannot parse it.
+std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)>
+parse_conninfo(const std::string& url, std::string* why) {
+  char* err = nullptr;
+  auto* opts = PQconninfoParse(url.c_str(), &err);
+  if (err) {
+    if (why)
+      *why = err;
+    PQfreemem(err);
+  }
+  return {opts, PQconninfoFree};
+}
+
+} // namespace
+
+caf::error check_url(const std::string& url) {
+  std::string why = "cannot parse it";
+  auto opts = parse_conninfo(url, &why);
+  if (opts) {
+    // libpq checks ports only when it connects; a typo should not wait.
+    for (auto* o = opts.get(); o->keyword; ++o) {
+      if (!o->val || std::strcmp(o->keyword, "port") != 0)
+        continue;
+      std::string port;
+      for (const char* c = o->val;; ++c) {
+        if (*c == ',' || *c == '\0') {
+          auto n = port.empty() ? 0L : std::strtol(port.c_str(), nullptr, 10);
+          if (port.size() > 5 || n < 1 || n > 65535
+              || port.find_first_not_of("0123456789") != std::string::npos) {
+            why = "invalid port \"" + port + "\"";
+            opts.reset();
+            break;
+          }
+          port.clear();
+          if (*c == '\0')
+            break;
+        } else {
+          port += *c;
+        }
+      }
+    }
+  }
+  if (!opts) {
+    while (!why.empty() && std::isspace(static_cast<unsigned char>(why.back())))
+      why.pop_back();
+    return make_storage_error(errc::query_failed,
+                              "not a PostgreSQL connection string: " + why);
+  }
+  return caf::none;
+}
+
+std::string url_address(const std::string& url) {
+  auto opts = parse_conninfo(url, nullptr);
+  if (!opts)
+    return "?";
+  std::string hosts, ports;
+  for (auto* o = opts.get(); o->keyword; ++o) {
+    if (!o->val)
+      continue;
+    if (std::strcmp(o->keyword, "host") == 0
+        || (hosts.empty() && std::strcmp(o->keyword, "hostaddr") == 0))
+      hosts = o->val;
+    else if (std::strcmp(o->keyword, "port") == 0)
+      ports = o->val;
+  }
+  if (hosts.empty())
+    hosts = "localhost";
+  if (ports.empty())
+    ports = "5432";
+  // Multi-host: pair each host with its port (one port means all).
+  auto split = [](const std::string& s) {
+    std::vector<std::string> out;
+    size_t from = 0;
+    for (;;) {
+      auto comma = s.find(',', from);
+      out.push_back(s.substr(from, comma - from));
+      if (comma == std::string::npos)
+        return out;
+      from = comma + 1;
+    }
+  };
+  auto hs = split(hosts), ps = split(ports);
+  std::string out;
+  for (size_t i = 0; i < hs.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    out += (hs[i].empty() ? "localhost" : hs[i]) + ":"
+           + (ps.size() == hs.size() ? ps[i] : ps[0]);
+  }
+  return out;
+}
 
 std::string array_literal(const std::vector<std::string>& xs) {
   std::string out = "{";

@@ -124,6 +124,14 @@ private:
   uint64_t retries_ = 0;
 };
 
+/// Checks that `url` is a libpq connection string (URL or key=value) that
+/// libpq can parse; the error says what is wrong with it.
+[[nodiscard]] caf::error check_url(const std::string& url);
+
+/// The host(s) and port(s) a connection string names, "h1:p1,h2:p2", for
+/// logs and status pages (never the password); "?" if it cannot be parsed.
+std::string url_address(const std::string& url);
+
 /// Formats a vector as a PostgreSQL array literal of text elements.
 std::string array_literal(const std::vector<std::string>& xs);
 std::string array_literal(const std::vector<int64_t>& xs);

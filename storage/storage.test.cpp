@@ -73,3 +73,23 @@ TEST_CASE("spool appends, replays in order, survives a torn tail") {
   CHECK(err == errc::spool_full);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("connection strings are checked and shown without secrets") {
+  using troupe::storage::check_url;
+  using troupe::storage::url_address;
+  CHECK(!check_url("postgresql://u:pw@db1:5433/troupe"));
+  CHECK(!check_url("host=db1 port=5433 dbname=troupe"));
+  CHECK(check_url("postgresql://db1:notaport:/x?bogus_option=1"));
+  CHECK(check_url("host=db1 nonsense"));
+  CHECK(check_url("postgresql://db1:notaport/x"));
+  CHECK(check_url("host=a,b port=5432,99999"));
+  CHECK(!check_url("host=a,b port=5432,5433"));
+  CHECK(!check_url("postgresql:///troupe?host=/var/run/postgresql"));
+  CHECK(url_address("postgresql://u:pw@db1:5433/troupe") == "db1:5433");
+  CHECK(url_address("postgresql://a:1,b:2/troupe?target_session_attrs="
+                    "read-write")
+        == "a:1,b:2");
+  CHECK(url_address("host=db1 dbname=x") == "db1:5432");
+  CHECK(url_address("host=h1,h2 port=7") == "h1:7,h2:7");
+  CHECK(url_address("host=db1 nonsense") == "?");
+}

@@ -5,9 +5,15 @@
 #   1. a planned failover (pg_autoctl perform failover);
 #   2. SIGKILL of the new primary's postmaster and its keeper (a real
 #      failover by the monitor).
+#   3. the primary running alone (wait_primary: the killed node is still
+#      down) under storage.standby_policy=spool: uploads are answered 202
+#      and readable at once, and are counted as unreplicated and spooled as
+#      well; once the killed node is back as a synchronous standby, the
+#      spool drains.
 # Each time, every point answered 202 is in PostgreSQL exactly once
-# afterwards (count = accepted requests x points per request, and no
-# duplicate (device, metric, ts)). It prints how long writes to PostgreSQL
+# afterwards (no duplicate (device, metric, ts); the count at least the
+# accepted requests' points, at most those plus the points of requests that
+# got no 2xx, which a device retries). It prints how long writes to PostgreSQL
 # stopped (the importers' first "spooling" to their last "replayed") and
 # the uploads' latency.
 #
@@ -47,7 +53,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 url=http://127.0.0.1:$port
 TROUPE_ADMIN_USER=admin TROUPE_ADMIN_PASSWORD=failover-Pw-0123 \
   "$build/troupe" serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  >"$work/node.log" 2>&1 &
+  --set storage.standby_policy=spool >"$work/node.log" 2>&1 &
 node_pid=$!
 for _ in $(seq 1 300); do
   curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && break
@@ -71,45 +77,91 @@ round() {  # NAME ACTION...: uploads for 40 s, runs ACTION after 10 s
   sleep 10
   "$@" >>"$work/db-local.log" 2>&1 || { cat "$work/db-local.log" >&2; fail "$name: $*"; }
   wait "$load" || { cat "$work/$name.txt" >&2; fail "$name: the load failed"; }
-  local accepted
+  local accepted unanswered
   accepted=$(grep -o '"accepted":[0-9]*' "$work/$name.txt" | cut -d: -f2)
   [ -n "$accepted" ] && [ "$accepted" -gt 0 ] || fail "$name: nothing accepted"
+  # A request answered 503 (or not at all) is not acknowledged, yet it may
+  # be stored: a commit that waited out the request's deadline in a
+  # failover lands later, or replays from the spool. The device retries it
+  # (its batch id makes the retry a no-op). So: every acknowledged point,
+  # at most those of the unacknowledged requests besides, none twice.
+  unanswered=0
+  for f in rejected errors transport_errors; do
+    unanswered=$((unanswered + $(grep -o "\"$f\":[0-9]*" "$work/$name.txt" | cut -d: -f2 || echo 0)))
+  done
   # Spooled batches replay within seconds once a primary is writable.
-  local want=$((before + accepted * 10)) got=0
+  local want=$((before + accepted * 10)) most=$((before + (accepted + unanswered) * 10)) got=0
   for _ in $(seq 1 120); do
     got=$(count "select count(*) from telemetry" 2>/dev/null || echo 0)
     [ "$got" -ge "$want" ] && break
     sleep 0.5
   done
+  sleep 1
+  got=$(count "select count(*) from telemetry")
   local dups
   dups=$(count "select count(*) from (select 1 from telemetry group by device_key, metric_id, ts having count(*) > 1) d")
   grep -v '^RESULT' "$work/$name.txt" | sed "s/^/# $name: /"
-  echo "# $name: accepted $accepted uploads = $((accepted * 10)) points; stored $((got - before)); duplicates $dups"
-  [ "$got" -eq "$want" ] || fail "$name: $((want - got)) acknowledged points missing (or $((got - want)) extra)"
+  echo "# $name: accepted $accepted uploads = $((accepted * 10)) points; stored $((got - before)) ($((got - want)) of $((unanswered * 10)) unacknowledged); duplicates $dups"
+  [ "$got" -ge "$want" ] || fail "$name: $((want - got)) acknowledged points missing"
+  [ "$got" -le "$most" ] || fail "$name: $((got - most)) points stored that no request sent"
   [ "$dups" -eq 0 ] || fail "$name: $dups points stored twice"
 }
 
-gap() {  # FROM_LINE: how long writes went to the spool, from the node's log
+gap() {  # FROM_LINE: how long writes to PostgreSQL failed, from the node's log
   python3 - "$work/node.log" "$1" <<'PY'
 import re, sys, datetime
-first = last = None
+first = back = replayed = None
 for line in open(sys.argv[1], errors='replace').readlines()[int(sys.argv[2]):]:
     m = re.match(r'(\S+Z) ', line)
     if not m:
         continue
     t = datetime.datetime.fromisoformat(m.group(1).replace('Z', '+00:00'))
-    if 'spooling' in line and first is None:
-        first = t
-    if 'replayed' in line:
-        last = t
-print('no spooling' if first is None else
-      f'{(last - first).total_seconds():.1f} s' if last else 'never replayed')
+    if 'PostgreSQL unavailable, spooling' in line:
+        first = first or t
+    elif first and not back and ('commits without a synchronous standby' in line
+                                 or 'confirms commits again' in line or 'replayed' in line):
+        back = t
+    if first and 'replayed' in line:
+        replayed = t
+if first is None:
+    print('no time (no write failed)')
+else:
+    print((f'{(back - first).total_seconds():.1f} s' if back else 'ever')
+          + ' (the first failed write to the next commit);'
+          + (f' the spool replayed {(replayed - first).total_seconds():.1f} s after the first'
+             if replayed else ' the spool not replayed yet'))
 PY
 }
 
 round planned "$root/scripts/db-local" failover "$db_dir"
-echo "# planned failover: writes spooled for $(gap 0)"
+echo "# planned failover: writes failed for $(gap 0)"
 mark=$(wc -l <"$work/node.log")
 round killed "$root/scripts/db-local" kill-primary "$db_dir" --keeper
-echo "# primary SIGKILLed with its keeper: writes spooled for $(gap "$mark")"
+echo "# primary SIGKILLed with its keeper: writes failed for $(gap "$mark")"
+
+metric() {  # NAME: the sum over its series in the node's /metrics
+  curl -fsS "$url/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'
+}
+dead=$(grep -o 'restart-node [^ ]* n[12]' "$work/db-local.log" | tail -n1 | awk '{print $3}')
+[ -n "$dead" ] || fail "cannot tell which node was killed"
+unrep0=$(metric troupe_ingest_unreplicated_batches_total)
+round alone true
+unrep=$(( $(metric troupe_ingest_unreplicated_batches_total) - unrep0 ))
+spooled=$(metric troupe_spool_bytes)
+echo "# primary alone: $unrep batches committed without a standby; $spooled bytes kept in the spool"
+[ "$unrep" -gt 0 ] || fail "alone: no batch was counted as unreplicated"
+[ "$spooled" -gt 0 ] || fail "alone: nothing kept in the spool while the primary ran alone"
+[ "$(metric troupe_ingest_primary_alone)" -gt 0 ] || fail "alone: troupe_ingest_primary_alone is 0"
+t0=$(date +%s)
+"$root/scripts/db-local" restart-node "$db_dir" "$dead" >>"$work/db-local.log" 2>&1 \
+  || { tail -n 20 "$work/db-local.log" >&2; fail "restart-node $dead"; }
+for _ in $(seq 1 240); do
+  [ "$(metric troupe_spool_bytes)" -eq 0 ] && break
+  sleep 0.5
+done
+[ "$(metric troupe_spool_bytes)" -eq 0 ] || fail "alone: the spool did not drain once $dead was back"
+[ "$(metric troupe_ingest_primary_alone)" -eq 0 ] || fail "alone: still alone with a standby back"
+dups=$(count "select count(*) from (select 1 from telemetry group by device_key, metric_id, ts having count(*) > 1) d")
+[ "$dups" -eq 0 ] || fail "alone: $dups points stored twice after the replay"
+echo "# $dead rejoined and the spool drained $(( $(date +%s) - t0 )) s after its restart"
 echo "ok - db.failover"

@@ -163,3 +163,81 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
   CHECK(!fs::exists(dir + "/data/postgres/postmaster.pid"));
   fs::remove_all(dir);
 }
+
+namespace {
+
+/// Runs `troupe serve` with extra flags against a fresh database and
+/// returns its exit code and output; it must exit on its own within 60 s.
+std::pair<int, std::string> serve_until_exit(std::vector<std::string> flags) {
+  database db;
+  char tmpl[] = "/tmp/troupe-badcfg.XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  auto log = dir + "/node.log";
+  auto listen = "127.0.0.1:" + std::to_string(free_tcp_port());
+  std::vector<std::string> args{TROUPE_BINARY, "serve",      "--listen",
+                                listen,        "--data-dir", dir + "/data",
+                                "--database-url", db.url()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  auto pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    auto fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(TROUPE_BINARY, argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  bool exited = false;
+  for (int i = 0; i < 600 && !exited; ++i) {
+    exited = waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  std::ifstream in{log};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::filesystem::remove_all(dir);
+  return {exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+}
+
+} // namespace
+
+TEST_CASE("bad database-tier settings stop the node at start, named",
+          "[lifecycle][config]") {
+  // A replica URL that names a primary (here the node's own database).
+  {
+    database other;
+    auto [rc, out] = serve_until_exit({"--set", "storage.replicas="
+                                                  + other.url()});
+    INFO(out);
+    CHECK(rc != 0);
+    CHECK(out.find("storage.replicas[0]") != std::string::npos);
+    CHECK(out.find("is not a replica") != std::string::npos);
+  }
+  // One libpq cannot parse.
+  {
+    auto [rc, out] = serve_until_exit(
+      {"--set", "storage.replicas=postgresql://h:notaport:/x"});
+    INFO(out);
+    CHECK(rc != 0);
+    CHECK(out.find("storage.replicas[0]") != std::string::npos);
+    CHECK(out.find("not a PostgreSQL connection string") != std::string::npos);
+  }
+  // A policy the node does not know.
+  {
+    auto [rc, out] = serve_until_exit({"--set", "storage.standby_policy=maybe"});
+    INFO(out);
+    CHECK(rc != 0);
+    CHECK(out.find("storage.standby_policy") != std::string::npos);
+  }
+}

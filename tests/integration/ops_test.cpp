@@ -132,6 +132,19 @@ TEST_CASE("cluster view and drain are admin-only", "[ops][cluster]") {
     CHECK(m.contains("actors"));
     CHECK(m["since_ms"].is_number());
   }
+  // The database tier: the test's PostgreSQL as a primary without standbys
+  // or replicas, shown without credentials.
+  auto& db = r.body["database"];
+  INFO(db.dump());
+  CHECK(db["primary"]["role"] == "primary");
+  CHECK(db["primary"]["up"] == true);
+  CHECK(db["primary"]["standby_policy"] == "none");
+  CHECK(db["primary"]["standbys"].is_array());
+  CHECK(db["primary"]["address"].get<std::string>().find(':')
+        != std::string::npos);
+  CHECK(db["replicas"].is_array());
+  CHECK(db["replicas"].empty());
+  CHECK(db["max_replica_lag_ms"] == 1000);
   auto tenant = make_tenant(n);
   auto op = make_user(n, "operator", tenant);
   TROUPE_CHECK_ERROR(n.get("/api/v1/cluster", op.token), 403);

@@ -480,6 +480,9 @@ await test('the cluster page shows both members and key figures; drain node 2', 
   const page = await open('admin', '/cluster');
   await page.waitForFunction(() => document.querySelectorAll('tr[data-member]').length === 2, { timeout: 15000 });
   await page.waitForFunction(() => /\/s$/.test(document.querySelector('[data-figure="requests"]')?.textContent || ''), { timeout: 15000 });
+  // The database tier: the test's PostgreSQL as the primary, up.
+  await page.waitForSelector('table[data-database] tr[data-db-role="primary"]');
+  assert.match(await page.$eval('table[data-database] tr[data-db-role="primary"]', (e) => e.textContent), /primary.*up/);
   await shot(page, 'cluster');
   const row = `tr[data-member="${node2}"]`;
   assert.equal(await page.$eval(`${row} td[data-state]`, (e) => e.dataset.state), 'alive');

@@ -62,12 +62,64 @@ export default function Cluster() {
           )}
         </>
       )}
+      {v?.database && <Database db={v.database} />}
       {doomed && (
         <Confirm title={`Drain ${doomed}?`} confirmLabel="Drain" onConfirm={drain} onCancel={() => setDoomed(null)}>
           <p>The node hands its shards to the others and flushes; then it can be stopped.</p>
         </Confirm>
       )}
     </section>
+  );
+}
+
+/** The database tier as this node sees it: primary, standbys, replicas. */
+function Database({ db }) {
+  const p = db.primary;
+  return (
+    <>
+      <h2>Database</h2>
+      <div class="scroll">
+        <table data-database>
+          <thead><tr><th>Role</th><th>Address</th><th>Health</th><th>Lag</th><th>Reads</th></tr></thead>
+          <tbody>
+            <tr data-db-role="primary">
+              <td>{p.role}</td>
+              <td class="mono">{p.address}</td>
+              <td><Badge kind={p.up ? 'ok' : 'alert'}>{p.up ? 'up' : 'down'}</Badge></td>
+              <td>—</td>
+              <td>—</td>
+            </tr>
+            {p.standbys.map((s) => (
+              <tr key={`s-${s.name}`} data-db-role="standby">
+                <td>standby ({s.sync_state || 'async'})</td>
+                <td class="mono">{s.name}</td>
+                <td><Badge kind={s.state === 'streaming' ? 'ok' : 'pending'}>{s.state}</Badge></td>
+                <td>{`${formatValue(s.replay_lag_ms)} ms`}</td>
+                <td>—</td>
+              </tr>
+            ))}
+            {db.replicas.map((r) => (
+              <tr key={r.name} data-db-role="replica" data-replica={r.name}>
+                <td>read {r.name}</td>
+                <td class="mono">{r.address}</td>
+                <td title={r.why || ''}>
+                  <Badge kind={r.serving ? 'ok' : r.up ? 'pending' : 'alert'}>
+                    {r.serving ? 'serving' : r.up ? 'left out' : 'down'}
+                  </Badge>
+                  {r.why && <small> {r.why}</small>}
+                </td>
+                <td>{r.lag_ms < 0 ? '—' : `${formatValue(r.lag_ms)} ms`}</td>
+                <td>{formatValue(r.reads)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <p>
+        Standby policy <strong>{p.standby_policy}</strong>; replicas serve reads while their lag is at
+        most {formatValue(db.max_replica_lag_ms)} ms.
+      </p>
+    </>
   );
 }
 
