@@ -1,6 +1,7 @@
 #include "actors/importer.hpp"
 
 #include <chrono>
+#include <optional>
 
 #include <caf/all.hpp>
 
@@ -85,10 +86,15 @@ struct importer_state {
   bool spool_unreplicated = false;
   /// The last commit had no standby (the primary runs alone).
   bool alone = false;
-  /// Every spooled record is also in PostgreSQL (spooled after a commit
-  /// without a standby, or written by a replay that kept it): while the
-  /// primary runs alone the replay need not run again.
+  /// Every spooled record is also in PostgreSQL, committed by the primary
+  /// of `spool_epoch` (spooled after a commit without a standby, or written
+  /// by a replay that kept it): while that primary runs alone the replay
+  /// need not run again, and once a standby has caught up with it the
+  /// spool is emptied without one.
   bool spool_in_pg = false;
+  std::string spool_epoch;
+  /// Since when writes to PostgreSQL fail (unset while they succeed).
+  std::optional<std::chrono::steady_clock::time_point> failing_since;
   /// Group commits so far (fault injection counts them).
   uint64_t flushes = 0;
   std::unique_ptr<importer_probe> probe;
@@ -99,6 +105,23 @@ using importer_actor = caf::stateful_actor<importer_state>;
 void merge(storage::ingest_batch& into, const storage::ingest_batch& from) {
   into.points.insert(into.points.end(), from.points.begin(), from.points.end());
   into.marks.insert(into.marks.end(), from.marks.begin(), from.marks.end());
+}
+
+/// Notes whether a write reached PostgreSQL, logging the ends of outages.
+void set_writable(importer_actor* self, bool ok) {
+  auto& st = self->state;
+  if (!ok) {
+    if (!st.failing_since)
+      st.failing_since = std::chrono::steady_clock::now();
+    return;
+  }
+  if (!st.failing_since)
+    return;
+  auto gap = std::chrono::duration<double>(std::chrono::steady_clock::now()
+                                           - *st.failing_since)
+               .count();
+  st.failing_since.reset();
+  log().info("{} PostgreSQL takes writes again after {:.1f} s", st.name, gap);
 }
 
 /// Notes whether the primary's last commit had a standby, logging changes.
@@ -126,11 +149,27 @@ bool try_replay(importer_actor* self) {
   auto& st = self->state;
   if (st.spool->empty())
     return true;
-  if (st.spool_unreplicated && st.alone && st.spool_in_pg) {
+  if (st.spool_unreplicated && st.spool_in_pg) {
     auto back = st.writer->standby_has();
     if (!back || !*back)
       return false;
     set_alone(self, false);
+    if (st.writer->epoch() == st.spool_epoch) {
+      // The same primary, and a standby has flushed all it wrote: it has
+      // every spooled batch. No replay needed.
+      auto n = st.spool->records();
+      if (auto cerr = st.spool->clear()) {
+        log().error("{} cannot clear spool: {}", st.name,
+                    config::describe(cerr));
+        return false;
+      }
+      st.probe->spool_bytes->set(0);
+      log().info("{} a standby has all {} spooled batches; spool emptied "
+                 "without a replay",
+                 st.name, n);
+      return true;
+    }
+    // A promotion since: the new primary may lack some; replay them.
   }
   size_t n = 0;
   bool kept = false;
@@ -144,6 +183,7 @@ bool try_replay(importer_actor* self) {
     // lost, or an earlier replay stopped after it): replay mode stores none
     // of its points twice.
     auto err = st.writer->write(b, storage::ingest_writer::mode::replay);
+    set_writable(self, err != storage::errc::unavailable);
     if (err == storage::errc::unreplicated) {
       st.probe->unreplicated->inc();
       set_alone(self, true);
@@ -164,6 +204,7 @@ bool try_replay(importer_actor* self) {
   }
   if (kept) {
     st.spool_in_pg = true;
+    st.spool_epoch = st.writer->epoch();
     return false;
   }
   if (auto cerr = st.spool->clear()) {
@@ -197,6 +238,7 @@ caf::error write_or_spool(importer_actor* self,
   bool committed = false;
   if ((st.spool_unreplicated && st.alone) || try_replay(self)) {
     auto err = st.writer->write(b);
+    set_writable(self, err != storage::errc::unavailable);
     if (err == storage::errc::unreplicated) {
       st.probe->unreplicated->inc();
       set_alone(self, true);
@@ -213,11 +255,14 @@ caf::error write_or_spool(importer_actor* self,
                  config::describe(err));
     }
   }
-  if (st.spool->empty())
+  if (st.spool->empty()) {
     st.spool_in_pg = true;
+    st.spool_epoch = st.writer->epoch();
+  }
   auto err = st.spool->append(storage::encode_batch(b));
   if (!err) {
-    st.spool_in_pg = st.spool_in_pg && committed;
+    st.spool_in_pg = st.spool_in_pg && committed
+                     && st.spool_epoch == st.writer->epoch();
     st.probe->spooled->inc();
     st.probe->spool_bytes->set(static_cast<int64_t>(st.spool->size_bytes()));
     arm_replay(self);

@@ -243,11 +243,13 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
         st.next = i + 1;
         r.reads->inc();
         auto rp = self->make_response_promise();
-        self->request(r.pool, std::chrono::seconds(30), job)
+        // Shorter than the caller's 30 s: a replica that hangs (a frozen
+        // host) leaves time to answer from the primary.
+        self->request(r.pool, std::chrono::seconds(10), job)
           .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
                 [=](caf::error& err) mutable {
-                  // A replica that failed a read (stopped, a recovery
-                  // conflict): the primary answers instead.
+                  // A replica that failed a read (stopped, hung, a
+                  // recovery conflict): the primary answers instead.
                   auto& st = self->state;
                   log().warn("{} read failed, retrying on the primary: {}",
                              st.replicas[i].status.name,

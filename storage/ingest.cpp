@@ -150,11 +150,16 @@ caf::expected<bool> ingest_writer::standby_has(const std::string& lsn) {
     " AND current_setting('synchronous_commit') IN ('on', 'remote_apply')"
     " AND EXISTS (SELECT 1 FROM pg_stat_replication"
     "  WHERE sync_state IN ('sync', 'quorum')"
-    "  AND flush_lsn >= coalesce($1::pg_lsn, pg_current_wal_flush_lsn()))",
+    "  AND flush_lsn >= coalesce($1::pg_lsn, pg_current_wal_flush_lsn())),"
+    " substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8)",
     {lsn.empty() ? param{} : param{lsn}});
   if (!res)
     return res.error();
-  return res->rows() == 1 && res->boolean(0, 0);
+  if (res->rows() != 1)
+    return false;
+  if (lsn.empty())
+    epoch_ = res->str(0, 1);
+  return res->boolean(0, 0);
 }
 
 caf::error ingest_writer::confirm(const std::string& lsn) {
@@ -365,7 +370,10 @@ namespace {
 
 /// Ends a batch's last statement: the WAL insert position inside the
 /// transaction, before its commit record (cheap: a shared-memory read).
-const std::string wal_position_sql = "SELECT pg_current_wal_insert_lsn()::text";
+/// and the primary's timeline (which changes at every promotion).
+const std::string wal_position_sql
+  = "SELECT pg_current_wal_insert_lsn()::text,"
+    " substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)";
 
 /// Inserts the points given as four arrays ($1..$4, point_params()).
 const std::string insert_points_sql
@@ -403,7 +411,10 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
     auto res = conn_.exec("WITH ins AS (" + insert_points_sql + "), "
                             + side_rows::ctes(5) + " " + wal_position_sql,
                           params, retry::never);
-    return res ? confirm(res->str(0, 0)) : res.error();
+    if (!res)
+      return res.error();
+    epoch_ = res->str(0, 1);
+    return confirm(res->str(0, 0));
   }
   // Larger batches and replays: a transaction of several statements.
   auto run = [&](const std::string& sql,
@@ -442,8 +453,10 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
   if (!res)
     return fail(res.error());
   auto lsn = res->str(0, 0);
+  auto epoch = res->str(0, 1);
   if (auto res = run("COMMIT"); !res)
     return fail(res.error());
+  epoch_ = std::move(epoch);
   return confirm(lsn);
 }
 

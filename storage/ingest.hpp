@@ -78,8 +78,13 @@ public:
   /// synchronous_commit waits for a flush, and a synchronous standby's
   /// flush_lsn has reached `lsn`. Reading another role's flush_lsn in
   /// pg_stat_replication needs pg_monitor (or a superuser). Empty `lsn`:
-  /// the primary's current flush position.
+  /// the primary's current flush position (and epoch() is updated).
   [[nodiscard]] caf::expected<bool> standby_has(const std::string& lsn = {});
+
+  /// The primary's timeline as the last write (or standby_has() without an
+  /// `lsn`) saw it: it changes at every promotion, so two commits seen with
+  /// the same epoch are in one primary's history. Empty before any.
+  const std::string& epoch() const { return epoch_; }
 
   connection& conn() { return conn_; }
 
@@ -91,6 +96,7 @@ private:
   caf::error confirm(const std::string& lsn);
   connection conn_;
   bool need_standby_;
+  std::string epoch_;
   std::unordered_map<std::string, int32_t> metric_ids_;
 };
 

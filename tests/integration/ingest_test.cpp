@@ -92,3 +92,30 @@ TEST_CASE("a large batch (binary COPY) replays without duplicates too",
   REQUIRE(!w.write(points(9, 0, 10, t0)));
   CHECK(m.count() == 5010);
 }
+
+TEST_CASE("without a standby, a write that needs one commits and says so",
+          "[ingest][standby]") {
+  migrated_db m;
+  // The test's PostgreSQL has no standby: every commit is the primary's
+  // alone. Both write paths (one statement; a COPY transaction) commit the
+  // points, then answer unreplicated, and name the primary's timeline.
+  ingest_writer w{m.db.url(), 5, true};
+  auto t0 = now_ms() - 60'000;
+  auto err = w.write(points(9, 0, 30, t0));
+  CHECK(err == troupe::storage::errc::unreplicated);
+  CHECK(m.count("device_key = 9") == 30);
+  CHECK(w.epoch().size() == 8);
+  ingest_batch big;
+  for (int64_t i = 0; i < 3000; ++i)
+    big.points.push_back({10, "temp", t0 + i, static_cast<double>(i)});
+  err = w.write(big);
+  CHECK(err == troupe::storage::errc::unreplicated);
+  CHECK(m.count("device_key = 10") == 3000);
+  auto has = w.standby_has();
+  REQUIRE(has);
+  CHECK(!*has);
+  // Without the need, the same commit is simply done.
+  ingest_writer plain{m.db.url()};
+  CHECK(!plain.write(points(11, 0, 5, t0)));
+  CHECK(m.count("device_key = 11") == 5);
+}
