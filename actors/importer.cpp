@@ -173,6 +173,10 @@ bool try_replay(importer_actor* self) {
   }
   size_t n = 0;
   bool kept = false;
+  // Which primary the replayed records went to; two (a promotion mid-pass,
+  // past a silent reconnect) means some may be only on the first.
+  std::string pass_epoch;
+  bool one_primary = true;
   auto err = st.spool->replay([&](const std::string& rec) -> caf::error {
     storage::ingest_batch b;
     if (!storage::decode_batch(rec, b)) {
@@ -184,6 +188,11 @@ bool try_replay(importer_actor* self) {
     // of its points twice.
     auto err = st.writer->write(b, storage::ingest_writer::mode::replay);
     set_writable(self, err != storage::errc::unavailable);
+    if (!err || err == storage::errc::unreplicated) {
+      if (pass_epoch.empty())
+        pass_epoch = st.writer->epoch();
+      one_primary = one_primary && pass_epoch == st.writer->epoch();
+    }
     if (err == storage::errc::unreplicated) {
       st.probe->unreplicated->inc();
       set_alone(self, true);
@@ -203,8 +212,8 @@ bool try_replay(importer_actor* self) {
     return false;
   }
   if (kept) {
-    st.spool_in_pg = true;
-    st.spool_epoch = st.writer->epoch();
+    st.spool_in_pg = one_primary;
+    st.spool_epoch = pass_epoch;
     return false;
   }
   if (auto cerr = st.spool->clear()) {
@@ -230,13 +239,20 @@ void arm_replay(importer_actor* self) {
 caf::error write_or_spool(importer_actor* self,
                           const storage::ingest_batch& b) {
   auto& st = self->state;
-  // Under the spool policy with the primary alone, the spool waits for a
-  // standby (the replay timer asks), and new batches still go to the
-  // primary so they can be read at once.
   // Whether the batch is in PostgreSQL already (committed without a
   // standby) when it goes to the spool.
   bool committed = false;
+  // Under the spool policy with the primary alone, the spool waits for a
+  // standby (the replay timer asks), and new batches still go to the
+  // primary so they can be read at once.
   if ((st.spool_unreplicated && st.alone) || try_replay(self)) {
+    // A batch the spool cannot hold must not commit: its 503 would leave it
+    // stored, and the device's retry would store it twice.
+    if (st.spool_unreplicated && st.alone
+        && !st.spool->fits(storage::encode_batch(b).size()))
+      return make_actor_error(errc::unavailable,
+                              "the primary runs without a standby and the "
+                              "spool is full; retry later");
     auto err = st.writer->write(b);
     set_writable(self, err != storage::errc::unavailable);
     if (err == storage::errc::unreplicated) {

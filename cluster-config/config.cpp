@@ -583,13 +583,31 @@ std::string redact_credentials(const std::string& text) {
     if (colon != std::string::npos && colon < amp)
       out.replace(colon + 1, amp - colon - 1, "***");
   }
-  // password=secret (key=value strings and URL parameters)
-  for (size_t at = out.find("password="); at != std::string::npos;
-       at = out.find("password=", at + 1)) {
-    auto start = at + 9;
-    auto end = out.find_first_of(" &\"',]", start);
-    out.replace(start, (end == std::string::npos ? out.size() : end) - start,
-                "***");
+  // password=secret, password = 'a secret' (key=value strings) and
+  // password=secret (URL parameters)
+  for (size_t at = out.find("password"); at != std::string::npos;
+       at = out.find("password", at + 1)) {
+    auto p = at + 8;
+    while (p < out.size() && out[p] == ' ')
+      ++p;
+    if (p >= out.size() || out[p] != '=')
+      continue;
+    ++p;
+    while (p < out.size() && out[p] == ' ')
+      ++p;
+    auto end = p;
+    if (end < out.size() && out[end] == '\'') {
+      // Quoted: up to the closing quote (backslash escapes one character).
+      for (++end; end < out.size() && out[end] != '\''; ++end)
+        if (out[end] == '\\')
+          ++end;
+      end = std::min(end + 1, out.size());
+    } else {
+      end = out.find_first_of(" &\"',]", p);
+      if (end == std::string::npos)
+        end = out.size();
+    }
+    out.replace(p, end - p, "***");
   }
   return out;
 }

@@ -157,6 +157,9 @@ TEST_CASE("render shows the database tier without passwords") {
   CHECK(text.find("postgresql://troupe:***@db1,db2/t") != std::string::npos);
   CHECK(text.find("host=r1 password=*** dbname=t") != std::string::npos);
   CHECK(text.find("password=***&sslmode=require") != std::string::npos);
+  CHECK(redact_credentials("host=a password = 'two words' user=u")
+        == "host=a password = *** user=u");
+  CHECK(redact_credentials("password='it\\'s' x=1") == "password=*** x=1");
   CHECK(text.find("max_replica_lag_ms = 250") != std::string::npos);
   auto again = load_from_text(text, {}, no_env);
   REQUIRE(again);

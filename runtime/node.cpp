@@ -172,6 +172,8 @@ caf::error node::start_storage() {
   }
   if (err)
     return err;
+  if (auto err = check_standby_policy(conn))
+    return err;
   int version = 0;
   if (auto err = storage::migrate(conn, version))
     return err;
@@ -222,6 +224,37 @@ caf::error node::check_replica(size_t i) const {
   return caf::none;
 }
 
+caf::error node::check_standby_policy(storage::connection& conn) const {
+  auto& policy = cfg_.storage.standby_policy;
+  if (policy == "none")
+    return caf::none;
+  // Without these the check after each commit always says "no standby":
+  // every batch would be spooled (or warned about) for ever.
+  auto r = conn.exec(
+    "SELECT coalesce((SELECT rolsuper FROM pg_roles"
+    "  WHERE rolname = current_user), false)"
+    " OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),"
+    " current_setting('synchronous_commit'), current_user");
+  if (!r)
+    return r.error();
+  auto key = "storage.standby_policy=" + policy;
+  if (!r->boolean(0, 0))
+    return config::make_config_error(
+      config::errc::contradiction,
+      key + ": the role " + r->str(0, 2)
+        + " cannot see the primary's standbys in pg_stat_replication; GRANT "
+          "pg_monitor TO "
+        + r->str(0, 2) + " (or set the policy to none)");
+  auto sc = r->str(0, 1);
+  if (sc != "on" && sc != "remote_apply")
+    return config::make_config_error(
+      config::errc::contradiction,
+      key + ": synchronous_commit is " + sc
+        + " for this role, so commits never wait for a standby; set it to "
+          "on (or the policy to none)");
+  return caf::none;
+}
+
 std::vector<standby_status> node::standbys() const {
   std::lock_guard<std::mutex> guard{view_mtx_};
   return standbys_;
@@ -251,7 +284,10 @@ void node::health_loop() {
     // Ready means the pool serves, not only that PostgreSQL answers: a job
     // through the pool shows its connections recovered after a restart.
     bool ok = static_cast<bool>(conn.exec("SELECT 1")) && pool_serves();
-    if (ok) {
+    if (!ok) {
+      std::lock_guard<std::mutex> lock{view_mtx_};
+      standbys_.clear();
+    } else {
       std::vector<standby_status> sb;
       if (auto r = conn.exec(
             "SELECT coalesce(application_name, ''), coalesce(state, ''),"

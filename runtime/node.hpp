@@ -17,6 +17,10 @@
 #include "runtime/shard_map.hpp"
 #include "runtime/shard_region.hpp"
 
+namespace troupe::storage {
+class connection;
+} // namespace troupe::storage
+
 namespace troupe::runtime {
 
 /// A standby of the primary, from pg_stat_replication.
@@ -118,6 +122,8 @@ public:
 
 private:
   caf::error start_storage();
+  /// Checks what storage.standby_policy needs of the role and settings.
+  caf::error check_standby_policy(storage::connection& conn) const;
   /// Checks storage.replicas[i]: a connection string, and not a primary.
   caf::error check_replica(size_t i) const;
   void health_loop();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include <caf/all.hpp>
 
@@ -68,7 +69,7 @@ namespace {
 
 using replica_atom = caf::atom_constant<caf::atom("replica")>;
 
-int64_t wall_ms() {
+int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
            std::chrono::steady_clock::now().time_since_epoch())
     .count();
@@ -106,7 +107,7 @@ caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
           p && p->rows() == 1) {
         head = parse_lsn(p->str(0, 0));
         if (head)
-          st.lag.primary_at(wall_ms(), *head);
+          st.lag.primary_at(steady_ms(), *head);
       }
       bool up = false;
       int64_t lag = -1, behind = -1;
@@ -121,7 +122,7 @@ caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
         why = "no WAL replayed yet";
       } else {
         up = true;
-        lag = st.lag.lag_ms(wall_ms(), *replayed);
+        lag = st.lag.lag_ms(steady_ms(), *replayed);
         if (head)
           behind = *head > *replayed ? static_cast<int64_t>(*head - *replayed)
                                      : 0;
@@ -137,6 +138,7 @@ caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
 
 struct replica_slot {
   caf::actor pool;
+  caf::actor_addr monitor;
   replica_status status;
   int64_t reported_ms = 0;
   counter* reads = nullptr;
@@ -224,16 +226,37 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
     r.behind = &reg.get_gauge("troupe_db_replica_behind_bytes",
                               "WAL bytes the replica has not replayed", l);
     r.lag->set(-1);
-    st.replicas.push_back(std::move(r));
-    self->spawn<caf::detached + caf::linked>(
+    auto mon = self->spawn<caf::detached + caf::linked>(
       replica_monitor, caf::actor_cast<caf::actor>(self), i, primary_url,
       urls[i], connect_timeout_s, interval_ms);
+    r.monitor = mon.address();
+    st.replicas.push_back(std::move(r));
   }
   publish(st);
+  // A replica's pool or monitor that stops (it should not) takes that
+  // replica out of reads; the router itself goes on, and stops only when
+  // told to.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    auto& st = self->state;
+    for (size_t i = 0; i < st.replicas.size(); ++i) {
+      auto& r = st.replicas[i];
+      if (msg.source == r.pool.address() || msg.source == r.monitor) {
+        r.status.up = false;
+        r.status.serving = false;
+        r.status.why = "its pool or monitor stopped: " + to_string(msg.reason);
+        r.reported_ms = std::numeric_limits<int64_t>::min() / 2;
+        r.up->set(0);
+        log().error("{} left out for good: {}", r.status.name, r.status.why);
+        publish(st);
+        return;
+      }
+    }
+    self->quit(msg.reason);
+  });
   return {
     [=](db_job& job) {
       auto& st = self->state;
-      auto now = wall_ms();
+      auto now = steady_ms();
       auto n = st.replicas.size();
       for (size_t k = 0; k < n; ++k) {
         auto i = (st.next + k) % n;
@@ -243,13 +266,19 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
         st.next = i + 1;
         r.reads->inc();
         auto rp = self->make_response_promise();
-        // Shorter than the caller's 30 s: a replica that hangs (a frozen
-        // host) leaves time to answer from the primary.
-        self->request(r.pool, std::chrono::seconds(10), job)
+        self->request(r.pool, std::chrono::seconds(30), job)
           .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
                 [=](caf::error& err) mutable {
-                  // A replica that failed a read (stopped, hung, a
-                  // recovery conflict): the primary answers instead.
+                  // A read that timed out may still be running there: it
+                  // must not run a second time beside it (both would fill
+                  // the caller's one result). The monitor leaves a hung
+                  // replica out of later reads.
+                  if (err == caf::sec::request_timeout) {
+                    rp.deliver(std::move(err));
+                    return;
+                  }
+                  // A replica that failed a read (stopped, a recovery
+                  // conflict): the primary answers instead.
                   auto& st = self->state;
                   log().warn("{} read failed, retrying on the primary: {}",
                              st.replicas[i].status.name,
@@ -265,11 +294,12 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
     [=](replica_atom, size_t i, bool up, int64_t lag, int64_t behind,
         std::string& why) {
       auto& st = self->state;
-      if (i >= st.replicas.size())
+      if (i >= st.replicas.size()
+          || st.replicas[i].reported_ms < 0) // left out for good
         return;
       auto& r = st.replicas[i];
       auto was = r.status.serving;
-      r.reported_ms = wall_ms();
+      r.reported_ms = steady_ms();
       r.status.up = up;
       r.status.lag_ms = lag;
       r.status.behind_bytes = behind;

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
+#include <thread>
 #include <tuple>
 
 #include "cluster-config/errc.hpp"
@@ -13,6 +15,16 @@
 namespace troupe::storage {
 
 namespace {
+
+/// Which primary this is: its timeline (which grows at every promotion),
+/// address and start time. Two commits seen with the same epoch are in one
+/// primary's history; a rebuilt cluster or a second promotion from the same
+/// timeline (split brain) shows another one.
+const std::string epoch_sql
+  = "substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)"
+    " || ' ' || coalesce(host(inet_server_addr()), 'local') || ':'"
+    " || coalesce(inet_server_port()::text, '') || ' '"
+    " || (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint";
 
 // Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 constexpr int64_t pg_epoch_us = 946'684'800'000'000;
@@ -144,28 +156,47 @@ ingest_writer::ingest_writer(std::string url, int64_t connect_timeout_s,
   : conn_(std::move(url), connect_timeout_s), need_standby_(need_standby) {
 }
 
-caf::expected<bool> ingest_writer::standby_has(const std::string& lsn) {
-  auto res = conn_.exec(
-    "SELECT current_setting('synchronous_standby_names') <> ''"
-    " AND current_setting('synchronous_commit') IN ('on', 'remote_apply')"
-    " AND EXISTS (SELECT 1 FROM pg_stat_replication"
-    "  WHERE sync_state IN ('sync', 'quorum')"
-    "  AND flush_lsn >= coalesce($1::pg_lsn, pg_current_wal_flush_lsn())),"
-    " substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8)",
-    {lsn.empty() ? param{} : param{lsn}});
-  if (!res)
-    return res.error();
-  if (res->rows() != 1)
-    return false;
-  if (lsn.empty())
-    epoch_ = res->str(0, 1);
-  return res->boolean(0, 0);
+caf::expected<bool> ingest_writer::standby_has() {
+  // The primary's WAL insert position now is past everything this session
+  // committed. A synchronous standby that has flushed up to it has all of
+  // it. Commits of other sessions in flight put the position a little ahead
+  // of what the standby confirmed so far, so a healthy standby gets a few
+  // short looks before the answer is no.
+  std::string target;
+  for (auto pause_ms : {0, 2, 5, 10, 20}) {
+    if (pause_ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+    auto res = conn_.exec(
+      "SELECT current_setting('synchronous_standby_names') <> ''"
+      " AND current_setting('synchronous_commit') IN ('on', 'remote_apply')"
+      " AND EXISTS (SELECT 1 FROM pg_stat_replication"
+      "  WHERE sync_state IN ('sync', 'quorum')),"
+      " EXISTS (SELECT 1 FROM pg_stat_replication"
+      "  WHERE sync_state IN ('sync', 'quorum')"
+      "  AND flush_lsn >= coalesce($1::pg_lsn, pg_current_wal_insert_lsn())),"
+      " coalesce($1::pg_lsn, pg_current_wal_insert_lsn())::text, "
+        + epoch_sql,
+      {target.empty() ? param{} : param{target}});
+    if (!res)
+      return res.error();
+    if (res->rows() != 1)
+      return false;
+    if (target.empty()) {
+      target = res->str(0, 2);
+      epoch_ = res->str(0, 3);
+    }
+    if (!res->boolean(0, 0))
+      return false; // no synchronous standby at all: no use waiting
+    if (res->boolean(0, 1))
+      return true;
+  }
+  return false;
 }
 
-caf::error ingest_writer::confirm(const std::string& lsn) {
+caf::error ingest_writer::confirm() {
   if (!need_standby_)
     return caf::none;
-  auto on = standby_has(lsn);
+  auto on = standby_has();
   if (!on)
     // Committed, but whether a standby has it cannot be told: as unsafe.
     return make_storage_error(errc::unreplicated,
@@ -368,13 +399,6 @@ struct side_rows {
 
 namespace {
 
-/// Ends a batch's last statement: the WAL insert position inside the
-/// transaction, before its commit record (cheap: a shared-memory read).
-/// and the primary's timeline (which changes at every promotion).
-const std::string wal_position_sql
-  = "SELECT pg_current_wal_insert_lsn()::text,"
-    " substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)";
-
 /// Inserts the points given as four arrays ($1..$4, point_params()).
 const std::string insert_points_sql
   = "INSERT INTO telemetry (device_key, metric_id, ts, value)"
@@ -409,12 +433,9 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
     params = point_params(batch, ids);
     side.params(params);
     auto res = conn_.exec("WITH ins AS (" + insert_points_sql + "), "
-                            + side_rows::ctes(5) + " " + wal_position_sql,
+                            + side_rows::ctes(5) + " SELECT 1",
                           params, retry::never);
-    if (!res)
-      return res.error();
-    epoch_ = res->str(0, 1);
-    return confirm(res->str(0, 0));
+    return res ? confirm() : res.error();
   }
   // Larger batches and replays: a transaction of several statements.
   auto run = [&](const std::string& sql,
@@ -448,16 +469,11 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
     return fail(std::move(err));
   }
   side.params(params);
-  auto res = run("WITH " + side_rows::ctes(1) + " " + wal_position_sql,
-                 params);
-  if (!res)
+  if (auto res = run("WITH " + side_rows::ctes(1) + " SELECT 1", params); !res)
     return fail(res.error());
-  auto lsn = res->str(0, 0);
-  auto epoch = res->str(0, 1);
   if (auto res = run("COMMIT"); !res)
     return fail(res.error());
-  epoch_ = std::move(epoch);
-  return confirm(lsn);
+  return confirm();
 }
 
 } // namespace troupe::storage

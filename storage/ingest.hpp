@@ -72,18 +72,20 @@ public:
   [[nodiscard]] caf::error write(const ingest_batch& batch,
                                  mode how = mode::fresh);
 
-  /// Whether a standby has flushed the WAL up to `lsn` and the primary's
-  /// commits wait for it: synchronous_standby_names is set (pg_auto_failover
-  /// clears it while the primary runs alone, in wait_primary),
-  /// synchronous_commit waits for a flush, and a synchronous standby's
-  /// flush_lsn has reached `lsn`. Reading another role's flush_lsn in
-  /// pg_stat_replication needs pg_monitor (or a superuser). Empty `lsn`:
-  /// the primary's current flush position (and epoch() is updated).
-  [[nodiscard]] caf::expected<bool> standby_has(const std::string& lsn = {});
+  /// Whether a synchronous standby has flushed everything the primary had
+  /// written when asked (so every commit of this writer so far), and the
+  /// primary's commits wait for one: synchronous_standby_names is set
+  /// (pg_auto_failover clears it while the primary runs alone, in
+  /// wait_primary), synchronous_commit waits for a flush, and a sync or
+  /// quorum standby's flush_lsn has reached the primary's insert position
+  /// (it gets a few looks over ~40 ms, as commits of other sessions may be
+  /// in flight). Reading flush_lsn and sync_state in pg_stat_replication
+  /// needs pg_read_all_stats (pg_monitor has it). Updates epoch().
+  [[nodiscard]] caf::expected<bool> standby_has();
 
-  /// The primary's timeline as the last write (or standby_has() without an
-  /// `lsn`) saw it: it changes at every promotion, so two commits seen with
-  /// the same epoch are in one primary's history. Empty before any.
+  /// Which primary the last standby_has() (or write with need_standby)
+  /// talked to: timeline, address and start time. Two commits seen with the
+  /// same epoch are in one primary's history. Empty before any.
   const std::string& epoch() const { return epoch_; }
 
   connection& conn() { return conn_; }
@@ -91,9 +93,8 @@ public:
 private:
   caf::error resolve_metrics(const ingest_batch& batch,
                              std::vector<int32_t>& ids);
-  /// After a commit whose statements ran before `lsn` (the WAL insert
-  /// position read inside the transaction): none, or unreplicated.
-  caf::error confirm(const std::string& lsn);
+  /// After a commit: none, or (with need_standby) unreplicated.
+  caf::error confirm();
   connection conn_;
   bool need_standby_;
   std::string epoch_;

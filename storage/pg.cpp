@@ -334,7 +334,8 @@ caf::error check_url(const std::string& url) {
       std::string port;
       for (const char* c = o->val;; ++c) {
         if (*c == ',' || *c == '\0') {
-          auto n = port.empty() ? 0L : std::strtol(port.c_str(), nullptr, 10);
+          // An empty entry means the default port.
+          auto n = port.empty() ? 5432L : std::strtol(port.c_str(), nullptr, 10);
           if (port.size() > 5 || n < 1 || n > 65535
               || port.find_first_not_of("0123456789") != std::string::npos) {
             why = "invalid port \"" + port + "\"";

@@ -33,6 +33,11 @@ public:
   /// Empties the file (after a successful replay).
   [[nodiscard]] caf::error clear();
 
+  /// Whether a record of `record_bytes` would fit now.
+  bool fits(uint64_t record_bytes) const {
+    return size_ + record_bytes + 8 <= max_bytes_;
+  }
+
   /// Bytes in the file.
   uint64_t size_bytes() const { return size_; }
   /// Records appended since open or the last clear (plus those found).

@@ -84,6 +84,7 @@ TEST_CASE("connection strings are checked and shown without secrets") {
   CHECK(check_url("postgresql://db1:notaport/x"));
   CHECK(check_url("host=a,b port=5432,99999"));
   CHECK(!check_url("host=a,b port=5432,5433"));
+  CHECK(!check_url("postgresql://h1,h2:5433/db"));
   CHECK(!check_url("postgresql:///troupe?host=/var/run/postgresql"));
   CHECK(url_address("postgresql://u:pw@db1:5433/troupe") == "db1:5433");
   CHECK(url_address("postgresql://a:1,b:2/troupe?target_session_attrs="

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <thread>
 
@@ -168,7 +169,10 @@ namespace {
 
 /// Runs `troupe serve` with extra flags against a fresh database and
 /// returns its exit code and output; it must exit on its own within 60 s.
-std::pair<int, std::string> serve_until_exit(std::vector<std::string> flags) {
+std::pair<int, std::string>
+serve_until_exit(std::vector<std::string> flags,
+                 const std::function<std::string(const std::string&)>& url_of
+                 = nullptr) {
   database db;
   char tmpl[] = "/tmp/troupe-badcfg.XXXXXX";
   REQUIRE(mkdtemp(tmpl));
@@ -177,7 +181,8 @@ std::pair<int, std::string> serve_until_exit(std::vector<std::string> flags) {
   auto listen = "127.0.0.1:" + std::to_string(free_tcp_port());
   std::vector<std::string> args{TROUPE_BINARY, "serve",      "--listen",
                                 listen,        "--data-dir", dir + "/data",
-                                "--database-url", db.url()};
+                                "--database-url",
+                                url_of ? url_of(db.url()) : db.url()};
   args.insert(args.end(), flags.begin(), flags.end());
   auto pid = fork();
   REQUIRE(pid >= 0);
@@ -232,6 +237,24 @@ TEST_CASE("bad database-tier settings stop the node at start, named",
     CHECK(rc != 0);
     CHECK(out.find("storage.replicas[0]") != std::string::npos);
     CHECK(out.find("not a PostgreSQL connection string") != std::string::npos);
+  }
+  // The standby check needs to see pg_stat_replication's standbys: a role
+  // without pg_monitor is refused at start, not left spooling for ever.
+  {
+    auto role = "nomon_" + std::to_string(getpid());
+    database admin;
+    admin.query("DROP ROLE IF EXISTS " + role);
+    admin.query("CREATE ROLE " + role + " LOGIN");
+    auto [rc, out] = serve_until_exit(
+      {"--set", "storage.standby_policy=spool"}, [&](const std::string& url) {
+        auto at = url.find("troupe@");
+        REQUIRE(at != std::string::npos);
+        return url.substr(0, at) + role + "@" + url.substr(at + 7);
+      });
+    admin.query("DROP ROLE IF EXISTS " + role);
+    INFO(out);
+    CHECK(rc != 0);
+    CHECK(out.find("GRANT pg_monitor TO " + role) != std::string::npos);
   }
   // A policy the node does not know.
   {
