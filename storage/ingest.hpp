@@ -78,7 +78,7 @@ public:
   /// (pg_auto_failover clears it while the primary runs alone, in
   /// wait_primary), synchronous_commit waits for a flush, and a sync or
   /// quorum standby's flush_lsn has reached the primary's insert position
-  /// (it gets a few looks over ~40 ms, as commits of other sessions may be
+  /// (it gets a few looks over ~32 ms, as commits of other sessions may be
   /// in flight). Reading flush_lsn and sync_state in pg_stat_replication
   /// needs pg_read_all_stats (pg_monitor has it). Updates epoch().
   [[nodiscard]] caf::expected<bool> standby_has();
