@@ -138,7 +138,9 @@ echo "# primary alone: $unrep batches committed without a standby; $spooled byte
 stored=$(count "select count(*) from telemetry")
 mark=$(wc -l <"$work/node.log")
 t0=$(date +%s)
-"$root/scripts/db-local" restart-node "$db_dir" "$dead" >>"$work/db-local.log" 2>&1 \
+# A rejoin can fall back from pg_rewind to a full pg_basebackup (seen on a
+# fresh machine): give it time.
+DB_LOCAL_TIMEOUT=420 "$root/scripts/db-local" restart-node "$db_dir" "$dead" >>"$work/db-local.log" 2>&1 \
   || { tail -n 20 "$work/db-local.log" >&2; fail "restart-node $dead"; }
 for _ in $(seq 1 240); do
   [ "$(metric troupe_spool_bytes)" -eq 0 ] && break
