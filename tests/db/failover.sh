@@ -24,43 +24,10 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 for b in "$build/troupe" "$build/bench/troupe_load"; do
   [ -x "$b" ] || { echo "FAIL: missing $b" >&2; exit 1; }
 done
-work=$(mktemp -d /tmp/troupe-db-failover.XXXXXX)
-# PostgreSQL runs as the postgres user when we are root: it must reach db/.
-chmod 711 "$work"
-db_dir=$work/db
-node_pid=
-cleanup() {
-  local rc=$?
-  [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
-  if [ "$rc" -ne 0 ]; then
-    echo "---- scripts/db-local (tail) ----"; tail -n 30 "$work/db-local.log" 2>/dev/null || true
-    echo "---- node log (tail) ----"; tail -n 40 "$work/node.log" 2>/dev/null || true
-  fi
-  [ -d "$db_dir" ] && "$root/scripts/db-local" stop "$db_dir" >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-echo "# starting the formation (scripts/db-local)"
-settings=$("$root/scripts/db-local" start "$db_dir" 2>"$work/db-local.log") \
-  || { cat "$work/db-local.log" >&2; fail "scripts/db-local start"; }
-eval "$settings"
-[ -n "${TROUPE_DATABASE_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DATABASE_URL"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
-TROUPE_ADMIN_USER=admin TROUPE_ADMIN_PASSWORD=failover-Pw-0123 \
-  "$build/troupe" serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  --set storage.standby_policy=spool >"$work/node.log" 2>&1 &
-node_pid=$!
-for _ in $(seq 1 300); do
-  curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && break
-  kill -0 "$node_pid" 2>/dev/null || fail "the node exited"
-  sleep 0.2
-done
-curl -fsS -o /dev/null "$url/readyz" || fail "the node is not ready"
+. "$root/tests/db/lib.sh"
+db_test_init failover
+db_test_tier
+db_test_node failover-Pw-0123 --set storage.standby_policy=spool
 
 count() { psql "$TROUPE_DATABASE_URL" -XAtc "$1"; }
 
@@ -122,9 +89,6 @@ mark=$(wc -l <"$work/node.log")
 round killed "$root/scripts/db-local" kill-primary "$db_dir" --keeper
 echo "# primary SIGKILLed with its keeper: writes failed for $(gap "$mark")"
 
-metric() {  # NAME: the sum over its series in the node's /metrics
-  curl -fsS "$url/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'
-}
 dead=$(grep -o 'restart-node [^ ]* n[12]' "$work/db-local.log" | tail -n1 | awk '{print $3}')
 [ -n "$dead" ] || fail "cannot tell which node was killed"
 unrep0=$(metric troupe_ingest_unreplicated_batches_total)

@@ -19,43 +19,11 @@ set -euo pipefail
 build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ -x "$build/troupe" ] || { echo "FAIL: missing $build/troupe" >&2; exit 1; }
-work=$(mktemp -d /tmp/troupe-db-replica.XXXXXX)
-chmod 711 "$work"
-db_dir=$work/db
-node_pid=
-cleanup() {
-  local rc=$?
-  [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
-  if [ "$rc" -ne 0 ]; then
-    echo "---- scripts/db-local (tail) ----"; tail -n 30 "$work/db-local.log" 2>/dev/null || true
-    echo "---- node log (tail) ----"; tail -n 40 "$work/node.log" 2>/dev/null || true
-  fi
-  [ -d "$db_dir" ] && "$root/scripts/db-local" stop "$db_dir" >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-echo "# starting the tier (scripts/db-local)"
-settings=$("$root/scripts/db-local" start "$db_dir" 2>"$work/db-local.log") \
-  || { cat "$work/db-local.log" >&2; fail "scripts/db-local start"; }
-eval "$settings"
-[ -n "${TROUPE_DB_REPLICA_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DB_REPLICA_URL"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
-TROUPE_ADMIN_USER=admin TROUPE_ADMIN_PASSWORD=replica-Pw-0123 \
-  "$build/troupe" serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  --set "storage.replicas=$TROUPE_DB_REPLICA_URL" \
-  --set storage.max_replica_lag_ms=1000 >"$work/node.log" 2>&1 &
-node_pid=$!
-for _ in $(seq 1 300); do
-  curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && break
-  kill -0 "$node_pid" 2>/dev/null || fail "the node exited"
-  sleep 0.2
-done
-curl -fsS -o /dev/null "$url/readyz" || fail "the node is not ready"
+. "$root/tests/db/lib.sh"
+db_test_init replica
+db_test_tier
+db_test_node replica-Pw-0123 --set "storage.replicas=$TROUPE_DB_REPLICA_URL" \
+  --set storage.max_replica_lag_ms=1000
 
 # The API side, in Python: an admin, a device that uploads, history reads.
 python3 - "$url" "$work/state.json" <<'PY' || fail "setting up the device"
@@ -116,9 +84,6 @@ with urllib.request.urlopen(req, timeout=10) as r:
 v = reps[0].get(field, '') if reps else 'no replica'
 print(str(v).lower() if isinstance(v, bool) else v)
 PY
-}
-metric() {  # NAME: the sum over its series in the node's /metrics
-  curl -fsS "$url/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'
 }
 wait_serving() {  # true|false: until the replica's serving flag is that
   for _ in $(seq 1 100); do

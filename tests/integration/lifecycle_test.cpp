@@ -35,6 +35,36 @@ int64_t metric_value(node& n, const std::string& series) {
   return 0;
 }
 
+/// Starts the troupe binary with `args`, stdout and stderr into `log`;
+/// `in_child` adjusts the child's environment before the exec.
+pid_t spawn_troupe(std::vector<std::string> args, const std::string& log,
+                   const std::function<void()>& in_child = nullptr) {
+  auto pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    auto fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (in_child)
+      in_child();
+    args.insert(args.begin(), TROUPE_BINARY);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(TROUPE_BINARY, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in{path};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 } // namespace
 
 TEST_CASE("idle actors passivate and reload their state from PostgreSQL",
@@ -92,20 +122,14 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
   fs::permissions(dir, fs::perms::all, fs::perm_options::replace);
   auto port = free_tcp_port();
   auto log = dir + "/node.log";
-  auto pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    auto fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    unsetenv("TROUPE_DATABASE_URL");
-    setenv("TROUPE_ADMIN_USER", "root-admin", 1);
-    setenv("TROUPE_ADMIN_PASSWORD", "embedded-Pw-1", 1);
-    auto listen = "127.0.0.1:" + std::to_string(port);
-    execl(TROUPE_BINARY, TROUPE_BINARY, "serve", "--listen", listen.c_str(),
-          "--data-dir", (dir + "/data").c_str(), nullptr);
-    _exit(127);
-  }
+  auto pid = spawn_troupe({"serve", "--listen",
+                           "127.0.0.1:" + std::to_string(port), "--data-dir",
+                           dir + "/data"},
+                          log, [] {
+                            unsetenv("TROUPE_DATABASE_URL");
+                            setenv("TROUPE_ADMIN_USER", "root-admin", 1);
+                            setenv("TROUPE_ADMIN_PASSWORD", "embedded-Pw-1", 1);
+                          });
   // Whatever fails below, the node (and its PostgreSQL) must not outlive
   // the test.
   struct reaper {
@@ -132,12 +156,7 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
       return r && r->status == 200;
     },
     90s);
-  auto dump_log = [&] {
-    std::ifstream in{log};
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
+  auto dump_log = [&] { return read_text(log); };
   INFO(dump_log());
   REQUIRE(ready);
   auto login = c.Post("/api/v1/login",
@@ -179,24 +198,12 @@ serve_until_exit(std::vector<std::string> flags,
   std::string dir = tmpl;
   auto log = dir + "/node.log";
   auto listen = "127.0.0.1:" + std::to_string(free_tcp_port());
-  std::vector<std::string> args{TROUPE_BINARY, "serve",      "--listen",
-                                listen,        "--data-dir", dir + "/data",
-                                "--database-url",
+  std::vector<std::string> args{"serve",          "--listen",
+                                listen,           "--data-dir",
+                                dir + "/data",    "--database-url",
                                 url_of ? url_of(db.url()) : db.url()};
   args.insert(args.end(), flags.begin(), flags.end());
-  auto pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    auto fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(TROUPE_BINARY, argv.data());
-    _exit(127);
-  }
+  auto pid = spawn_troupe(args, log);
   int status = 0;
   bool exited = false;
   for (int i = 0; i < 600 && !exited; ++i) {
@@ -208,11 +215,9 @@ serve_until_exit(std::vector<std::string> flags,
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
   }
-  std::ifstream in{log};
-  std::stringstream ss;
-  ss << in.rdbuf();
+  auto out = read_text(log);
   std::filesystem::remove_all(dir);
-  return {exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+  return {exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 } // namespace

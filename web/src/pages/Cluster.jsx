@@ -116,8 +116,10 @@ function Database({ db }) {
         </table>
       </div>
       <p>
-        Standby policy <strong>{p.standby_policy}</strong>; replicas serve reads while their lag is at
-        most {formatValue(db.max_replica_lag_ms)} ms.
+        Standby policy <strong>{p.standby_policy}</strong>;{' '}
+        {db.replicas.length
+          ? `replicas serve reads while their lag is at most ${formatValue(db.max_replica_lag_ms)} ms.`
+          : 'no read replicas: every read goes to the primary.'}
       </p>
     </>
   );
