@@ -8,6 +8,7 @@
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
 #include "actors/roles.hpp"
+#include "actors/shards.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -42,46 +43,151 @@ caf::error conflict_or(caf::error err, const std::string& what) {
 /// Runs `change(connection&) -> expected<bool>` on the device's row (false:
 /// no such device, 404), then resets the live device actor so its next
 /// message reloads from PostgreSQL (old secret and tokens, or the deleted
-/// device, are gone from memory too), and answers `reply`.
+/// device, are gone from memory too), and answers `reply`. With `copy_too`,
+/// the change runs first on the copy of a device placed on another data
+/// shard (a rename or delete that lists must show).
 template <class T, class F>
 caf::typed_response_promise<T>
 change_device(admin_ptr self, const std::string& id, F change, T reply,
-              std::string what) {
+              std::string what, bool copy_too = false) {
   auto rp = self->make_response_promise<T>();
-  db_call<bool>(self, self->state.ctx->db, std::move(change),
-                [=](caf::expected<bool> r) mutable {
-                  if (!r) {
-                    rp.deliver(r.error());
-                    return;
-                  }
-                  if (!*r) {
-                    rp.deliver(make_actor_error(errc::not_found,
-                                                "device " + id
-                                                  + " not found"));
-                    return;
-                  }
-                  log().info("device={} {}", id, what);
-                  // Answer once the live actor dropped its copy, so the old
-                  // secret and tokens are refused from then on. Either way
-                  // the change is stored: a failed reset only delays it
-                  // until the actor passivates.
-                  auto done_reset = [=]() mutable {
-                    rp.deliver(std::move(reply));
-                  };
-                  self
-                    ->request(self->state.ctx->devices,
-                              std::chrono::seconds(10), route_atom::value, id,
-                              caf::make_message(reset_atom::value))
-                    .then([=](done) mutable { done_reset(); },
-                          [=](caf::error& err) mutable {
-                            log().warn("device={} reset failed: {}", id,
-                                       config::describe(err));
-                            done_reset();
-                          });
-                });
+  auto in_catalog = [=]() mutable {
+    db_call<bool>(self, self->state.ctx->db, change,
+                  [=](caf::expected<bool> r) mutable {
+                    if (!r) {
+                      rp.deliver(r.error());
+                      return;
+                    }
+                    if (!*r) {
+                      rp.deliver(make_actor_error(errc::not_found,
+                                                  "device " + id
+                                                    + " not found"));
+                      return;
+                    }
+                    log().info("device={} {}", id, what);
+                    // Answer once the live actor dropped its copy, so the
+                    // old secret and tokens are refused from then on.
+                    // Either way the change is stored: a failed reset only
+                    // delays it until the actor passivates.
+                    auto done_reset = [=]() mutable {
+                      rp.deliver(std::move(reply));
+                    };
+                    self
+                      ->request(self->state.ctx->devices,
+                                std::chrono::seconds(10), route_atom::value,
+                                id, caf::make_message(reset_atom::value))
+                      .then([=](done) mutable { done_reset(); },
+                            [=](caf::error& err) mutable {
+                              log().warn("device={} reset failed: {}", id,
+                                         config::describe(err));
+                              done_reset();
+                            });
+                  });
+  };
+  if (!copy_too || self->state.ctx->data.size() < 2) {
+    in_catalog();
+    return rp;
+  }
+  db_call<std::optional<int32_t>>(
+    self, self->state.ctx->db,
+    [id](storage::connection& c) { return storage::device_data_shard(c, id); },
+    [=](caf::expected<std::optional<int32_t>> shard) mutable {
+      if (!shard) {
+        rp.deliver(shard.error());
+        return;
+      }
+      auto s = static_cast<size_t>(shard->value_or(0));
+      if (s == 0 || s >= self->state.ctx->data.size()) {
+        in_catalog();
+        return;
+      }
+      db_call<bool>(self, self->state.ctx->data[s].db, change,
+                    [=](caf::expected<bool> r) mutable {
+                      if (!r)
+                        rp.deliver(r.error());
+                      else
+                        in_catalog();
+                    });
+    });
   return rp;
 }
 
+/// Devices to register, placed and keyed (step 1 of a registration).
+struct registration {
+  std::vector<storage::new_device> rows;
+  device_secrets secrets;
+};
+
+/// The devices of `rows` placed on data shard `s`.
+std::vector<storage::new_device>
+placed_on(const std::vector<storage::new_device>& rows, size_t s) {
+  std::vector<storage::new_device> out;
+  for (auto& r : rows)
+    if (static_cast<size_t>(r.data_shard) == s)
+      out.push_back(r);
+  return out;
+}
+
+/// Steps 2 and 3 of a registration: each data shard (other than the
+/// catalog) gets its copies of its new devices, then the catalog gets the
+/// devices. A failure undoes the copies already made (best effort; a copy
+/// left behind is replaced when the id is registered again), so a device is
+/// either registered with its shard ready or not at all.
+void register_placed(admin_ptr self, std::shared_ptr<registration> reg,
+                     std::string by,
+                     caf::typed_response_promise<device_secrets> rp) {
+  auto& ctx = *self->state.ctx;
+  auto undo = [self, reg] {
+    on_every_shard<bool>(
+      self, *self->state.ctx, shard_pool::db,
+      [reg](size_t s, storage::connection& c) -> caf::expected<bool> {
+        for (auto& d : placed_on(reg->rows, s))
+          if (s != 0)
+            if (auto gone = storage::delete_device(c, d.id); !gone)
+              return gone.error();
+        return true;
+      },
+      [](std::vector<caf::expected<bool>> rs) {
+        if (auto err = first_failure(rs))
+          log().warn("registration undo left device copies: {}",
+                     config::describe(*err));
+      });
+  };
+  on_every_shard<bool>(
+    self, ctx, shard_pool::db,
+    [reg](size_t s, storage::connection& c) -> caf::expected<bool> {
+      if (s == 0)
+        return true;
+      if (auto err = storage::mirror_devices(c, placed_on(reg->rows, s)))
+        return err;
+      return true;
+    },
+    [=](std::vector<caf::expected<bool>> copied) mutable {
+      if (auto err = first_failure(copied)) {
+        undo();
+        rp.deliver(std::move(*err));
+        return;
+      }
+      db_call<bool>(
+        self, self->state.ctx->db,
+        [reg](storage::connection& c) -> caf::expected<bool> {
+          if (auto err = storage::insert_devices(c, reg->rows)) {
+            auto what = config::describe(err);
+            return conflict_or(std::move(err), what);
+          }
+          return true;
+        },
+        [=](caf::expected<bool> r) mutable {
+          if (!r) {
+            undo();
+            rp.deliver(std::move(r.error()));
+            return;
+          }
+          log().info("registered {} devices by={}", reg->rows.size(), by);
+          rp.deliver(std::move(reg->secrets));
+        });
+    });
+}
 
 } // namespace
 
@@ -227,9 +333,13 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
         return forbidden(req.who, "register devices");
       auto key = self->state.ctx->secret_key;
       auto shards = self->state.ctx->shards;
-      return db_reply<device_secrets>(self, self->state.ctx->db,
-        [req, key, shards](storage::connection& c)
-          -> caf::expected<device_secrets> {
+      auto data_shards = self->state.ctx->data.size();
+      auto rp = self->make_response_promise<device_secrets>();
+      // 1. In the catalog: tenants exist, ids are free, keys reserved.
+      db_call<registration>(
+        self, self->state.ctx->db,
+        [req, key, shards, data_shards](storage::connection& c)
+          -> caf::expected<registration> {
           std::vector<std::string> tenants;
           for (auto& d : req.devices)
             if (std::find(tenants.begin(), tenants.end(), d.tenant)
@@ -243,24 +353,41 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
               return make_actor_error(errc::bad_request,
                                       "tenant " + t + " does not exist");
           }
-          device_secrets out;
-          std::vector<storage::new_device> rows;
-          for (auto& d : req.devices) {
+          std::vector<std::string> ids;
+          for (auto& d : req.devices)
+            ids.push_back(d.id);
+          auto dup = storage::first_existing_device(c, ids);
+          if (!dup)
+            return dup.error();
+          if (*dup)
+            return make_actor_error(errc::conflict,
+                                    "device " + **dup + " already exists");
+          auto keys = storage::reserve_device_keys(c, ids.size());
+          if (!keys)
+            return keys.error();
+          registration out;
+          for (size_t i = 0; i < req.devices.size(); ++i) {
+            auto& d = req.devices[i];
             auto secret = storage::crypto::random_token(32);
-            rows.push_back({d.id, d.name, d.tenant,
-                            storage::crypto::keyed_hash(key, secret),
-                            static_cast<int32_t>(
-                              runtime::shard_map::shard_of(d.id, shards))});
-            out.items.push_back({d.id, d.name, d.tenant, secret});
+            out.rows.push_back(
+              {d.id, d.name, d.tenant,
+               storage::crypto::keyed_hash(key, secret),
+               static_cast<int32_t>(runtime::shard_map::shard_of(d.id, shards)),
+               storage::place_device(d.id, data_shards), (*keys)[i]});
+            out.secrets.items.push_back({d.id, d.name, d.tenant, secret});
           }
-          if (auto err = storage::insert_devices(c, rows)) {
-            auto what = config::describe(err);
-            return conflict_or(std::move(err), what);
-          }
-          log().info("registered {} devices by={}", rows.size(),
-                     req.who.username);
           return out;
+        },
+        [=](caf::expected<registration> reg) mutable {
+          if (!reg) {
+            rp.deliver(std::move(reg.error()));
+            return;
+          }
+          register_placed(self, std::make_shared<registration>(
+                                  std::move(*reg)),
+                          req.who.username, rp);
         });
+      return rp;
     },
     [=](rotate_secret& req) -> caf::result<device_secret> {
       if (!is_admin(req.who))
@@ -284,7 +411,7 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
         [id = req.id, name = req.name](storage::connection& c) {
           return storage::rename_device(c, id, name);
         },
-        done{}, "renamed by=" + req.who.username);
+        done{}, "renamed by=" + req.who.username, true);
     },
     [=](delete_device& req) -> caf::result<done> {
       if (!is_admin(req.who))
@@ -294,7 +421,7 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
         [id = req.id](storage::connection& c) {
           return storage::delete_device(c, id);
         },
-        done{}, "deleted by=" + req.who.username);
+        done{}, "deleted by=" + req.who.username, true);
     },
   };
 }

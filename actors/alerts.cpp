@@ -1,6 +1,8 @@
 #include "actors/alerts.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <tuple>
 #include <memory>
 
 #include <caf/all.hpp>
@@ -8,6 +10,7 @@
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
 #include "actors/roles.hpp"
+#include "actors/shards.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -185,27 +188,50 @@ alerts_actor::behavior_type alerts(alerts_ptr self, context_ptr ctx) {
       f.state = req.state;
       f.device_id = req.device_id;
       f.limit = static_cast<size_t>(req.limit);
-      return db_reply<alert_page>(self, self->state.ctx->reads, [f, limit = req.limit](storage::connection& c)
-                -> caf::expected<alert_page> {
-          auto rows = storage::list_alerts(c, f);
-          if (!rows)
-            return rows.error();
+      // Each data shard's page, merged newest first.
+      auto rp = self->make_response_promise<alert_page>();
+      on_every_shard<std::vector<storage::alert_row>>(
+        self, *self->state.ctx, shard_pool::reads,
+        [f](size_t, storage::connection& c) {
+          return storage::list_alerts(c, f);
+        },
+        [rp, limit = static_cast<size_t>(req.limit)](
+          std::vector<caf::expected<std::vector<storage::alert_row>>>
+            pages) mutable {
+          if (auto err = first_failure(pages)) {
+            rp.deliver(std::move(*err));
+            return;
+          }
+          std::vector<storage::alert_row> rows;
+          for (auto& p : pages)
+            for (auto& a : *p)
+              rows.push_back(std::move(a));
+          std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) {
+            return std::tie(a.opened_ms, a.id) > std::tie(b.opened_ms, b.id);
+          });
+          if (rows.size() > limit)
+            rows.resize(limit);
           alert_page out;
-          for (auto& a : *rows)
+          for (auto& a : rows)
             out.items.push_back(to_alert(a));
-          if (rows->size() == static_cast<size_t>(limit) && !rows->empty())
-            out.next = position(rows->back().opened_ms, rows->back().id);
-          return out;
+          if (rows.size() == limit && !rows.empty())
+            out.next = position(rows.back().opened_ms, rows.back().id);
+          rp.deliver(std::move(out));
         });
+      return rp;
     },
     [=](close_alert& req) -> caf::result<alert> {
-      return db_reply<alert>(self, self->state.ctx->db, [req](storage::connection& c) -> caf::expected<alert> {
+      // The alert lives on its device's shard: each shard looks.
+      auto rp = self->make_response_promise<alert>();
+      on_every_shard<std::optional<alert>>(
+        self, *self->state.ctx, shard_pool::db,
+        [req](size_t, storage::connection& c)
+          -> caf::expected<std::optional<alert>> {
           auto a = storage::find_alert(c, req.id);
           if (!a)
             return a.error();
           if (!*a || !sees(req.who, (*a)->tenant))
-            return make_actor_error(errc::not_found,
-                                    "alert " + req.id + " not found");
+            return std::optional<alert>{};
           if (!may_operate(req.who))
             return forbidden(req.who, "close alerts");
           auto closed = storage::close_alert(c, req.id, now_ms());
@@ -216,8 +242,23 @@ alerts_actor::behavior_type alerts(alerts_ptr self, context_ptr ctx) {
             return make_actor_error(errc::conflict,
                                     "alert " + req.id + " is already closed");
           log().info("alert={} closed by={}", req.id, req.who.username);
-          return to_alert(**closed);
+          return std::optional<alert>{to_alert(**closed)};
+        },
+        [rp, id = req.id](
+          std::vector<caf::expected<std::optional<alert>>> found) mutable {
+          for (auto& f : found)
+            if (f && *f) {
+              rp.deliver(std::move(**f));
+              return;
+            }
+          if (auto err = first_failure(found)) {
+            rp.deliver(std::move(*err));
+            return;
+          }
+          rp.deliver(make_actor_error(errc::not_found,
+                                      "alert " + id + " not found"));
         });
+      return rp;
     },
   };
 }

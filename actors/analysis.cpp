@@ -337,7 +337,19 @@ caf::expected<pass_report> silence_pass(storage::connection& c,
 struct worker_state {
   std::string name = "analysis-worker";
   std::unique_ptr<storage::connection> conn;
+  /// The catalog, for a data shard's rules pass (null elsewhere).
+  std::unique_ptr<storage::connection> catalog;
 };
+
+/// A data shard's rules are the catalog's: copied before each rules pass.
+caf::error copy_rules(storage::connection& catalog, storage::connection& c,
+                      int64_t now_ms) {
+  auto rules = storage::all_rules(catalog);
+  if (!rules)
+    return std::move(rules.error());
+  auto added = storage::sync_rules(c, *rules, now_ms);
+  return added ? caf::none : std::move(added.error());
+}
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
@@ -345,10 +357,13 @@ using worker_actor = caf::stateful_actor<worker_state>;
 /// connection, one pass at a time. It may throw; the supervisor restarts it.
 caf::behavior worker(worker_actor* self, std::string pass,
                      config::analysis_config cfg, std::string url,
-                     int64_t connect_timeout_s) {
+                     std::string catalog_url, int64_t connect_timeout_s) {
   self->state.name = "analysis-worker:" + pass;
   self->state.conn = std::make_unique<storage::connection>(url,
                                                            connect_timeout_s);
+  if (pass == "rules" && !catalog_url.empty())
+    self->state.catalog = std::make_unique<storage::connection>(
+      catalog_url, connect_timeout_s);
   return {
     [=](run_pass& req) -> caf::result<pass_report> {
       auto& c = *self->state.conn;
@@ -356,6 +371,9 @@ caf::behavior worker(worker_actor* self, std::string pass,
       // timeout is the second line).
       if (auto r = c.exec("SET statement_timeout = '300s'"); !r)
         return std::move(r.error());
+      if (self->state.catalog)
+        if (auto err = copy_rules(*self->state.catalog, c, req.now_ms))
+          return err;
       auto z = static_cast<double>(cfg.anomaly_z_tenths) / 10.0;
       auto rep = pass == "rollups"   ? rollups_pass(c, req)
                  : pass == "anomaly" ? anomaly_pass(c, req, z)
@@ -387,6 +405,7 @@ struct supervisor_state {
   config::analysis_config cfg;
   owned_shards_fn owned;
   std::string url;
+  std::string catalog_url;
   int64_t connect_timeout_s = 5;
   std::map<std::string, std::unique_ptr<slot>> slots;
   bool stopping = false;
@@ -400,7 +419,7 @@ using supervisor_actor = caf::stateful_actor<supervisor_state>;
 void start_worker(supervisor_actor* self, slot& s) {
   auto& st = self->state;
   s.worker = self->spawn<caf::detached + caf::monitored>(
-    worker, s.pass, st.cfg, st.url, st.connect_timeout_s);
+    worker, s.pass, st.cfg, st.url, st.catalog_url, st.connect_timeout_s);
   s.busy = false;
 }
 
@@ -485,19 +504,35 @@ void run(supervisor_actor* self, const std::string& pass) {
 
 caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
                          std::string url, int64_t connect_timeout_s,
-                         owned_shards_fn owned) {
+                         owned_shards_fn owned, std::string catalog_url,
+                         size_t data_shard) {
   auto& st = self->state;
   st.cfg = cfg;
   st.owned = std::move(owned);
   st.url = std::move(url);
+  st.catalog_url = std::move(catalog_url);
   st.connect_timeout_s = connect_timeout_s;
+  // Data shard 0 keeps the labels of a tier without shards.
+  auto shard_label = data_shard == 0 ? std::string{}
+                                     : "data_shard=\""
+                                         + std::to_string(data_shard) + "\"";
+  auto with_shard = [&](std::string l) {
+    if (shard_label.empty())
+      return l;
+    return l.empty() ? shard_label : l + "," + shard_label;
+  };
+  if (data_shard > 0)
+    st.name = "analysis-" + std::to_string(data_shard);
   auto& reg = runtime::metrics();
   st.restarts = &reg.get_counter("troupe_analysis_restarts_total",
-                                 "Analysis worker restarts");
+                                 "Analysis worker restarts",
+                                 with_shard(""));
   st.quarantined = &reg.get_counter("troupe_analysis_quarantined_total",
-                                    "Analysis inputs quarantined");
+                                    "Analysis inputs quarantined",
+                                    with_shard(""));
   st.opened = &reg.get_counter("troupe_alerts_opened_total",
-                               "Alerts opened by the analysis");
+                               "Alerts opened by the analysis",
+                               with_shard(""));
   for (auto& p : pass_names()) {
     auto s = std::make_unique<slot>(slot{
       p, nullptr, false,
@@ -505,7 +540,7 @@ caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
                      std::chrono::seconds(cfg.restart_window_s),
                      std::chrono::milliseconds(cfg.restart_backoff_ms)},
       quarantine{cfg.max_unit_failures}, nullptr, nullptr, nullptr});
-    auto label = "pass=\"" + p + "\"";
+    auto label = with_shard("pass=\"" + p + "\"");
     s->runs = &reg.get_counter("troupe_analysis_runs_total",
                                "Analysis passes run", label);
     s->failures = &reg.get_counter("troupe_analysis_failures_total",
@@ -535,8 +570,9 @@ caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
       return;
     }
   });
-  log().info("analysis up interval_ms={} silence_s={} anomaly_z={}",
-             cfg.interval_ms, cfg.silence_s,
+  log().info("analysis up data_shard={} interval_ms={} silence_s={} "
+             "anomaly_z={}",
+             data_shard, cfg.interval_ms, cfg.silence_s,
              static_cast<double>(cfg.anomaly_z_tenths) / 10.0);
   self->send(self, tick_atom::value);
   return {
@@ -575,9 +611,10 @@ caf::behavior supervisor(supervisor_actor* self, config::analysis_config cfg,
 caf::actor spawn_analysis(caf::actor_system& sys,
                           const config::analysis_config& cfg,
                           const std::string& database_url,
-                          int64_t connect_timeout_s, owned_shards_fn owned) {
+                          int64_t connect_timeout_s, owned_shards_fn owned,
+                          const std::string& catalog_url, size_t data_shard) {
   return sys.spawn(supervisor, cfg, database_url, connect_timeout_s,
-                   std::move(owned));
+                   std::move(owned), catalog_url, data_shard);
 }
 
 } // namespace troupe::actors

@@ -114,11 +114,18 @@ using owned_shards_fn
 /// it at the next pass. troupe_analysis_last_pass_items{pass} shows what
 /// the last pass processed here.
 ///
+/// With write shards there is one analysis per data shard, each on its
+/// shard's database (`database_url`); those of shards other than 0 copy
+/// the catalog's rules (`catalog_url`) before each rules pass, and label
+/// their metrics data_shard="N".
+///
 /// Owner: actors::install; stops on `runtime::stop_atom` (its workers finish
 /// the query in progress, then exit).
 caf::actor spawn_analysis(caf::actor_system& sys,
                           const config::analysis_config& cfg,
                           const std::string& database_url,
-                          int64_t connect_timeout_s, owned_shards_fn owned);
+                          int64_t connect_timeout_s, owned_shards_fn owned,
+                          const std::string& catalog_url = {},
+                          size_t data_shard = 0);
 
 } // namespace troupe::actors

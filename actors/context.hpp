@@ -12,6 +12,16 @@
 
 namespace troupe::actors {
 
+/// One data shard (storage.shards; shard 0 is the catalog's database).
+struct data_shard {
+  /// Its database pool: writes, and reads of a device's own writes.
+  caf::actor db;
+  /// Reads that may be a little stale (shard 0: the read router).
+  caf::actor reads;
+  /// Its importers; a device uses importers[key % size()] of its shard.
+  std::vector<caf::actor> importers;
+};
+
 /// What every troupe actor on a node shares: its settings, the handles of
 /// the node's services, and the ingest admission counter. Built once by
 /// install() before any actor runs; read-only afterwards except for the
@@ -39,8 +49,8 @@ struct context {
   caf::actor reads;
   /// Loads device states in batches (device_loader.hpp).
   caf::actor device_loader;
-  /// Importers; a device always uses importers[key % size()].
-  std::vector<caf::actor> importers;
+  /// The data shards, by number: data[0] uses db and reads above.
+  std::vector<data_shard> data;
   /// Shard regions.
   caf::actor devices;
   caf::actor sessions;

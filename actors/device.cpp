@@ -54,6 +54,8 @@ struct device_state {
   std::string dev_name;
   std::string tenant;
   std::string secret_hash;
+  /// The data shard holding its telemetry, commands and rollups.
+  size_t data_shard = 0;
   int64_t batch_hwm = -1;
   int64_t last_seen_ms = -1;
   /// last_seen as PostgreSQL has it (lists read it from there).
@@ -74,6 +76,17 @@ struct device_state {
 };
 
 using device_ptr = device_actor::stateful_pointer<device_state>;
+
+/// The device's data shard: its pool, and where its stale-tolerant reads go.
+const caf::actor& data_db(device_ptr self) {
+  auto& st = self->state;
+  return st.ctx->data[st.data_shard].db;
+}
+
+const caf::actor& data_reads(device_ptr self) {
+  auto& st = self->state;
+  return st.ctx->data[st.data_shard].reads;
+}
 
 runtime::counter* login_throttled() {
   static auto c = &runtime::metrics().get_counter(
@@ -159,7 +172,7 @@ void sweep_expired(device_ptr self) {
   if (ids.empty())
     return;
   db_call<bool>(
-    self, st.ctx->db,
+    self, data_db(self),
     [ids](storage::connection& c) -> caf::expected<bool> {
       if (auto err = storage::expire_commands(c, ids))
         return err;
@@ -194,7 +207,7 @@ std::vector<command> take_pending(device_ptr self, bool include_delivered) {
   if (!ids.empty()) {
     ++st.marks_in_flight;
     db_call<bool>(
-      self, st.ctx->db,
+      self, data_db(self),
       [ids, now](storage::connection& c) -> caf::expected<bool> {
         if (auto err = storage::mark_delivered(c, ids, now))
           return err;
@@ -247,7 +260,7 @@ void note_seen(device_ptr self) {
     return;
   st.stored_seen_ms = st.last_seen_ms;
   db_call<bool>(
-    self, st.ctx->db,
+    self, data_db(self),
     [id = st.id, t = st.last_seen_ms](storage::connection& c)
       -> caf::expected<bool> {
       if (auto err = storage::touch_device(c, id, t))
@@ -289,6 +302,7 @@ void load(device_ptr self, storage::device_row row) {
   st.dev_name = row.name;
   st.tenant = row.tenant;
   st.secret_hash = row.secret_hash;
+  st.data_shard = static_cast<size_t>(row.data_shard);
   st.batch_hwm = row.batch_hwm.value_or(-1);
   st.last_seen_ms = row.last_seen_ms.value_or(-1);
   st.stored_seen_ms = st.last_seen_ms;
@@ -317,7 +331,7 @@ void list_commands_now(device_ptr self, const list_commands& req,
                                }),
                 st.open.end());
   db_call<std::vector<storage::command_row>>(
-    self, st.ctx->db,
+    self, data_db(self),
     [=, id = st.id](storage::connection& c)
       -> caf::expected<std::vector<storage::command_row>> {
       if (auto err = storage::expire_commands(c, overdue))
@@ -458,8 +472,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       for (auto& p : req.points)
         imp.batch.points.push_back({st.key, p.metric, p.ts_ms, p.value});
       imp.batch.marks.push_back({st.key, req.batch_id, now});
-      auto& importer = st.ctx->importers[static_cast<size_t>(st.key)
-                                         % st.ctx->importers.size()];
+      auto& importers = st.ctx->data[st.data_shard].importers;
+      auto& importer = importers[static_cast<size_t>(st.key)
+                                 % importers.size()];
       auto rp = self->make_response_promise<telemetry_reply>();
       // Awaited: the next batch of this device waits for this commit, so
       // the batch-id mark only ever moves past committed batches.
@@ -536,7 +551,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto rp = self->make_response_promise<done>();
       auto now = now_ms();
       db_call<bool>(
-        self, st.ctx->db,
+        self, data_db(self),
         [req, now, id = st.id](storage::connection& c) {
           return storage::finish_command(c, id, req.command_id, req.status,
                                          req.result_json, now);
@@ -590,7 +605,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       row.expires_ms = row.created_ms + ttl * 1000;
       auto rp = self->make_response_promise<command>();
       db_call<storage::command_row>(
-        self, st.ctx->db,
+        self, data_db(self),
         [row](storage::connection& c) { return storage::insert_command(c, row); },
         [=](caf::expected<storage::command_row> r) mutable {
           auto& st = self->state;
@@ -639,7 +654,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto rp = self->make_response_promise<history_reply>();
       if (q.step_ms > 0) {
         db_call<std::vector<storage::history_bucket>>(
-          self, st.ctx->reads,
+          self, data_reads(self),
           [q](storage::connection& c) { return storage::bucket_history(c, q); },
           [=](caf::expected<std::vector<storage::history_bucket>> r) mutable {
             if (!r) {
@@ -657,7 +672,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           });
       } else {
         db_call<std::vector<storage::history_point>>(
-          self, st.ctx->reads,
+          self, data_reads(self),
           [q](storage::connection& c) { return storage::raw_history(c, q); },
           [=](caf::expected<std::vector<storage::history_point>> r) mutable {
             if (!r) {
@@ -681,7 +696,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         return not_found(st.id);
       auto rp = self->make_response_promise<analysis_reply>();
       db_call<std::vector<storage::rollup_row>>(
-        self, st.ctx->reads,
+        self, data_reads(self),
         [key = st.key, req](storage::connection& c) {
           return storage::device_rollups(c, key, req.from_ms, req.to_ms);
         },

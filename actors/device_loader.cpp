@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/errc.hpp"
 #include "actors/logger.hpp"
 #include "actors/types.hpp"
 #include "cluster-config/config.hpp"
@@ -27,6 +28,11 @@ struct loader_state {
 };
 
 using loader_actor = caf::stateful_actor<loader_state>;
+using batch_ptr = std::shared_ptr<
+  std::vector<std::pair<std::string, caf::response_promise>>>;
+using rows_ptr = std::shared_ptr<std::map<std::string, storage::device_row>>;
+
+void load_shard_data(loader_actor* self, batch_ptr batch, rows_ptr rows);
 
 void flush(loader_actor* self) {
   auto& st = self->state;
@@ -52,24 +58,81 @@ void flush(loader_actor* self) {
     [self, batch](caf::expected<std::map<std::string, storage::device_row>>
                     rows) {
       auto& st = self->state;
-      --st.in_flight;
       if (!rows) {
+        --st.in_flight;
         log().warn("loading {} devices failed: {}", batch->size(),
                    config::describe(rows.error()));
         for (auto& [id, rp] : *batch)
           rp.deliver(rows.error());
-      } else {
-        st.loaded->inc(rows->size());
-        for (auto& [id, rp] : *batch) {
-          auto it = rows->find(id);
-          if (it == rows->end())
-            rp.deliver(loaded_device{});
-          else
-            rp.deliver(loaded_device{std::move(it->second)});
-        }
+        flush(self);
+        return;
       }
-      flush(self);
+      load_shard_data(self, batch,
+                      std::make_shared<std::map<std::string,
+                                                storage::device_row>>(
+                        std::move(*rows)));
     });
+}
+
+/// Devices placed on other data shards get what those hold (batch mark,
+/// latest values, open commands), one job per shard; then every waiter of
+/// the batch is answered. A shard that fails fails only its own devices.
+void load_shard_data(loader_actor* self, batch_ptr batch, rows_ptr rows) {
+  auto& st = self->state;
+  std::map<size_t, std::vector<storage::device_row*>> by_shard;
+  auto failed = std::make_shared<std::map<size_t, caf::error>>();
+  for (auto& [id, row] : *rows) {
+    auto s = static_cast<size_t>(row.data_shard);
+    if (s == 0)
+      continue;
+    if (s >= st.ctx->data.size())
+      (*failed)[s] = make_actor_error(
+        errc::unavailable, "data shard " + std::to_string(s)
+                             + " is not configured on this node");
+    else
+      by_shard[s].push_back(&row);
+  }
+  auto left = std::make_shared<size_t>(by_shard.size());
+  auto finish = [self, batch, rows, failed] {
+    auto& st = self->state;
+    --st.in_flight;
+    st.loaded->inc(rows->size());
+    for (auto& [id, rp] : *batch) {
+      auto it = rows->find(id);
+      if (it == rows->end()) {
+        rp.deliver(loaded_device{});
+        continue;
+      }
+      auto f = failed->find(static_cast<size_t>(it->second.data_shard));
+      if (f != failed->end())
+        rp.deliver(f->second);
+      else
+        rp.deliver(loaded_device{std::move(it->second)});
+    }
+    flush(self);
+  };
+  if (by_shard.empty()) {
+    finish();
+    return;
+  }
+  for (auto& [s, ptrs] : by_shard) {
+    db_call<bool>(
+      self, st.ctx->data[s].db,
+      [ptrs = ptrs](storage::connection& c) mutable -> caf::expected<bool> {
+        if (auto err = storage::load_device_data(c, ptrs))
+          return err;
+        return true;
+      },
+      [s = s, failed, left, finish](caf::expected<bool> r) mutable {
+        if (!r) {
+          log().warn("loading devices of data shard {} failed: {}", s,
+                     config::describe(r.error()));
+          (*failed)[s] = std::move(r.error());
+        }
+        if (--*left == 0)
+          finish();
+      });
+  }
 }
 
 caf::behavior device_loader(loader_actor* self, context_ptr ctx,

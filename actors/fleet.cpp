@@ -1,5 +1,6 @@
 #include "actors/fleet.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -8,6 +9,7 @@
 #include "actors/errc.hpp"
 #include "actors/logger.hpp"
 #include "actors/roles.hpp"
+#include "actors/shards.hpp"
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
@@ -50,16 +52,35 @@ fleet_actor::behavior_type fleet(fleet_ptr self, context_ptr ctx) {
       f.limit = static_cast<size_t>(req.limit);
       auto window = st.ctx->actors.online_window_s * 1000;
       auto limit = req.limit;
-      // Straight from PostgreSQL (two queries a page): a list wakes no
-      // device actor. Telemetry commits, logins and polls keep last_seen.
-      return db_reply<device_page>(self, self->state.ctx->reads, [f, window, limit](storage::connection& c)
-                -> caf::expected<device_page> {
-          auto rows = storage::list_device_summaries(c, f);
-          if (!rows)
-            return rows.error();
+      // Straight from PostgreSQL (two queries a page on each data shard,
+      // merged by id): a list wakes no device actor. Telemetry commits,
+      // logins and polls keep last_seen.
+      auto rp = self->make_response_promise<device_page>();
+      on_every_shard<std::vector<storage::device_summary>>(
+        self, *st.ctx, shard_pool::reads,
+        [f](size_t shard, storage::connection& c) {
+          return storage::list_device_summaries(c, f,
+                                                static_cast<int32_t>(shard));
+        },
+        [rp, window, limit](
+          std::vector<caf::expected<std::vector<storage::device_summary>>>
+            pages) mutable {
+          // A page that leaves out a shard's devices would be wrong.
+          if (auto err = first_failure(pages)) {
+            rp.deliver(std::move(*err));
+            return;
+          }
+          std::vector<storage::device_summary> rows;
+          for (auto& p : pages)
+            for (auto& d : *p)
+              rows.push_back(std::move(d));
+          std::sort(rows.begin(), rows.end(),
+                    [](auto& a, auto& b) { return a.id < b.id; });
+          if (rows.size() > static_cast<size_t>(limit))
+            rows.resize(static_cast<size_t>(limit));
           device_page page;
           auto now = now_ms();
-          for (auto& d : *rows) {
+          for (auto& d : rows) {
             device_view v;
             v.id = d.id;
             v.name = d.name;
@@ -72,10 +93,11 @@ fleet_actor::behavior_type fleet(fleet_ptr self, context_ptr ctx) {
             }
             page.items.push_back(std::move(v));
           }
-          if (rows->size() == static_cast<size_t>(limit) && !rows->empty())
-            page.next = rows->back().id;
-          return page;
+          if (rows.size() == static_cast<size_t>(limit) && !rows.empty())
+            page.next = rows.back().id;
+          rp.deliver(std::move(page));
         });
+      return rp;
     },
   };
 }

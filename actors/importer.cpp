@@ -35,9 +35,9 @@ struct importer_probe {
   runtime::gauge* queued;
   runtime::gauge* alone;
 
-  explicit importer_probe(size_t index) {
+  explicit importer_probe(const std::string& id) {
     auto& r = runtime::metrics();
-    auto l = "importer=\"" + std::to_string(index) + "\"";
+    auto l = "importer=\"" + id + "\"";
     points = &r.get_counter("troupe_ingest_points_total",
                             "Points committed to PostgreSQL or the spool", l);
     flushes = &r.get_counter("troupe_ingest_flushes_total",
@@ -344,18 +344,17 @@ void flush(importer_actor* self) {
 }
 
 caf::behavior importer(importer_actor* self, context_ptr ctx,
-                       std::string url, std::string data_dir, size_t index,
+                       std::string url, std::string data_dir, std::string id,
                        size_t spool_max_bytes) {
   auto& st = self->state;
-  st.name = "importer-" + std::to_string(index);
+  st.name = "importer-" + id;
   st.ctx = ctx;
   st.spool_unreplicated = ctx->standby_policy == "spool";
   st.writer = std::make_unique<storage::ingest_writer>(
     url, 5, ctx->standby_policy != "none");
   st.spool = std::make_unique<storage::spool>(
-    data_dir + "/spool/importer-" + std::to_string(index) + ".spool",
-    spool_max_bytes);
-  st.probe = std::make_unique<importer_probe>(index);
+    data_dir + "/spool/importer-" + id + ".spool", spool_max_bytes);
+  st.probe = std::make_unique<importer_probe>(id);
   st.probe->spool_bytes->set(static_cast<int64_t>(st.spool->size_bytes()));
   if (!st.spool->empty()) {
     log().info("{} found {} spooled bytes from an earlier run", st.name,
@@ -432,14 +431,14 @@ caf::behavior importer(importer_actor* self, context_ptr ctx,
 
 caf::actor spawn_importer(caf::actor_system& sys, const context_ptr& ctx,
                           const std::string& database_url,
-                          const std::string& data_dir, size_t index,
+                          const std::string& data_dir, const std::string& id,
                           size_t spool_max_bytes) {
   auto& a = ctx->analysis;
   return runtime::spawn_supervisor(
-    sys, "importer-" + std::to_string(index),
+    sys, "importer-" + id,
     [=](caf::actor_system& sys) {
       return sys.spawn<caf::detached>(importer, ctx, database_url, data_dir,
-                                      index, spool_max_bytes);
+                                      id, spool_max_bytes);
     },
     runtime::restart_policy{static_cast<size_t>(a.max_restarts),
                             std::chrono::seconds(a.restart_window_s),

@@ -22,8 +22,9 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::import_request)
 
 namespace troupe::actors {
 
-/// Spawns importer number `index`: a detached actor with its own PostgreSQL
-/// connection and spool file (`<data_dir>/spool/importer-<index>.spool`).
+/// Spawns importer `id` ("0", "1", ... on data shard 0; "s1-0", ... on data
+/// shard 1): a detached actor with its own connection to its shard's
+/// database and its own spool file (`<data_dir>/spool/importer-<id>.spool`).
 ///
 /// It answers each import_request with ok_atom only after the points are
 /// durable (group commit): requests arriving within flush_interval_ms, or
@@ -42,7 +43,7 @@ namespace troupe::actors {
 /// Owner: actors::install; stopped (after a final flush) when the node stops.
 caf::actor spawn_importer(caf::actor_system& sys, const context_ptr& ctx,
                           const std::string& database_url,
-                          const std::string& data_dir, size_t index,
+                          const std::string& data_dir, const std::string& id,
                           size_t spool_max_bytes);
 
 } // namespace troupe::actors

@@ -59,11 +59,11 @@ void await_down(caf::actor_system& sys, const std::vector<caf::actor>& hs,
 std::shared_ptr<const handles> install(runtime::node& n) {
   auto ctx = std::make_shared<context>();
   auto out = std::make_shared<handles>();
-  auto analysis = std::make_shared<caf::actor>();
+  auto analyses = std::make_shared<std::vector<caf::actor>>();
   n.on_configure(register_types);
   n.add_service(
     "actors",
-    [ctx, out, analysis](runtime::node& n) -> caf::error {
+    [ctx, out, analyses](runtime::node& n) -> caf::error {
       auto& cfg = n.cfg();
       if (auto err = bootstrap_admin(n.database_url(),
                                      cfg.bootstrap.admin_user,
@@ -80,11 +80,22 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       ctx->secret_key = n.secret_key();
       ctx->db = n.db();
       ctx->reads = n.reads();
+      // Each data shard has its own pool and importers (shard 0 shares the
+      // catalog's pool and read router).
+      for (size_t s = 0; s < n.shard_urls().size(); ++s) {
+        data_shard d;
+        d.db = n.shard_db(s);
+        d.reads = s == 0 ? ctx->reads : d.db;
+        for (size_t i = 0; i < cfg.ingest.importers; ++i) {
+          auto id = (s == 0 ? "" : "s" + std::to_string(s) + "-")
+                    + std::to_string(i);
+          d.importers.push_back(
+            spawn_importer(sys, ctx, n.shard_urls()[s], cfg.storage.data_dir,
+                           id, cfg.storage.spool_max_bytes));
+        }
+        ctx->data.push_back(std::move(d));
+      }
       ctx->device_loader = spawn_device_loader(sys, ctx);
-      for (size_t i = 0; i < cfg.ingest.importers; ++i)
-        ctx->importers.push_back(
-          spawn_importer(sys, ctx, n.database_url(), cfg.storage.data_dir, i,
-                         cfg.storage.spool_max_bytes));
       // A single node serves every shard at once; a cluster node serves
       // nothing until membership hands it a placement.
       auto clustered = !cfg.cluster.listen.empty();
@@ -132,14 +143,18 @@ std::shared_ptr<const handles> install(runtime::node& n) {
                 out.push_back(static_cast<int32_t>(s));
           return out;
         };
-      *analysis = spawn_analysis(sys, cfg.analysis, n.database_url(),
-                                 cfg.storage.connect_timeout_s,
-                                 std::move(owned));
-      log().info("actors up importers={} shards={}", ctx->importers.size(),
-                 cfg.cluster.shards);
+      // One analysis per data shard, each on its shard's database; those of
+      // other shards copy the catalog's rules first.
+      for (size_t s = 0; s < n.shard_urls().size(); ++s)
+        analyses->push_back(spawn_analysis(
+          sys, cfg.analysis, n.shard_urls()[s],
+          cfg.storage.connect_timeout_s, owned,
+          s == 0 ? std::string{} : n.database_url(), s));
+      log().info("actors up importers={} shards={} data_shards={}",
+                 cfg.ingest.importers, cfg.cluster.shards, ctx->data.size());
       return caf::none;
     },
-    [ctx, out, analysis](runtime::node& n) {
+    [ctx, out, analyses](runtime::node& n) {
       auto& sys = n.system();
       // Regions first: their actors answer waiters and passivate.
       std::vector<caf::actor> regions{ctx->devices, ctx->sessions,
@@ -148,15 +163,18 @@ std::shared_ptr<const handles> install(runtime::node& n) {
         caf::anon_send(r, runtime::stop_atom::value);
       await_down(sys, regions, std::chrono::seconds(30));
       // The analysis before the importers: a pass may still be reading.
-      if (*analysis) {
-        caf::anon_send(*analysis, runtime::stop_atom::value);
-        await_down(sys, {*analysis}, std::chrono::seconds(30));
-        *analysis = nullptr;
-      }
+      for (auto& a : *analyses)
+        caf::anon_send(a, runtime::stop_atom::value);
+      await_down(sys, *analyses, std::chrono::seconds(30));
+      analyses->clear();
       // Then the importers, after a final flush.
-      for (auto& i : ctx->importers)
+      std::vector<caf::actor> importers;
+      for (auto& d : ctx->data)
+        importers.insert(importers.end(), d.importers.begin(),
+                         d.importers.end());
+      for (auto& i : importers)
         caf::anon_send_exit(i, caf::exit_reason::user_shutdown);
-      await_down(sys, ctx->importers, std::chrono::seconds(60));
+      await_down(sys, importers, std::chrono::seconds(60));
       for (auto h : {caf::actor_cast<caf::actor>(out->fleet),
                      caf::actor_cast<caf::actor>(out->admin),
                      caf::actor_cast<caf::actor>(out->alerts)})
@@ -164,7 +182,7 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       caf::anon_send_exit(ctx->device_loader, caf::exit_reason::user_shutdown);
       ctx->device_loader = nullptr;
       ctx->devices = ctx->sessions = ctx->users = nullptr;
-      ctx->importers.clear();
+      ctx->data.clear();
       ctx->db = nullptr;
       ctx->reads = nullptr;
     });

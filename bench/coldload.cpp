@@ -2,12 +2,12 @@
 // after a restart or a failover. The device loader (actors/device_loader)
 // gathers the ids of devices asked for while it loads and fetches them with
 // storage::load_devices, four queries per batch; before, each device actor
-// ran storage::load_device on its own. This tool runs both on the same
+// loaded devices one by one. This tool runs both on the same
 // seeded database, one connection each, as the loader does:
 //
 //   seed    --devices devices with --metrics latest values and one token
 //           each (what a device that has uploaded and logged in has);
-//   single  load_device for --single of them, one after another;
+//   single  load_devices of one id for --single of them, one after another;
 //   batched load_devices for all of them in batches of --batch (the
 //           loader's largest batch).
 //
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   options opts{
     "troupe_coldload",
     "Seeds a scratch PostgreSQL database with devices, then loads them as\n"
-    "troupe does after a restart: one by one (load_device) and in batches\n"
+    "troupe does after a restart: one by one (load_devices of one id) and in batches\n"
     "(load_devices). Reports devices loaded per second for both.",
     {
       {"pg-url", option_spec::text, "", "scratch database URL (required)"},
@@ -140,12 +140,11 @@ int main(int argc, char** argv) {
   if (single > 0) {
     auto t0 = bench_clock::now();
     for (int64_t i = 0; i < single; ++i) {
-      auto r = st::load_device(c, ids[static_cast<size_t>(n - 1 - i)],
-                               now_ms());
-      must(r, "load_device");
-      if (!*r)
-        fail("load_device: " + ids[static_cast<size_t>(n - 1 - i)]
-             + " not found");
+      auto& id = ids[static_cast<size_t>(n - 1 - i)];
+      auto r = st::load_devices(c, {id}, now_ms());
+      must(r, "load_devices (one)");
+      if (r->empty())
+        fail("load_devices: " + id + " not found");
     }
     single_per_s = single / seconds_since(t0);
     std::cout << "single: " << single << " devices, "

@@ -189,6 +189,8 @@ const std::vector<field>& fields() {
      str_member(&nc::storage, &storage_config::standby_policy)},
     {"storage.replicas", list_member(&nc::storage, &storage_config::replicas),
      true},
+    {"storage.shards", list_member(&nc::storage, &storage_config::shards),
+     true},
     {"storage.max_replica_lag_ms",
      int_member(&nc::storage, &storage_config::max_replica_lag_ms, 0,
                 3600000)},
@@ -538,6 +540,11 @@ caf::error validate(const node_config& cfg) {
     return make_config_error(errc::contradiction,
                              "storage.replicas: replicas stream from a "
                              "configured primary; set storage.database_url");
+  if (!cfg.storage.shards.empty() && cfg.storage.database_url.empty())
+    return make_config_error(errc::contradiction,
+                             "storage.shards: the catalog of a sharded tier "
+                             "is a configured primary; set "
+                             "storage.database_url");
   if (cfg.ingest.max_points_per_request > cfg.ingest.max_queued_points)
     return make_config_error(errc::contradiction,
                              "ingest.max_points_per_request: larger than "

@@ -100,6 +100,14 @@ struct storage_config {
   std::vector<std::string> replicas;
   /// The most lag a replica may have and still serve reads, ms. Default 1000.
   int64_t max_replica_lag_ms = defaults::storage::max_replica_lag_ms;
+  /// Write shards: more data databases (libpq URLs, each may be a
+  /// multi-host URL with its own standby) beside database_url, which is the
+  /// catalog (users, tenants, devices, membership) and data shard 0. Each
+  /// new device is placed on shard hash(id) % (1 + shards.size()), recorded
+  /// in the catalog; its telemetry, latest values, commands, rollups and
+  /// alerts live there. The list only grows: shard i is shards[i - 1] for
+  /// ever (a node refuses to start when one the catalog knows is missing).
+  std::vector<std::string> shards;
 };
 
 /// [ingest]: validation limits and the importers' group commit.

@@ -56,7 +56,8 @@ void prometheus(const call_ptr& c) {
 }
 
 /// The database tier as this node sees it: the primary with its standbys,
-/// and the read replicas with their lag and the reads they served.
+/// the read replicas with their lag and the reads they served, and the
+/// data shards.
 json database_view(edge_env& env) {
   auto& node = env.node;
   auto& st = node.cfg().storage;
@@ -79,6 +80,11 @@ json database_view(edge_env& env) {
       x["why"] = r.why;
     replicas.push_back(std::move(x));
   }
+  auto shards = json::array();
+  for (size_t i = 0; i < node.shard_urls().size(); ++i)
+    shards.push_back({{"shard", i},
+                      {"address", storage::url_address(node.shard_urls()[i])},
+                      {"up", node.shard_up(i)}});
   return {{"primary",
            {{"role", st.database_url.empty() ? "embedded" : "primary"},
             {"address", storage::url_address(node.database_url())},
@@ -86,7 +92,8 @@ json database_view(edge_env& env) {
             {"standby_policy", st.standby_policy},
             {"standbys", standbys}}},
           {"replicas", replicas},
-          {"max_replica_lag_ms", st.max_replica_lag_ms}};
+          {"max_replica_lag_ms", st.max_replica_lag_ms},
+          {"shards", shards}};
 }
 
 json single_node_view(edge_env& env, int64_t actors) {

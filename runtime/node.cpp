@@ -160,6 +160,11 @@ caf::error node::start_storage() {
       return url.error();
     database_url_ = *url;
   }
+  shard_urls_ = {database_url_};
+  for (auto& url : cfg_.storage.shards)
+    shard_urls_.push_back(url);
+  shard_ok_ = std::make_unique<std::atomic<bool>[]>(shard_urls_.size());
+  shard_ready_.assign(shard_urls_.size(), false);
   storage::connection conn{database_url_, cfg_.storage.connect_timeout_s};
   // A configured database may still be starting: retry for a while.
   caf::error err;
@@ -172,12 +177,48 @@ caf::error node::start_storage() {
   }
   if (err)
     return err;
+  if (auto err = prepare_database(conn, "catalog"))
+    return err;
+  auto key = storage::secret_key(conn);
+  if (!key)
+    return key.error();
+  secret_key_ = *key;
+  // The catalog is data shard 0: a shard URL that names it is refused.
+  if (auto r = conn.exec("INSERT INTO settings VALUES ('data_shard', '0')"
+                         " ON CONFLICT DO NOTHING");
+      !r)
+    return r.error();
+  shard_ok_[0] = true;
+  shard_ready_[0] = true;
+  for (size_t i = 1; i < shard_urls_.size(); ++i)
+    if (auto err = start_shard(conn, i))
+      return err;
+  // Every shard the catalog placed devices on must be listed.
+  auto known = conn.exec("SELECT id, address FROM data_shards WHERE id >= $1"
+                         " ORDER BY id",
+                         {std::to_string(shard_urls_.size())});
+  if (!known)
+    return known.error();
+  if (known->rows() > 0)
+    return config::make_config_error(
+      config::errc::contradiction,
+      "storage.shards: data shard " + known->str(0, 0) + " ("
+        + known->str(0, 1)
+        + ") holds devices of this catalog but is not listed; list it as "
+          "storage.shards["
+        + std::to_string(known->i64(0, 0) - 1) + "] (the list only grows)");
+  db_ok_ = true;
+  return caf::none;
+}
+
+caf::error node::prepare_database(storage::connection& conn,
+                                  const std::string& what) {
   if (auto err = check_standby_policy(conn))
     return err;
   int version = 0;
   if (auto err = storage::migrate(conn, version))
     return err;
-  log().info("schema version={}", version);
+  log().info("{} schema version={}", what, version);
   if (auto err = storage::maintain_partitions(
         conn, cfg_.ingest.max_age_days + 1, cfg_.storage.partition_days_ahead,
         cfg_.storage.retention_days))
@@ -190,14 +231,89 @@ caf::error node::start_storage() {
   if (!resharded)
     return resharded.error();
   if (*resharded > 0)
-    log().info("assigned shards to {} devices (shards={})", *resharded,
-               shards);
-  auto key = storage::secret_key(conn);
-  if (!key)
-    return key.error();
-  secret_key_ = *key;
-  db_ok_ = true;
+    log().info("{}: assigned shards to {} devices (shards={})", what,
+               *resharded, shards);
   return caf::none;
+}
+
+caf::error node::start_shard(storage::connection& catalog, size_t i) {
+  auto key = "storage.shards[" + std::to_string(i - 1) + "]";
+  auto& url = shard_urls_[i];
+  auto address = storage::url_address(url);
+  auto fail = [&](const std::string& why) {
+    return config::make_config_error(config::errc::invalid_value,
+                                     key + " (" + address + "): " + why);
+  };
+  if (auto err = storage::check_url(url))
+    return config::make_config_error(config::errc::invalid_value,
+                                     key + ": " + config::describe(err));
+  auto recorded = catalog.exec("SELECT 1 FROM data_shards WHERE id = $1",
+                               {std::to_string(i)});
+  if (!recorded)
+    return recorded.error();
+  storage::connection conn{url, cfg_.storage.connect_timeout_s};
+  caf::error err;
+  // A shard that served before may be down now: its devices answer 503
+  // until it is back (the health loop prepares it then); a new one must
+  // answer now.
+  auto tries = recorded->rows() > 0 ? 1 : 30;
+  for (int attempt = 0; attempt < tries; ++attempt) {
+    if (!(err = conn.ensure()))
+      break;
+    if (attempt == 0 && tries > 1)
+      log().warn("waiting for {} ({}): {}", key, address,
+                 config::describe(err));
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  if (err) {
+    if (tries > 1)
+      return fail("does not answer: " + config::describe(err));
+    log().warn("{} ({}) does not answer: its devices answer 503 until it is "
+               "back: {}",
+               key, address, config::describe(err));
+    return caf::none;
+  }
+  if (auto err = prepare_shard(conn, i))
+    return fail(config::describe(err));
+  if (auto r = catalog.exec(
+        "INSERT INTO data_shards VALUES ($1, $2, $3) ON CONFLICT (id)"
+        " DO UPDATE SET address = excluded.address",
+        {std::to_string(i), address, std::to_string(now_ms())});
+      !r)
+    return r.error();
+  return caf::none;
+}
+
+caf::error node::prepare_shard(storage::connection& conn, size_t i) {
+  auto what = "data shard " + std::to_string(i);
+  if (auto err = prepare_database(conn, what))
+    return err;
+  // The database knows which shard it is: a reordered list, a shard listed
+  // twice or the catalog listed as a shard would mix devices' data.
+  if (auto r = conn.exec("INSERT INTO settings VALUES ('data_shard', $1)"
+                         " ON CONFLICT DO NOTHING",
+                         {std::to_string(i)});
+      !r)
+    return r.error();
+  auto r = conn.exec("SELECT value FROM settings WHERE key = 'data_shard'");
+  if (!r)
+    return r.error();
+  if (r->rows() != 1 || r->str(0, 0) != std::to_string(i))
+    return config::make_config_error(
+      config::errc::contradiction,
+      "this database is data shard " + (r->rows() ? r->str(0, 0) : "?")
+        + (r->rows() && r->str(0, 0) == "0" ? " (the catalog)" : "")
+        + ", not " + std::to_string(i)
+        + "; storage.shards keeps its order and lists each shard once");
+  shard_ready_[i] = true;
+  shard_ok_[i] = true;
+  return caf::none;
+}
+
+bool node::shard_up(size_t i) const {
+  if (i == 0)
+    return db_ok_.load();
+  return i < shard_urls_.size() && shard_ok_[i].load();
 }
 
 caf::error node::check_replica(size_t i) const {
@@ -272,12 +388,43 @@ bool node::pool_serves() {
   return ok;
 }
 
+void node::check_shard(storage::connection& conn, size_t i, bool maintain) {
+  auto& up = metrics().get_gauge("troupe_database_up",
+                                 "1 while PostgreSQL answers",
+                                 "shard=\"" + std::to_string(i) + "\"");
+  bool ok = static_cast<bool>(conn.exec("SELECT 1"));
+  if (ok && !shard_ready_[i]) {
+    // Down when the node started: migrate it now, before it serves.
+    if (auto err = prepare_shard(conn, i)) {
+      log().error("data shard {} ({}) cannot be prepared: {}", i,
+                  storage::url_address(shard_urls_[i]),
+                  config::describe(err));
+      ok = false;
+    }
+  } else if (ok && maintain) {
+    if (auto err = storage::maintain_partitions(
+          conn, 2, cfg_.storage.partition_days_ahead,
+          cfg_.storage.retention_days))
+      log().error("data shard {}: partition maintenance failed: {}", i,
+                  config::describe(err));
+  }
+  if (ok != shard_ok_[i].load())
+    log().warn("data shard {} ({}) {}", i, storage::url_address(shard_urls_[i]),
+               ok ? "reachable again" : "unreachable");
+  shard_ok_[i] = ok;
+  up.set(ok ? 1 : 0);
+}
+
 void node::health_loop() {
   ensure_signal_stack();
   storage::connection conn{database_url_, 2};
   auto& up = metrics().get_gauge("troupe_database_up",
                                  "1 while PostgreSQL answers");
   auto last_maintenance = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<storage::connection>> shard_conns;
+  for (size_t i = 1; i < shard_urls_.size(); ++i)
+    shard_conns.push_back(
+      std::make_unique<storage::connection>(shard_urls_[i], 2));
   std::unique_lock<std::mutex> guard{impl_->mtx};
   while (!impl_->health_stop) {
     guard.unlock();
@@ -304,15 +451,18 @@ void node::health_loop() {
       log().warn("PostgreSQL {}", ok ? "reachable again" : "unreachable");
     db_ok_ = ok;
     up.set(ok ? 1 : 0);
-    if (ok && std::chrono::steady_clock::now() - last_maintenance
-                > std::chrono::hours(1)) {
+    auto maintain = std::chrono::steady_clock::now() - last_maintenance
+                    > std::chrono::hours(1);
+    if (maintain)
       last_maintenance = std::chrono::steady_clock::now();
+    if (ok && maintain)
       if (auto err = storage::maintain_partitions(
             conn, 2, cfg_.storage.partition_days_ahead,
             cfg_.storage.retention_days))
         log().error("partition maintenance failed: {}",
                     config::describe(err));
-    }
+    for (size_t i = 1; i < shard_urls_.size(); ++i)
+      check_shard(*shard_conns[i - 1], i, maintain);
     guard.lock();
     impl_->cv.wait_for(guard, std::chrono::seconds(1),
                        [&] { return impl_->health_stop; });
@@ -386,6 +536,11 @@ int node::run() {
                              cfg_.storage.replicas, cfg_.actors.db_workers,
                              cfg_.storage.max_replica_lag_ms,
                              cfg_.storage.connect_timeout_s, board_);
+  shard_dbs_ = {db_};
+  for (size_t i = 1; i < shard_urls_.size(); ++i)
+    shard_dbs_.push_back(spawn_db_pool(
+      *impl_->sys, shard_urls_[i], cfg_.actors.db_workers,
+      cfg_.storage.connect_timeout_s, 10000, "shard-" + std::to_string(i)));
   impl_->health = std::thread([this] { health_loop(); });
   // -- services ----------------------------------------------------------------
   size_t started = 0;
@@ -431,6 +586,9 @@ int node::run() {
   if (reads_ != db_)
     caf::anon_send_exit(reads_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(db_, caf::exit_reason::user_shutdown);
+  for (size_t i = 1; i < shard_dbs_.size(); ++i)
+    caf::anon_send_exit(shard_dbs_[i], caf::exit_reason::user_shutdown);
+  shard_dbs_.clear();
   reads_ = nullptr;
   db_ = nullptr;
   impl_->sys->await_all_actors_done();

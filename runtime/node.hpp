@@ -99,6 +99,13 @@ public:
   /// Where reads that may be a little stale go: the read router over
   /// storage.replicas, or db() itself without replicas (replicas.hpp).
   caf::actor reads() const { return reads_; }
+  /// The data shards' databases: [0] is database_url() (the catalog),
+  /// [i] is storage.shards[i - 1].
+  const std::vector<std::string>& shard_urls() const { return shard_urls_; }
+  /// The database pool of data shard i (db() for 0).
+  caf::actor shard_db(size_t i) const { return shard_dbs_.at(i); }
+  /// True while data shard i answers (health loop; 0 is database_up()).
+  bool shard_up(size_t i) const;
   /// The replicas as the read router last judged them.
   std::vector<replica_status> replicas() const { return board_->snapshot(); }
   /// The primary's standbys as pg_stat_replication showed them last
@@ -126,7 +133,20 @@ private:
   caf::error check_standby_policy(storage::connection& conn) const;
   /// Checks storage.replicas[i]: a connection string, and not a primary.
   caf::error check_replica(size_t i) const;
+  /// Connects to a database of the tier (retrying while it starts), checks
+  /// the standby policy, migrates it and creates its partitions.
+  caf::error prepare_database(storage::connection& conn,
+                              const std::string& what);
+  /// Sets up data shard i (storage.shards[i - 1]): prepared like the
+  /// catalog, then checked to be shard i (settings.data_shard) and recorded
+  /// in the catalog's data_shards.
+  caf::error start_shard(storage::connection& catalog, size_t i);
+  /// Migrates data shard i and checks that the database is shard i.
+  caf::error prepare_shard(storage::connection& conn, size_t i);
   void health_loop();
+  /// One look at data shard i from the health loop: up or down, prepared
+  /// when it was down at start, partitions kept when `maintain`.
+  void check_shard(storage::connection& conn, size_t i, bool maintain);
   /// True when a job through the database pool succeeds (within 2 s).
   bool pool_serves();
 
@@ -151,6 +171,12 @@ private:
   std::unique_ptr<impl> impl_;
   caf::actor db_;
   caf::actor reads_;
+  std::vector<std::string> shard_urls_;
+  std::vector<caf::actor> shard_dbs_;
+  std::unique_ptr<std::atomic<bool>[]> shard_ok_;
+  /// Whether data shard i was migrated by this node (health loop thread
+  /// after start).
+  std::vector<bool> shard_ready_;
   std::shared_ptr<replica_board> board_ = std::make_shared<replica_board>();
   std::vector<standby_status> standbys_; // guarded by view_mtx_
   mutable std::mutex actors_mtx_;

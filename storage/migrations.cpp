@@ -248,6 +248,26 @@ CREATE TABLE rollup_deltas (
 );
 CREATE INDEX rollup_deltas_device ON rollup_deltas (device_key);
 )sql"},
+    {8, "write shards: each device's data lives on one data shard",
+     R"sql(
+-- Every database of the tier (the catalog and each data shard) has the same
+-- schema. In the catalog, data_shard says where a device's telemetry,
+-- latest values, commands, rollups and alerts live (0: the catalog itself).
+-- A data shard holds a copy of the rows of its own devices (and their
+-- tenants), so its joins and foreign keys work as in one database; there
+-- batch_hwm and last_seen_ms are the device's own, and in the catalog they
+-- stay null for devices placed elsewhere.
+ALTER TABLE devices ADD COLUMN data_shard integer NOT NULL DEFAULT 0;
+-- Lists page by id in byte order, the order their merge across shards has.
+CREATE INDEX devices_data_shard ON devices (data_shard, id COLLATE "C");
+-- The catalog's record of the data shards it placed devices on: a node
+-- that does not list one of them refuses to start.
+CREATE TABLE data_shards (
+  id       integer PRIMARY KEY,
+  address  text NOT NULL,
+  added_ms bigint NOT NULL
+);
+)sql"},
   };
   return all;
 }

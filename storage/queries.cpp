@@ -72,6 +72,27 @@ caf::error for_latest(connection& c, const std::vector<int64_t>& keys,
 
 } // namespace
 
+int32_t place_device(std::string_view id, size_t data_shards) {
+  if (data_shards <= 1)
+    return 0;
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](char c) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 1099511628211ull;
+  };
+  for (auto c : std::string_view{"data/"})
+    mix(c);
+  for (auto c : id)
+    mix(c);
+  // splitmix64's finalizer: every bit of h reaches the low ones.
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return static_cast<int32_t>(h % data_shards);
+}
+
 caf::expected<std::string> secret_key(connection& c) {
   auto r = c.exec("SELECT value FROM settings WHERE key = 'secret_key'");
   if (!r)
@@ -209,80 +230,176 @@ caf::expected<int64_t> count_admins(connection& c) {
 
 // -- devices ----------------------------------------------------------------------------
 
-caf::error insert_devices(connection& c, const std::vector<new_device>& ds) {
+caf::expected<std::vector<int64_t>> reserve_device_keys(connection& c,
+                                                        size_t n) {
+  auto r = c.exec("SELECT nextval(pg_get_serial_sequence('devices', 'key'))"
+                  " FROM generate_series(1, $1)",
+                  {num(static_cast<int64_t>(n))});
+  if (!r)
+    return r.error();
+  std::vector<int64_t> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(r->i64(i, 0));
+  return out;
+}
+
+caf::expected<std::optional<std::string>>
+first_existing_device(connection& c, const std::vector<std::string>& ids) {
+  auto dup = c.exec("SELECT id FROM devices WHERE id = ANY($1::text[]) "
+                    "ORDER BY id LIMIT 1",
+                    {array_literal(ids)});
+  if (!dup)
+    return dup.error();
+  if (dup->rows() == 0)
+    return std::optional<std::string>{};
+  return std::optional<std::string>{dup->str(0, 0)};
+}
+
+namespace {
+
+/// The columns of `ds` as array parameters: id, name, tenant, secret hash,
+/// shard, data shard, key.
+std::vector<param> device_arrays(const std::vector<new_device>& ds) {
   std::vector<std::string> ids, names, tenants, hashes;
-  std::vector<int64_t> shards;
+  std::vector<int64_t> shards, data_shards, keys;
   for (auto& d : ds) {
     ids.push_back(d.id);
     names.push_back(d.name);
     tenants.push_back(d.tenant);
     hashes.push_back(d.secret_hash);
     shards.push_back(d.shard);
+    data_shards.push_back(d.data_shard);
+    keys.push_back(d.key);
   }
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-               .count();
-  // Find a conflicting id first, for a precise error.
-  auto dup = c.exec("SELECT id FROM devices WHERE id = ANY($1::text[]) "
-                    "ORDER BY id LIMIT 1",
-                    {array_literal(ids)});
-  if (!dup)
-    return dup.error();
-  if (dup->rows() > 0)
-    return make_storage_error(errc::conflict,
-                              "device " + dup->str(0, 0) + " already exists");
-  return status_of(c.exec(
-    "INSERT INTO devices (id, name, tenant, secret_hash, shard, created_ms)"
-    " SELECT * , $6::bigint FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::text[], $5::int[])",
-    {array_literal(ids), array_literal(names), array_literal(tenants),
-     array_literal(hashes), array_literal(shards), num(now)}));
+  return {array_literal(ids),    array_literal(names),
+          array_literal(tenants), array_literal(hashes),
+          array_literal(shards), array_literal(data_shards),
+          array_literal(keys)};
 }
 
-caf::expected<std::optional<device_row>>
-load_device(connection& c, const std::string& id, int64_t now_ms) {
-  auto r = c.exec("SELECT key, id, name, tenant, secret_hash, batch_hwm,"
-                  " last_seen_ms, created_ms FROM devices WHERE id = $1",
-                  {id});
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+caf::error insert_devices(connection& c, const std::vector<new_device>& ds) {
+  // Find a conflicting id first, for a precise error.
+  std::vector<std::string> ids;
+  for (auto& d : ds)
+    ids.push_back(d.id);
+  auto dup = first_existing_device(c, ids);
+  if (!dup)
+    return dup.error();
+  if (*dup)
+    return make_storage_error(errc::conflict,
+                              "device " + **dup + " already exists");
+  auto ps = device_arrays(ds);
+  ps.push_back(num(wall_ms()));
+  return status_of(c.exec(
+    "INSERT INTO devices (id, name, tenant, secret_hash, shard, data_shard,"
+    " key, created_ms)"
+    " SELECT * , $8::bigint FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::int[], $6::int[], $7::bigint[])",
+    ps));
+}
+
+caf::error mirror_devices(connection& c, const std::vector<new_device>& ds) {
+  if (ds.empty())
+    return caf::none;
+  std::vector<std::string> tenants;
+  for (auto& d : ds)
+    tenants.push_back(d.tenant);
+  // A shard's tenants only back its foreign keys: names live in the catalog.
+  auto now = num(wall_ms());
+  if (auto t = c.exec("INSERT INTO tenants (id, name, created_ms)"
+                      " SELECT DISTINCT t, t, $2::bigint"
+                      " FROM unnest($1::text[]) AS t ON CONFLICT DO NOTHING",
+                      {array_literal(tenants), now}, retry::idempotent);
+      !t)
+    return t.error();
+  // The secret stays in the catalog: a copy never authenticates anyone.
+  auto ps = device_arrays(ds);
+  ps.push_back(now);
+  return status_of(c.exec(
+    "INSERT INTO devices AS d (id, name, tenant, secret_hash, shard,"
+    " data_shard, key, created_ms)"
+    " SELECT i, n, t, '', s, ds, k, $8::bigint FROM unnest($1::text[],"
+    " $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::bigint[])"
+    " AS u(i, n, t, h, s, ds, k)"
+    " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+    " tenant = excluded.tenant, shard = excluded.shard,"
+    " data_shard = excluded.data_shard,"
+    " batch_hwm = CASE WHEN d.key = excluded.key THEN d.batch_hwm END,"
+    " last_seen_ms = CASE WHEN d.key = excluded.key THEN d.last_seen_ms END,"
+    " key = excluded.key"
+    " WHERE (d.key, d.name, d.tenant, d.shard, d.data_shard)"
+    " IS DISTINCT FROM (excluded.key, excluded.name, excluded.tenant,"
+    " excluded.shard, excluded.data_shard)",
+    ps, retry::idempotent));
+}
+
+caf::expected<std::optional<int32_t>>
+device_data_shard(connection& c, const std::string& id) {
+  auto r = c.exec("SELECT data_shard FROM devices WHERE id = $1", {id});
   if (!r)
     return r.error();
   if (r->rows() == 0)
-    return std::optional<device_row>{};
-  device_row d;
-  d.key = r->i64(0, 0);
-  d.id = r->str(0, 1);
-  d.name = r->str(0, 2);
-  d.tenant = r->str(0, 3);
-  d.secret_hash = r->str(0, 4);
-  d.batch_hwm = r->opt_i64(0, 5);
-  d.last_seen_ms = r->opt_i64(0, 6);
-  d.created_ms = r->i64(0, 7);
-  auto l = c.exec("SELECT m.name, (extract(epoch FROM l.ts) * 1000)::bigint,"
-                  " l.value FROM latest l JOIN metrics m ON m.id = l.metric_id"
-                  " WHERE l.device_key = $1 ORDER BY m.name",
-                  {num(d.key)});
-  if (!l)
-    return l.error();
-  for (int i = 0; i < l->rows(); ++i) {
-    d.latest.push_back({l->str(i, 0), l->i64(i, 1), l->f64(i, 2)});
-    d.metrics.push_back(l->str(i, 0));
+    return std::optional<int32_t>{};
+  return std::optional<int32_t>{static_cast<int32_t>(r->i64(0, 0))};
+}
+
+caf::error load_device_data(connection& c, std::vector<device_row*>& rows) {
+  if (rows.empty())
+    return caf::none;
+  std::vector<new_device> copies;
+  std::vector<std::string> ids;
+  std::vector<int64_t> keys;
+  std::map<int64_t, device_row*> by_key;
+  std::map<std::string, device_row*> by_id;
+  for (auto* d : rows) {
+    copies.push_back({d->id, d->name, d->tenant, "", d->shard.value_or(0),
+                      d->data_shard, d->key});
+    ids.push_back(d->id);
+    keys.push_back(d->key);
+    by_key[d->key] = d;
+    by_id[d->id] = d;
+    d->latest.clear();
+    d->metrics.clear();
+    d->open_commands.clear();
   }
+  if (auto err = mirror_devices(c, copies))
+    return err;
+  auto marks = c.exec("SELECT key, batch_hwm, last_seen_ms FROM devices"
+                      " WHERE key = ANY($1::bigint[])",
+                      {array_literal(keys)});
+  if (!marks)
+    return marks.error();
+  for (int i = 0; i < marks->rows(); ++i) {
+    auto& d = *by_key.at(marks->i64(i, 0));
+    d.batch_hwm = marks->opt_i64(i, 1);
+    d.last_seen_ms = marks->opt_i64(i, 2);
+  }
+  if (auto err = for_latest(c, keys, [&](int64_t key, latest_row row) {
+        auto& d = *by_key.at(key);
+        d.metrics.push_back(row.metric);
+        d.latest.push_back(std::move(row));
+      }))
+    return err;
   auto cmds = c.exec(std::string{"SELECT "} + command_cols
-                       + " FROM commands WHERE device_id = $1 AND status IN"
-                         " ('pending', 'delivered') ORDER BY seq",
-                     {id});
+                       + " FROM commands WHERE device_id = ANY($1::text[])"
+                         " AND status IN ('pending', 'delivered') ORDER BY seq",
+                     {array_literal(ids)});
   if (!cmds)
     return cmds.error();
-  for (int i = 0; i < cmds->rows(); ++i)
-    d.open_commands.push_back(command_from(*cmds, i));
-  auto toks = c.exec("SELECT token_hash, expires_ms FROM device_tokens"
-                     " WHERE device_id = $1 AND expires_ms > $2",
-                     {id, num(now_ms)});
-  if (!toks)
-    return toks.error();
-  for (int i = 0; i < toks->rows(); ++i)
-    d.tokens.emplace_back(toks->str(i, 0), toks->i64(i, 1));
-  return std::optional<device_row>{std::move(d)};
+  for (int i = 0; i < cmds->rows(); ++i) {
+    auto cmd = command_from(*cmds, i);
+    if (auto it = by_id.find(cmd.device_id); it != by_id.end())
+      it->second->open_commands.push_back(std::move(cmd));
+  }
+  return caf::none;
 }
 
 caf::expected<std::map<std::string, device_row>>
@@ -293,7 +410,7 @@ load_devices(connection& c, const std::vector<std::string>& ids,
     return out;
   auto id_list = array_literal(ids);
   auto r = c.exec("SELECT key, id, name, tenant, secret_hash, batch_hwm,"
-                  " last_seen_ms, created_ms FROM devices"
+                  " last_seen_ms, created_ms, shard, data_shard FROM devices"
                   " WHERE id = ANY($1::text[])",
                   {id_list});
   if (!r)
@@ -310,6 +427,9 @@ load_devices(connection& c, const std::vector<std::string>& ids,
     d.batch_hwm = r->opt_i64(i, 5);
     d.last_seen_ms = r->opt_i64(i, 6);
     d.created_ms = r->i64(i, 7);
+    if (!r->is_null(i, 8))
+      d.shard = static_cast<int32_t>(r->i64(i, 8));
+    d.data_shard = static_cast<int32_t>(r->i64(i, 9));
     keys.push_back(d.key);
     auto& slot = out[d.id];
     slot = std::move(d);
@@ -347,10 +467,13 @@ load_devices(connection& c, const std::vector<std::string>& ids,
 }
 
 caf::expected<std::vector<device_summary>>
-list_device_summaries(connection& c, const device_filter& f) {
+list_device_summaries(connection& c, const device_filter& f,
+                      int32_t data_shard) {
+  // Byte order (COLLATE "C", as devices_data_shard is built), as the
+  // merge of the data shards' pages has it, whatever the collation.
   std::string sql = "SELECT key, id, name, tenant, last_seen_ms FROM devices"
-                    " WHERE id > $1";
-  std::vector<param> ps = {f.after};
+                    " WHERE data_shard = $2 AND id COLLATE \"C\" > $1";
+  std::vector<param> ps = {f.after, num(data_shard)};
   if (!f.tenant.empty()) {
     ps.push_back(f.tenant);
     sql += " AND tenant = $" + std::to_string(ps.size());
@@ -375,7 +498,7 @@ list_device_summaries(connection& c, const device_filter& f) {
                          + ")";
   }
   ps.push_back(num(static_cast<int64_t>(f.limit)));
-  sql += " ORDER BY id LIMIT $" + std::to_string(ps.size());
+  sql += " ORDER BY id COLLATE \"C\" LIMIT $" + std::to_string(ps.size());
   auto r = c.exec(sql, ps);
   if (!r)
     return r.error();
@@ -1159,6 +1282,69 @@ caf::expected<bool> delete_rule(connection& c, const std::string& id,
   return r->i64(0, 0) > 0;
 }
 
+caf::expected<std::vector<rule_row>> all_rules(connection& c) {
+  auto r = c.exec(std::string{"SELECT "} + rule_cols
+                  + " FROM rules ORDER BY id");
+  if (!r)
+    return r.error();
+  std::vector<rule_row> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(rule_from(*r, i));
+  return out;
+}
+
+caf::expected<int64_t> sync_rules(connection& c,
+                                  const std::vector<rule_row>& rules,
+                                  int64_t now_ms) {
+  std::vector<std::string> ids, tenants, devices, metrics, ops, bys, values;
+  std::vector<int64_t> fors, created;
+  for (auto& r : rules) {
+    ids.push_back(r.id);
+    tenants.push_back(r.tenant);
+    devices.push_back(r.device_id);
+    metrics.push_back(r.metric);
+    ops.push_back(r.op);
+    values.push_back(dbl(r.value));
+    fors.push_back(r.for_s);
+    created.push_back(r.created_ms);
+    bys.push_back(r.created_by);
+  }
+  // Rules deleted in the catalog go, with their open alerts (delete_rule).
+  auto gone = c.exec("WITH gone AS (DELETE FROM rules"
+                     " WHERE NOT (id = ANY($1::text[])) RETURNING id)"
+                     " UPDATE alerts SET state = 'closed', closed_ms = $2"
+                     " WHERE rule_id IN (SELECT id FROM gone)"
+                     " AND state = 'open'",
+                     {array_literal(ids), num(now_ms)}, retry::idempotent);
+  if (!gone)
+    return gone.error();
+  if (rules.empty())
+    return int64_t{0};
+  if (auto t = c.exec("INSERT INTO tenants (id, name, created_ms)"
+                      " SELECT DISTINCT t, t, $2::bigint"
+                      " FROM unnest($1::text[]) AS t ON CONFLICT DO NOTHING",
+                      {array_literal(tenants), num(now_ms)},
+                      retry::idempotent);
+      !t)
+    return t.error();
+  // A device's rule only where the device lives.
+  auto ins = c.exec(
+    std::string{"INSERT INTO rules ("} + rule_cols
+      + ") SELECT i, t, nullif(d, ''), m, o, v, f, cr, nullif(b, '')"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+        " $5::text[], $6::float8[], $7::int[], $8::bigint[], $9::text[])"
+        " AS u(i, t, d, m, o, v, f, cr, b)"
+        " WHERE d = '' OR EXISTS (SELECT 1 FROM devices x WHERE x.id = d)"
+        " ON CONFLICT (id) DO NOTHING",
+    {array_literal(ids), array_literal(tenants), array_literal(devices),
+     array_literal(metrics), array_literal(ops), array_literal(values),
+     array_literal(fors), array_literal(created), array_literal(bys)},
+    retry::idempotent);
+  if (!ins)
+    return ins.error();
+  return static_cast<int64_t>(ins->affected());
+}
+
 caf::expected<std::vector<alert_row>> list_alerts(connection& c,
                                                   const alert_filter& f) {
   std::string sql = std::string{"SELECT "} + alert_cols
@@ -1179,11 +1365,14 @@ caf::expected<std::vector<alert_row>> list_alerts(connection& c,
   if (f.before_ms >= 0) {
     ps.push_back(num(f.before_ms));
     ps.push_back(f.before_id);
-    sql += " AND (opened_ms, id) < ($" + std::to_string(ps.size() - 1)
+    // Byte order (COLLATE "C") for ids, as the merge of the data shards'
+    // pages has it, whatever the database's collation.
+    sql += " AND (opened_ms, id COLLATE \"C\") < ($"
+           + std::to_string(ps.size() - 1)
            + "::bigint, $" + std::to_string(ps.size()) + "::text)";
   }
   ps.push_back(num(static_cast<int64_t>(f.limit)));
-  sql += " ORDER BY opened_ms DESC, id DESC LIMIT $"
+  sql += " ORDER BY opened_ms DESC, id COLLATE \"C\" DESC LIMIT $"
          + std::to_string(ps.size());
   auto r = c.exec(sql, ps);
   if (!r)

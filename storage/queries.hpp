@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/error.hpp>
@@ -32,6 +33,12 @@ struct user_row {
   int64_t created_ms = 0;
 };
 
+/// The data shard of a new device among `data_shards`: a stable hash of
+/// its id (FNV-1a over "data/" + id, then mixed), independent of the
+/// cluster's actor shards. Recorded at registration, so a later count
+/// places only new devices.
+[[nodiscard]] int32_t place_device(std::string_view id, size_t data_shards);
+
 struct new_device {
   std::string id;
   std::string name;
@@ -39,6 +46,11 @@ struct new_device {
   std::string secret_hash;
   /// The key's shard (runtime::shard_map::shard_of).
   int32_t shard = 0;
+  /// The data shard holding its telemetry, commands, rollups and alerts.
+  int32_t data_shard = 0;
+  /// devices.key, from reserve_device_keys (the catalog's sequence), so the
+  /// catalog and the data shard's copy agree.
+  int64_t key = 0;
 };
 
 struct latest_row {
@@ -67,6 +79,9 @@ struct device_row {
   std::string name;
   std::string tenant;
   std::string secret_hash;
+  /// Placement: the actor shard (cluster) and the data shard (storage).
+  std::optional<int32_t> shard;
+  int32_t data_shard = 0;
   std::optional<int64_t> batch_hwm;
   std::optional<int64_t> last_seen_ms;
   int64_t created_ms = 0;
@@ -127,14 +142,30 @@ set_password(connection& c, const std::string& username,
 
 // -- devices --------------------------------------------------------------------------
 
-/// Inserts all devices in one transaction; conflict names the first id that
-/// exists.
+/// Takes `n` keys from the catalog's device key sequence.
+[[nodiscard]] caf::expected<std::vector<int64_t>>
+reserve_device_keys(connection& c, size_t n);
+/// The first of `ids` that exists in the catalog, if any.
+[[nodiscard]] caf::expected<std::optional<std::string>>
+first_existing_device(connection& c, const std::vector<std::string>& ids);
+/// Inserts all devices (keys reserved) in one transaction; conflict names
+/// the first id that exists.
 [[nodiscard]] caf::error insert_devices(connection& c,
                                         const std::vector<new_device>& ds);
-/// Loads a device with its latest values, open commands and tokens;
-/// nullopt if unknown.
-[[nodiscard]] caf::expected<std::optional<device_row>>
-load_device(connection& c, const std::string& id, int64_t now_ms);
+/// Makes a data shard's copies of `ds` (and of their tenants) agree with
+/// the catalog: inserts missing ones, updates changed ones. A copy whose
+/// key changed (a device deleted and registered again) starts with no
+/// batch mark and no last_seen. Idempotent; one statement per table.
+[[nodiscard]] caf::error mirror_devices(connection& c,
+                                        const std::vector<new_device>& ds);
+/// The data shard of a device; nullopt if unknown.
+[[nodiscard]] caf::expected<std::optional<int32_t>>
+device_data_shard(connection& c, const std::string& id);
+/// Fills what a data shard holds of `rows` (all placed on it): batch mark,
+/// last_seen, latest values, open commands, after making sure its copies
+/// exist (mirror_devices). Three queries and one upsert for the batch.
+[[nodiscard]] caf::error load_device_data(connection& c,
+                                          std::vector<device_row*>& rows);
 [[nodiscard]] caf::expected<bool> delete_device(connection& c,
                                                 const std::string& id);
 /// Sets a device's display name; false if no such device.
@@ -166,15 +197,18 @@ struct device_summary {
   std::vector<latest_row> latest;
 };
 
-/// A page of devices with their latest values, in two queries whatever the
-/// page size (no device actor is woken for a list).
+/// A page of the devices placed on `data_shard` with their latest values,
+/// in two queries whatever the page size (no device actor is woken for a
+/// list). Run on that shard (the catalog is shard 0).
 [[nodiscard]] caf::expected<std::vector<device_summary>>
-list_device_summaries(connection& c, const device_filter& f);
+list_device_summaries(connection& c, const device_filter& f,
+                      int32_t data_shard = 0);
 
-/// Loads the devices of `ids` (missing ones are absent from the result)
-/// with their latest values, open commands and unexpired tokens: four
-/// queries for the whole batch, so actors coming back after a restart or a
-/// failover load at thousands per second.
+/// Loads the devices of `ids` from the catalog (missing ones are absent
+/// from the result) with their unexpired tokens and, for those on data
+/// shard 0, their latest values and open commands: four queries for the
+/// whole batch, so actors coming back after a restart or a failover load at
+/// thousands per second. Devices on other shards need load_device_data.
 [[nodiscard]] caf::expected<std::map<std::string, device_row>>
 load_devices(connection& c, const std::vector<std::string>& ids,
              int64_t now_ms);
@@ -404,6 +438,14 @@ list_rules(connection& c, const std::string& tenant, int64_t after_ms,
 [[nodiscard]] caf::expected<bool> delete_rule(connection& c,
                                               const std::string& id,
                                               int64_t now_ms);
+
+/// Every rule (a data shard's analysis copies them from the catalog).
+[[nodiscard]] caf::expected<std::vector<rule_row>> all_rules(connection& c);
+/// Makes a data shard's rules those of `rules` (the catalog's): deletes
+/// the others, closing their open alerts, and adds the missing ones (a
+/// device's rule only where the device lives). Returns the number added.
+[[nodiscard]] caf::expected<int64_t>
+sync_rules(connection& c, const std::vector<rule_row>& rules, int64_t now_ms);
 
 struct alert_row {
   std::string id;

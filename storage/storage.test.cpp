@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "storage/ingest.hpp"
+#include "storage/queries.hpp"
 #include "storage/spool.hpp"
 
 using namespace troupe::storage;
@@ -93,4 +94,24 @@ TEST_CASE("connection strings are checked and shown without secrets") {
   CHECK(url_address("host=db1 dbname=x") == "db1:5432");
   CHECK(url_address("host=h1,h2 port=7") == "h1:7,h2:7");
   CHECK(url_address("host=db1 nonsense") == "?");
+}
+
+TEST_CASE("place_device: stable, spread, and independent of the count's "
+          "history", "[storage][shards]") {
+  using troupe::storage::place_device;
+  CHECK(place_device("any", 1) == 0);
+  CHECK(place_device("any", 0) == 0);
+  // Stable: the same id lands on the same shard every time.
+  CHECK(place_device("pump-17", 3) == place_device("pump-17", 3));
+  std::vector<int> per(3, 0);
+  for (int i = 0; i < 30000; ++i) {
+    auto s = place_device("dev-" + std::to_string(i), 3);
+    REQUIRE(s >= 0);
+    REQUIRE(s < 3);
+    ++per[static_cast<size_t>(s)];
+  }
+  for (auto n : per) {
+    CHECK(n > 9500);
+    CHECK(n < 10500);
+  }
 }
