@@ -186,13 +186,16 @@ TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
 
 namespace {
 
-/// Runs `troupe serve` with extra flags against a fresh database and
-/// returns its exit code and output; it must exit on its own within 60 s.
+/// Runs `troupe serve` with extra flags against a fresh database (or `on`)
+/// and returns its exit code and output; it must exit on its own within
+/// 60 s.
 std::pair<int, std::string>
 serve_until_exit(std::vector<std::string> flags,
                  const std::function<std::string(const std::string&)>& url_of
-                 = nullptr) {
-  database db;
+                 = nullptr,
+                 const database* on = nullptr) {
+  database fresh;
+  auto& db = on ? *on : fresh;
   char tmpl[] = "/tmp/troupe-badcfg.XXXXXX";
   REQUIRE(mkdtemp(tmpl));
   std::string dir = tmpl;
@@ -267,5 +270,32 @@ TEST_CASE("bad database-tier settings stop the node at start, named",
     INFO(out);
     CHECK(rc != 0);
     CHECK(out.find("storage.standby_policy") != std::string::npos);
+  }
+  // Write shards: each database knows which shard it is, so listing the
+  // catalog (or a shard twice, or out of order) as a shard is refused.
+  {
+    database catalog;
+    auto [rc, out] = serve_until_exit(
+      {"--set", "storage.shards=" + catalog.url()}, nullptr, &catalog);
+    INFO(out);
+    CHECK(rc != 0);
+    CHECK(out.find("storage.shards[0]") != std::string::npos);
+    CHECK(out.find("(the catalog)") != std::string::npos);
+  }
+  // A shard the catalog placed devices on but the settings leave out.
+  {
+    auto catalog = std::make_shared<database>();
+    database shard;
+    {
+      node_options opts;
+      opts.settings.emplace_back("storage.shards", shard.url());
+      node sharded{catalog, opts};
+      sharded.stop();
+    }
+    auto [rc, out] = serve_until_exit({}, nullptr, catalog.get());
+    INFO(out);
+    CHECK(rc != 0);
+    CHECK(out.find("data shard 1") != std::string::npos);
+    CHECK(out.find("storage.shards[0]") != std::string::npos);
   }
 }
