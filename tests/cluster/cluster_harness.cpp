@@ -1,5 +1,7 @@
 #include "tests/cluster/cluster_harness.hpp"
 
+#include <cstdlib>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -76,7 +78,15 @@ std::string series(const std::string& name, const std::string& kind) {
 // -- the cluster ----------------------------------------------------------------
 
 test_cluster::test_cluster() : db_(std::make_shared<database>()) {
-  // nop
+  if (auto n = std::getenv("TROUPE_TEST_DATA_SHARDS"))
+    for (int i = 1; i < std::atoi(n); ++i)
+      shards_.push_back(std::make_shared<database>());
+}
+
+std::vector<std::shared_ptr<database>> test_cluster::data_dbs() const {
+  auto out = shards_;
+  out.insert(out.begin(), db_);
+  return out;
 }
 
 test_cluster::~test_cluster() {
@@ -116,6 +126,11 @@ node& test_cluster::add(
     {"cluster.heartbeat_ms", std::to_string(heartbeat_ms)},
     {"cluster.lease_ms", std::to_string(lease_ms)},
   };
+  std::string shard_urls;
+  for (auto& s : shards_)
+    shard_urls += (shard_urls.empty() ? "" : ",") + s->url();
+  if (!shard_urls.empty())
+    opts.settings.emplace_back("storage.shards", shard_urls);
   opts.settings.insert(opts.settings.end(), extra.begin(), extra.end());
   if (before_start)
     before_start(opts.http_port);

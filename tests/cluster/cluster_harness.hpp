@@ -66,11 +66,18 @@ public:
 
   node& at(size_t i) { return *nodes_.at(i); }
   size_t size() const { return nodes_.size(); }
+  /// The catalog (members, shard maps, devices).
   std::shared_ptr<database> db() const { return db_; }
+  /// Every data database: the catalog, then the data shards.
+  std::vector<std::shared_ptr<database>> data_dbs() const;
   const std::string& id_of(size_t i) const { return ids_.at(i); }
 
 private:
   std::shared_ptr<database> db_;
+  /// With TROUPE_TEST_DATA_SHARDS=N (N > 1), N - 1 more databases that
+  /// every node lists in storage.shards: the cluster tests run again on a
+  /// sharded tier (ctest cluster.*.sharded).
+  std::vector<std::shared_ptr<database>> shards_;
   std::vector<std::unique_ptr<node>> nodes_;
   std::vector<std::string> ids_;
 };

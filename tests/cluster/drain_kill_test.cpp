@@ -225,7 +225,7 @@ TEST_CASE("drain a node, kill another: node 1 takes everything, nothing "
   CHECK(load.unexpected().empty());
   CHECK(longest < std::chrono::duration<double>(failover_bound).count());
   auto acked = load.acked();
-  auto v = wait_stored(*c.db(), acked, load.devices(), 30s);
+  auto v = wait_stored(c.data_dbs(), acked, load.devices(), 30s);
   {
     INFO("acked points " << v.acked_points << ", stored rows " << v.rows
                          << ", first missing: " << v.first_missing);

@@ -118,7 +118,7 @@ TEST_CASE("a node joins under load: no loss, short refusals, no shard served "
     CHECK(longest < max_failure_stretch_s);
   }
   auto acked = load.acked();
-  auto v = wait_stored(*c.db(), acked, load.devices(), 30s);
+  auto v = wait_stored(c.data_dbs(), acked, load.devices(), 30s);
   {
     INFO("acked points " << v.acked_points << ", stored rows " << v.rows
                          << ", first missing: " << v.first_missing);

@@ -333,9 +333,15 @@ TEST_CASE("each device is analysed by one node, the owner of its shard",
     TROUPE_REQUIRE_STATUS(
       post_telemetry(n, token, {{"values", {{"heat", 1 + int(i)}}}}), 202);
   }
+  // Each data shard's analysis counts its own devices.
   auto items = [&](node& n) {
-    return metric(n, "troupe_analysis_last_pass_items{pass=\"rules\"}")
-      .value_or(-1);
+    auto sum = metric(n, "troupe_analysis_last_pass_items{pass=\"rules\"}")
+                 .value_or(-1);
+    for (size_t s = 1; s < c.data_dbs().size(); ++s)
+      sum += metric(n, "troupe_analysis_last_pass_items{pass=\"rules\","
+                       "data_shard=\"" + std::to_string(s) + "\"}")
+               .value_or(0);
+    return sum;
   };
   std::string last;
   bool split = eventually(

@@ -41,7 +41,7 @@ db_test_tier() {
   [ -n "${TROUPE_DATABASE_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DATABASE_URL"
   [ -n "${TROUPE_DB_REPLICA_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DB_REPLICA_URL"
   # Each test names the settings it runs with.
-  unset TROUPE_STORAGE_REPLICAS TROUPE_STORAGE_STANDBY_POLICY
+  unset TROUPE_STORAGE_REPLICAS TROUPE_STORAGE_STANDBY_POLICY TROUPE_STORAGE_SHARDS
 }
 
 db_test_node() {

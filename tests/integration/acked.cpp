@@ -6,23 +6,28 @@ namespace {
 
 /// (device id, ts) -> value of every stored point of load_metric.
 std::map<std::pair<std::string, int64_t>, double>
-stored_points(const database& db, size_t* rows_out) {
-  auto rows = db.query(
-    "SELECT d.id, round(extract(epoch FROM t.ts) * 1000)::bigint, t.value "
-    "FROM telemetry t JOIN devices d ON d.key = t.device_key "
-    "JOIN metrics m ON m.id = t.metric_id WHERE m.name = '"
-    + std::string{load_metric} + "'");
-  *rows_out = rows.size();
+stored_points(const std::vector<std::shared_ptr<database>>& dbs,
+              size_t* rows_out) {
   std::map<std::pair<std::string, int64_t>, double> out;
-  for (auto& r : rows)
-    out[{r[0], std::stoll(r[1])}] = std::stod(r[2]);
+  *rows_out = 0;
+  for (auto& db : dbs) {
+    auto rows = db->query(
+      "SELECT d.id, round(extract(epoch FROM t.ts) * 1000)::bigint, t.value "
+      "FROM telemetry t JOIN devices d ON d.key = t.device_key "
+      "JOIN metrics m ON m.id = t.metric_id WHERE m.name = '"
+      + std::string{load_metric} + "'");
+    *rows_out += rows.size();
+    for (auto& r : rows)
+      out[{r[0], std::stoll(r[1])}] = std::stod(r[2]);
+  }
   return out;
 }
 
-verdict check_stored(const database& db, const std::vector<acked_batch>& acked,
+verdict check_stored(const std::vector<std::shared_ptr<database>>& dbs,
+                     const std::vector<acked_batch>& acked,
                      const std::vector<device_state>& devices) {
   verdict v;
-  auto stored = stored_points(db, &v.rows);
+  auto stored = stored_points(dbs, &v.rows);
   for (auto& b : acked) {
     for (auto& p : b.body["points"]) {
       ++v.acked_points;
@@ -42,14 +47,15 @@ verdict check_stored(const database& db, const std::vector<acked_batch>& acked,
 
 } // namespace
 
-verdict wait_stored(const database& db, const std::vector<acked_batch>& acked,
+verdict wait_stored(const std::vector<std::shared_ptr<database>>& dbs,
+                    const std::vector<acked_batch>& acked,
                     const std::vector<device_state>& devices,
                     std::chrono::milliseconds timeout) {
   verdict v;
   eventually(
     [&] {
       try {
-        v = check_stored(db, acked, devices);
+        v = check_stored(dbs, acked, devices);
       } catch (const std::exception& e) {
         // PostgreSQL may still be coming up.
         v.missing = v.acked_points ? v.acked_points : 1;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,12 @@ struct verdict {
   std::string first_missing;
 };
 
-/// Direct SQL on telemetry ⋈ devices ⋈ metrics: is every point of `acked`
-/// stored with its value? Polls up to `timeout` (a spool may still replay,
-/// PostgreSQL may still be coming up).
-verdict wait_stored(const database& db, const std::vector<acked_batch>& acked,
+/// Direct SQL on telemetry ⋈ devices ⋈ metrics of each of `dbs` (the
+/// data databases: one, or the catalog and the write shards): is every
+/// point of `acked` stored with its value in one of them? Polls up to
+/// `timeout` (a spool may still replay, PostgreSQL may still be coming up).
+verdict wait_stored(const std::vector<std::shared_ptr<database>>& dbs,
+                    const std::vector<acked_batch>& acked,
                     const std::vector<device_state>& devices,
                     std::chrono::milliseconds timeout);
 

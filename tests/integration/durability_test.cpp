@@ -211,7 +211,7 @@ TEST_CASE("every point answered 202 survives a SIGKILL of the node",
   CHECK(acked.size() >= acked_at_kill);
 
   n.start();
-  auto v = wait_stored(*n.db(), acked, l.devices(), 60s);
+  auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
   INFO("acked points " << v.acked_points << ", stored rows " << v.rows
                        << ", first missing: " << v.first_missing);
   CHECK(v.acked_points == acked.size() * points_per_batch);
@@ -292,7 +292,7 @@ TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
     CHECK((status == 202 || status == 503));
   }
 
-  auto v = wait_stored(*n.db(), acked, l.devices(), 120s);
+  auto v = wait_stored({n.db()}, acked, l.devices(), 120s);
   INFO("acked points " << v.acked_points << ", stored rows " << v.rows
                        << ", first missing: " << v.first_missing);
   CHECK(v.acked_points == acked.size() * points_per_batch);
@@ -345,7 +345,7 @@ TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
   REQUIRE(at != std::string::npos);
   CHECK(std::stod(metrics.substr(at + restarts.size())) >= 1);
   auto acked = l.acked();
-  auto v = wait_stored(*n.db(), acked, l.devices(), 60s);
+  auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
   INFO("acked points " << v.acked_points << ", stored rows " << v.rows
                        << ", first missing: " << v.first_missing);
   CHECK(v.acked_points == acked.size() * points_per_batch);
