@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The console's end-to-end tests: a fresh database, two troupe nodes in one
-# cluster, headless Chromium driving the console served by node 1.
+# The console's end-to-end tests: a fresh catalog database and a second data
+# shard (storage.shards), two troupe nodes in one cluster, headless Chromium
+# driving the console served by node 1.
 #
 #   eval "$(scripts/pg-temp)"        # or any server where we may CREATE DATABASE
 #   tests/ui/run.sh BUILD_DIR [OUT_DIR]
@@ -25,6 +26,7 @@ db="troupe_ui_$$_$RANDOM"
 base=${TROUPE_TEST_DATABASE_URL%%\?*}
 query=${TROUPE_TEST_DATABASE_URL#"$base"}
 db_url="${base%/*}/$db$query"
+shard_url="${base%/*}/${db}_s1$query"
 work=$(mktemp -d /tmp/troupe-ui.XXXXXX)
 pids=()
 
@@ -37,7 +39,9 @@ cleanup() {
       [ -f "$f" ] && { echo "---- tail of $(basename "$f") ----"; tail -n 30 "$f"; }
     done
   fi
-  psql -q "$TROUPE_TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  for d in "$db" "${db}_s1"; do
+    psql -q "$TROUPE_TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
+  done
   rm -rf "$work"
   exit "$rc"
 }
@@ -52,7 +56,7 @@ start_node() { # id http_port cluster_port
   mkdir -p "$work/$1"
   TROUPE_DATABASE_URL=$db_url TROUPE_ADMIN_USER=$admin_user TROUPE_ADMIN_PASSWORD=$admin_password \
     "$bin" serve --node-id "$1" --listen "127.0.0.1:$2" --cluster-listen "127.0.0.1:$3" \
-    --data-dir "$work/$1" --set analysis.interval_ms=500 \
+    --data-dir "$work/$1" --set analysis.interval_ms=500 --set "storage.shards=$shard_url" \
     --set cluster.heartbeat_ms=500 --set cluster.lease_ms=3000 >"$work/$1.log" 2>&1 &
   pids+=($!)
 }
@@ -67,6 +71,7 @@ wait_ready() { # url
 }
 
 psql -q "$TROUPE_TEST_DATABASE_URL" -c "CREATE DATABASE $db" >/dev/null
+psql -q "$TROUPE_TEST_DATABASE_URL" -c "CREATE DATABASE ${db}_s1" >/dev/null
 
 h1=$(free_port); c1=$(free_port); h2=$(free_port); c2=$(free_port)
 start_node ui1 "$h1" "$c1"

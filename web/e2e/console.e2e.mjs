@@ -480,9 +480,11 @@ await test('the cluster page shows both members and key figures; drain node 2', 
   const page = await open('admin', '/cluster');
   await page.waitForFunction(() => document.querySelectorAll('tr[data-member]').length === 2, { timeout: 15000 });
   await page.waitForFunction(() => /\/s$/.test(document.querySelector('[data-figure="requests"]')?.textContent || ''), { timeout: 15000 });
-  // The database tier: the test's PostgreSQL as the primary, up.
+  // The database tier: the test's PostgreSQL as the primary, up, and the
+  // second data shard (tests/ui/run.sh), up.
   await page.waitForSelector('table[data-database] tr[data-db-role="primary"]');
   assert.match(await page.$eval('table[data-database] tr[data-db-role="primary"]', (e) => e.textContent), /primary.*up/);
+  assert.match(await page.$eval('table[data-database] tr[data-db-role="shard"][data-shard="1"]', (e) => e.textContent), /data shard 1.*up/);
   await shot(page, 'cluster');
   const row = `tr[data-member="${node2}"]`;
   assert.equal(await page.$eval(`${row} td[data-state]`, (e) => e.dataset.state), 'alive');

@@ -72,7 +72,8 @@ export default function Cluster() {
   );
 }
 
-/** The database tier as this node sees it: primary, standbys, replicas. */
+/** The database tier as this node sees it: primary, standbys, replicas,
+ *  and the data shards beyond the catalog. */
 function Database({ db }) {
   const p = db.primary;
   return (
@@ -112,10 +113,22 @@ function Database({ db }) {
                 <td>{formatValue(r.reads)}</td>
               </tr>
             ))}
+            {(db.shards || []).slice(1).map((s) => (
+              <tr key={`d-${s.shard}`} data-db-role="shard" data-shard={s.shard}>
+                <td>data shard {s.shard}</td>
+                <td class="mono">{s.address}</td>
+                <td><Badge kind={s.up ? 'ok' : 'alert'}>{s.up ? 'up' : 'down'}</Badge></td>
+                <td>—</td>
+                <td>—</td>
+              </tr>
+            ))}
           </tbody>
         </table>
       </div>
       <p>
+        {(db.shards || []).length > 1
+          ? `Devices are spread over ${db.shards.length} data shards; the primary above is the catalog and shard 0. `
+          : ''}
         Standby policy <strong>{p.standby_policy}</strong>;{' '}
         {db.replicas.length
           ? `replicas serve reads while their lag is at most ${formatValue(db.max_replica_lag_ms)} ms.`

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# ctest db.shards (label db): a troupe node whose catalog is scripts/db-local's
+# pg_auto_failover formation (data shard 0) and whose storage.shards names
+# db-local's second, independent PostgreSQL instance (data shard 1).
+#   - 200 devices are spread over both (each shard within 40-60 %), and each
+#     device's points are stored on its own shard only;
+#   - under upload load the second shard's postmaster is stopped
+#     (immediate shutdown) for 10 s: devices of shard 0 keep getting 202
+#     for every upload; devices of shard 1 get 202 (spooled) or 503 only;
+#   - once it is back, every point answered 202 is on its device's shard,
+#     none twice, none on the other shard.
+#
+#   tests/db/shards.sh BUILD_DIR
+set -euo pipefail
+build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
+[ -x "$build/troupe" ] || { echo "FAIL: missing $build/troupe" >&2; exit 1; }
+. "$root/tests/db/lib.sh"
+db_test_init shards
+db_test_tier
+[ -n "${TROUPE_DB_SHARD2_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DB_SHARD2_URL"
+db_test_node shards-Pw-0123 --set "storage.shards=$TROUPE_DB_SHARD2_URL"
+
+python3 - "$url" "$root/scripts/db-local" "$db_dir" <<'PY'
+import json, subprocess, sys, threading, time, os
+import http.client
+from concurrent.futures import ThreadPoolExecutor
+
+base, db_local, db_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = base.split("//")[1].split(":")
+catalog, shard2 = os.environ["TROUPE_DATABASE_URL"], os.environ["TROUPE_DB_SHARD2_URL"]
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+def sql(url, q):
+    out = subprocess.run(["psql", url, "-XAtc", q], check=True,
+                         capture_output=True, text=True).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+local = threading.local()
+def call(method, path, body=None, token=None):
+    if not hasattr(local, "c"):
+        local.c = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    try:
+        local.c.request(method, path, json.dumps(body) if body is not None else None, headers)
+        r = local.c.getresponse()
+        data = r.read()
+        return r.status, (json.loads(data) if data else None)
+    except Exception as e:
+        local.c.close()
+        del local.c
+        return 0, str(e)
+
+st, b = call("POST", "/api/v1/login", {"username": "admin", "password": "shards-Pw-0123"})
+if st != 200: fail(f"admin login: {st} {b}")
+admin = b["token"]
+tenant = "sh-%d" % os.getpid()
+st, b = call("POST", "/api/v1/admin/tenants", {"id": tenant, "name": tenant}, admin)
+if st != 201: fail(f"tenant: {st} {b}")
+ids = ["shd-%d-%03d" % (os.getpid(), i) for i in range(200)]
+st, b = call("POST", "/api/v1/admin/devices",
+             [{"id": i, "name": i, "tenant": tenant} for i in ids], admin)
+if st != 201: fail(f"registration: {st} {b}")
+items = b["items"] if isinstance(b, dict) else b
+secrets = {d["id"]: d["secret"] for d in items}
+placed = {r[0]: int(r[1]) for r in sql(catalog, "select id, data_shard from devices where tenant = '%s'" % tenant)}
+keys = {r[0]: r[1] for r in sql(catalog, "select id, key from devices where tenant = '%s'" % tenant)}
+on1 = sum(1 for s in placed.values() if s == 1)
+print(f"# placement: shard 0: {len(ids) - on1}, shard 1: {on1}")
+if not (80 <= on1 <= 120): fail(f"shard 1 holds {on1} of 200 devices")
+copies = int(sql(shard2, "select count(*) from devices")[0][0])
+if copies != on1: fail(f"shard 1 has {copies} device copies, the catalog places {on1} there")
+
+tokens = {}
+for i in ids:
+    st, b = call("POST", "/api/v1/device/login", {"device_id": i, "secret": secrets[i]})
+    if st != 200: fail(f"device login {i}: {st} {b}")
+    tokens[i] = b["token"]
+
+acked = {i: [] for i in ids}          # ts of acknowledged points
+statuses = {0: {}, 1: {}}
+latency = {0: [], 1: []}
+lock = threading.Lock()
+batch = {i: 0 for i in ids}
+stop = threading.Event()
+
+def upload(i):
+    batch[i] += 1
+    now = int(time.time() * 1000)
+    pts = [{"metric": "m", "value": batch[i] * 10 + k, "ts": now - 5 + k} for k in range(5)]
+    t0 = time.time()
+    st, _ = call("POST", "/api/v1/device/telemetry", {"batch_id": batch[i], "points": pts}, tokens[i])
+    with lock:
+        s = placed[i]
+        statuses[s][st] = statuses[s].get(st, 0) + 1
+        latency[s].append(time.time() - t0)
+        if st == 202:
+            acked[i].extend(p["ts"] for p in pts)
+
+def load():
+    with ThreadPoolExecutor(16) as pool:
+        while not stop.is_set():
+            t0 = time.time()
+            list(pool.map(upload, ids))
+            time.sleep(max(0, 0.5 - (time.time() - t0)))
+
+worker = threading.Thread(target=load)
+worker.start()
+time.sleep(5)
+before = {s: dict(c) for s, c in statuses.items()}
+subprocess.run([db_local, "stop-shard", db_dir], check=True)
+stopped = time.time()
+time.sleep(10)
+subprocess.run([db_local, "start-shard", db_dir], check=True)
+print(f"# shard 1 down for {time.time() - stopped:.1f} s")
+time.sleep(8)
+stop.set()
+worker.join()
+print(f"# statuses: shard 0 {statuses[0]}, shard 1 {statuses[1]}")
+for s in (0, 1):
+    l = sorted(latency[s])
+    print(f"# upload latency, devices of shard {s}: p50 {l[len(l) // 2] * 1000:.0f} ms, p99 {l[len(l) * 99 // 100] * 1000:.0f} ms, max {l[-1] * 1000:.0f} ms")
+if set(statuses[0]) != {202}: fail(f"devices of shard 0 got {statuses[0]}")
+if not set(statuses[1]) <= {202, 503}: fail(f"devices of shard 1 got {statuses[1]}")
+
+# Every acknowledged point on its device's shard, once; none elsewhere.
+deadline = time.time() + 60
+while True:
+    missing = 0
+    counts = {}
+    for s, url in ((0, catalog), (1, shard2)):
+        for k, n in sql(url, "select device_key, count(*) from telemetry group by 1"):
+            counts[(s, k)] = int(n)
+    for i in ids:
+        missing += max(0, len(acked[i]) - counts.get((placed[i], keys[i]), 0))
+    if missing == 0 or time.time() > deadline:
+        break
+    time.sleep(1)
+if missing: fail(f"{missing} acknowledged points are missing")
+for s, url in ((0, catalog), (1, shard2)):
+    dups = int(sql(url, "select count(*) from (select 1 from telemetry group by device_key, metric_id, ts having count(*) > 1) d")[0][0])
+    if dups: fail(f"shard {s}: {dups} points stored twice")
+    for i in ids:
+        if placed[i] != s and counts.get((s, keys[i]), 0):
+            fail(f"device {i} of shard {placed[i]} has points on shard {s}")
+total = sum(len(a) for a in acked.values())
+print(f"# {total} acknowledged points, all stored on their device's shard, none twice")
+PY
+echo "# spool records of shard 1's importers: $(metric troupe_spool_records_total)"
+echo "PASS"
