@@ -143,8 +143,8 @@ void register_placed(admin_ptr self, std::shared_ptr<registration> reg,
       [reg](size_t s, storage::connection& c) -> caf::expected<bool> {
         for (auto& d : placed_on(reg->rows, s))
           if (s != 0)
-            if (auto gone = storage::delete_device(c, d.id); !gone)
-              return gone.error();
+            if (auto err = storage::delete_device_copy(c, d.id, d.key))
+              return err;
         return true;
       },
       [](std::vector<caf::expected<bool>> rs) {
@@ -179,7 +179,9 @@ void register_placed(admin_ptr self, std::shared_ptr<registration> reg,
         },
         [=](caf::expected<bool> r) mutable {
           if (!r) {
-            undo();
+            // A timed-out insert may still commit: then the copies stay.
+            if (r.error() != caf::sec::request_timeout)
+              undo();
             rp.deliver(std::move(r.error()));
             return;
           }

@@ -116,18 +116,31 @@ void load_shard_data(loader_actor* self, batch_ptr batch, rows_ptr rows) {
     return;
   }
   for (auto& [s, ptrs] : by_shard) {
-    db_call<bool>(
+    // The job works on copies: it may still run after the loader gave up
+    // waiting for it (and answered from *rows).
+    std::vector<storage::device_row> part;
+    for (auto* p : ptrs)
+      part.push_back(*p);
+    db_call<std::vector<storage::device_row>>(
       self, st.ctx->data[s].db,
-      [ptrs = ptrs](storage::connection& c) mutable -> caf::expected<bool> {
-        if (auto err = storage::load_device_data(c, ptrs))
+      [part = std::move(part)](storage::connection& c) mutable
+        -> caf::expected<std::vector<storage::device_row>> {
+        std::vector<storage::device_row*> at;
+        for (auto& r : part)
+          at.push_back(&r);
+        if (auto err = storage::load_device_data(c, at))
           return err;
-        return true;
+        return std::move(part);
       },
-      [s = s, failed, left, finish](caf::expected<bool> r) mutable {
+      [s = s, rows, failed, left, finish](
+        caf::expected<std::vector<storage::device_row>> r) mutable {
         if (!r) {
           log().warn("loading devices of data shard {} failed: {}", s,
                      config::describe(r.error()));
           (*failed)[s] = std::move(r.error());
+        } else {
+          for (auto& row : *r)
+            (*rows)[row.id] = std::move(row);
         }
         if (--*left == 0)
           finish();

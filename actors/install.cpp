@@ -182,7 +182,8 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       caf::anon_send_exit(ctx->device_loader, caf::exit_reason::user_shutdown);
       ctx->device_loader = nullptr;
       ctx->devices = ctx->sessions = ctx->users = nullptr;
-      ctx->data.clear();
+      // ctx->data stays: an actor that has not stopped yet may still read
+      // it (its handles die with the actor system).
       ctx->db = nullptr;
       ctx->reads = nullptr;
     });

@@ -183,11 +183,21 @@ caf::error node::start_storage() {
   if (!key)
     return key.error();
   secret_key_ = *key;
-  // The catalog is data shard 0: a shard URL that names it is refused.
+  // The catalog is data shard 0: a shard URL that names it is refused, and
+  // a data shard named as the catalog too.
   if (auto r = conn.exec("INSERT INTO settings VALUES ('data_shard', '0')"
                          " ON CONFLICT DO NOTHING");
       !r)
     return r.error();
+  if (auto r = conn.exec("SELECT value FROM settings WHERE key = 'data_shard'");
+      !r)
+    return r.error();
+  else if (r->rows() != 1 || r->str(0, 0) != "0")
+    return config::make_config_error(
+      config::errc::contradiction,
+      "storage.database_url: this database is data shard "
+        + (r->rows() ? r->str(0, 0) : std::string{"?"})
+        + ", not a catalog; name the catalog there");
   shard_ok_[0] = true;
   shard_ready_[0] = true;
   for (size_t i = 1; i < shard_urls_.size(); ++i)
@@ -273,7 +283,7 @@ caf::error node::start_shard(storage::connection& catalog, size_t i) {
                key, address, config::describe(err));
     return caf::none;
   }
-  if (auto err = prepare_shard(conn, i))
+  if (auto err = prepare_shard(conn, i, recorded->rows() > 0))
     return fail(config::describe(err));
   if (auto r = catalog.exec(
         "INSERT INTO data_shards VALUES ($1, $2, $3) ON CONFLICT (id)"
@@ -284,8 +294,29 @@ caf::error node::start_shard(storage::connection& catalog, size_t i) {
   return caf::none;
 }
 
-caf::error node::prepare_shard(storage::connection& conn, size_t i) {
+caf::error node::prepare_shard(storage::connection& conn, size_t i,
+                               bool recorded) {
   auto what = "data shard " + std::to_string(i);
+  // A shard the catalog knows must be that database, not a fresh one that
+  // would claim its number (its devices' history and marks are elsewhere).
+  if (recorded) {
+    auto table = conn.exec("SELECT to_regclass('settings') IS NOT NULL");
+    if (!table)
+      return table.error();
+    bool marked = false;
+    if (table->boolean(0, 0)) {
+      auto have = conn.exec("SELECT 1 FROM settings WHERE key = 'data_shard'");
+      if (!have)
+        return have.error();
+      marked = have->rows() > 0;
+    }
+    if (!marked)
+      return config::make_config_error(
+        config::errc::contradiction,
+        "this database is not a data shard yet, but the catalog already "
+        "placed devices on data shard " + std::to_string(i)
+          + "; name the database that holds them");
+  }
   if (auto err = prepare_database(conn, what))
     return err;
   // The database knows which shard it is: a reordered list, a shard listed
@@ -395,7 +426,7 @@ void node::check_shard(storage::connection& conn, size_t i, bool maintain) {
   bool ok = static_cast<bool>(conn.exec("SELECT 1"));
   if (ok && !shard_ready_[i]) {
     // Down when the node started: migrate it now, before it serves.
-    if (auto err = prepare_shard(conn, i)) {
+    if (auto err = prepare_shard(conn, i, true)) {
       log().error("data shard {} ({}) cannot be prepared: {}", i,
                   storage::url_address(shard_urls_[i]),
                   config::describe(err));
@@ -451,8 +482,10 @@ void node::health_loop() {
       log().warn("PostgreSQL {}", ok ? "reachable again" : "unreachable");
     db_ok_ = ok;
     up.set(ok ? 1 : 0);
-    auto maintain = std::chrono::steady_clock::now() - last_maintenance
-                    > std::chrono::hours(1);
+    // Hourly, once the catalog answers (a failed turn is retried).
+    auto maintain = ok
+                    && std::chrono::steady_clock::now() - last_maintenance
+                         > std::chrono::hours(1);
     if (maintain)
       last_maintenance = std::chrono::steady_clock::now();
     if (ok && maintain)

@@ -141,8 +141,10 @@ private:
   /// catalog, then checked to be shard i (settings.data_shard) and recorded
   /// in the catalog's data_shards.
   caf::error start_shard(storage::connection& catalog, size_t i);
-  /// Migrates data shard i and checks that the database is shard i.
-  caf::error prepare_shard(storage::connection& conn, size_t i);
+  /// Migrates data shard i and checks that the database is shard i; when
+  /// the catalog already `recorded` it, the database must say so already.
+  caf::error prepare_shard(storage::connection& conn, size_t i,
+                           bool recorded);
   void health_loop();
   /// One look at data shard i from the health loop: up or down, prepared
   /// when it was down at start, partitions kept when `maintain`.

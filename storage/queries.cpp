@@ -341,6 +341,15 @@ caf::error mirror_devices(connection& c, const std::vector<new_device>& ds) {
     ps, retry::idempotent));
 }
 
+caf::error delete_device_copy(connection& c, const std::string& id,
+                              int64_t key) {
+  return status_of(c.exec("WITH gone AS (DELETE FROM devices WHERE id = $1"
+                          " AND key = $2 RETURNING key)"
+                          " DELETE FROM latest WHERE device_key IN"
+                          " (SELECT key FROM gone)",
+                          {id, num(key)}, retry::idempotent));
+}
+
 caf::expected<std::optional<int32_t>>
 device_data_shard(connection& c, const std::string& id) {
   auto r = c.exec("SELECT data_shard FROM devices WHERE id = $1", {id});

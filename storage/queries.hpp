@@ -158,6 +158,11 @@ first_existing_device(connection& c, const std::vector<std::string>& ids);
 /// batch mark and no last_seen. Idempotent; one statement per table.
 [[nodiscard]] caf::error mirror_devices(connection& c,
                                         const std::vector<new_device>& ds);
+/// Deletes a data shard's copy of device `id` only if it has `key` (undoing
+/// a registration never removes the copy of another one of the same id).
+[[nodiscard]] caf::error delete_device_copy(connection& c,
+                                            const std::string& id,
+                                            int64_t key);
 /// The data shard of a device; nullopt if unknown.
 [[nodiscard]] caf::expected<std::optional<int32_t>>
 device_data_shard(connection& c, const std::string& id);

@@ -120,8 +120,12 @@ node& test_cluster::add(
   const std::vector<std::pair<std::string, std::string>>& extra) {
   node_options opts;
   opts.http_port = free_tcp_port();
+  // Two probes may hand out the same just-released port.
+  auto cluster_port = free_tcp_port();
+  while (cluster_port == opts.http_port)
+    cluster_port = free_tcp_port();
   opts.settings = {
-    {"cluster.listen", "127.0.0.1:" + std::to_string(free_tcp_port())},
+    {"cluster.listen", "127.0.0.1:" + std::to_string(cluster_port)},
     {"cluster.node_id", id},
     {"cluster.heartbeat_ms", std::to_string(heartbeat_ms)},
     {"cluster.lease_ms", std::to_string(lease_ms)},
