@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,10 @@ struct context {
   caf::actor device_loader;
   /// The data shards, by number: data[0] uses db and reads above.
   std::vector<data_shard> data;
+  /// Whether data shard i answered the node's last health check (a load
+  /// of a device on a shard known to be down fails at once, instead of
+  /// holding the loader's batch until a connect timeout).
+  std::function<bool(size_t)> shard_up = [](size_t) { return true; };
   /// Shard regions.
   caf::actor devices;
   caf::actor sessions;

@@ -89,6 +89,10 @@ void load_shard_data(loader_actor* self, batch_ptr batch, rows_ptr rows) {
       (*failed)[s] = make_actor_error(
         errc::unavailable, "data shard " + std::to_string(s)
                              + " is not configured on this node");
+    else if (!st.ctx->shard_up(s))
+      (*failed)[s] = make_actor_error(
+        errc::unavailable, "data shard " + std::to_string(s)
+                             + " does not answer");
     else
       by_shard[s].push_back(&row);
   }

@@ -95,6 +95,7 @@ std::shared_ptr<const handles> install(runtime::node& n) {
         }
         ctx->data.push_back(std::move(d));
       }
+      ctx->shard_up = [&n](size_t i) { return n.shard_up(i); };
       ctx->device_loader = spawn_device_loader(sys, ctx);
       // A single node serves every shard at once; a cluster node serves
       // nothing until membership hands it a placement.
