@@ -283,6 +283,17 @@ int64_t wall_ms() {
     .count();
 }
 
+/// A data shard's rows of `tenants` (ids as names: they only back its
+/// foreign keys; names live in the catalog).
+caf::error copy_tenants(connection& c, const std::vector<std::string>& tenants) {
+  return status_of(c.exec("INSERT INTO tenants (id, name, created_ms)"
+                          " SELECT DISTINCT t, t, $2::bigint"
+                          " FROM unnest($1::text[]) AS t"
+                          " ON CONFLICT DO NOTHING",
+                          {array_literal(tenants), num(wall_ms())},
+                          retry::idempotent));
+}
+
 } // namespace
 
 caf::error insert_devices(connection& c, const std::vector<new_device>& ds) {
@@ -312,14 +323,9 @@ caf::error mirror_devices(connection& c, const std::vector<new_device>& ds) {
   std::vector<std::string> tenants;
   for (auto& d : ds)
     tenants.push_back(d.tenant);
-  // A shard's tenants only back its foreign keys: names live in the catalog.
   auto now = num(wall_ms());
-  if (auto t = c.exec("INSERT INTO tenants (id, name, created_ms)"
-                      " SELECT DISTINCT t, t, $2::bigint"
-                      " FROM unnest($1::text[]) AS t ON CONFLICT DO NOTHING",
-                      {array_literal(tenants), now}, retry::idempotent);
-      !t)
-    return t.error();
+  if (auto err = copy_tenants(c, tenants))
+    return err;
   // The secret stays in the catalog: a copy never authenticates anyone.
   auto ps = device_arrays(ds);
   ps.push_back(now);
@@ -1329,13 +1335,8 @@ caf::expected<int64_t> sync_rules(connection& c,
     return gone.error();
   if (rules.empty())
     return int64_t{0};
-  if (auto t = c.exec("INSERT INTO tenants (id, name, created_ms)"
-                      " SELECT DISTINCT t, t, $2::bigint"
-                      " FROM unnest($1::text[]) AS t ON CONFLICT DO NOTHING",
-                      {array_literal(tenants), num(now_ms)},
-                      retry::idempotent);
-      !t)
-    return t.error();
+  if (auto err = copy_tenants(c, tenants))
+    return err;
   // A device's rule only where the device lives.
   auto ins = c.exec(
     std::string{"INSERT INTO rules ("} + rule_cols
