@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <string_view>
 
 namespace troupe::config {
 
@@ -93,15 +94,21 @@ std::pair<setter, getter> str_member(Section node_config::*sec,
   return {s, g};
 }
 
+// How a list setting given as one text (environment, flag) splits.
+enum class list_text { commas, databases };
+
 template <class Section>
 std::pair<setter, getter> list_member(Section node_config::*sec,
-                                      std::vector<std::string> Section::*mem) {
+                                      std::vector<std::string> Section::*mem,
+                                      list_text split = list_text::commas) {
   setter s = [=](node_config& cfg, const std::string&,
                  const raw_value& v) -> caf::error {
     auto& dst = (cfg.*sec).*mem;
     dst.clear();
     if (v.is_list) {
       dst = v.list;
+    } else if (split == list_text::databases) {
+      dst = split_database_list(v.text);
     } else {
       // Environment and flags give a comma-separated list.
       std::stringstream ss{v.text};
@@ -187,9 +194,11 @@ const std::vector<field>& fields() {
      int_member(&nc::storage, &storage_config::retention_days, 1, 36500)},
     {"storage.standby_policy",
      str_member(&nc::storage, &storage_config::standby_policy)},
-    {"storage.replicas", list_member(&nc::storage, &storage_config::replicas),
+    {"storage.replicas", list_member(&nc::storage, &storage_config::replicas,
+                 list_text::databases),
      true},
-    {"storage.shards", list_member(&nc::storage, &storage_config::shards),
+    {"storage.shards", list_member(&nc::storage, &storage_config::shards,
+                 list_text::databases),
      true},
     {"storage.max_replica_lag_ms",
      int_member(&nc::storage, &storage_config::max_replica_lag_ms, 0,
@@ -574,6 +583,50 @@ caf::error validate(const node_config& cfg) {
                              "TROUPE_ADMIN_USER and TROUPE_ADMIN_PASSWORD: "
                              "set both or neither");
   return caf::none;
+}
+
+std::vector<std::string> split_database_list(const std::string& text) {
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+      s.remove_prefix(1);
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+      s.remove_suffix(1);
+    return s;
+  };
+  // Does `s` begin an entry: "scheme://" or "keyword="?
+  auto starts_entry = [](std::string_view s) {
+    size_t i = 0;
+    while (i < s.size()
+           && (std::isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_'
+               || s[i] == '+' || s[i] == '-' || s[i] == '.'))
+      ++i;
+    if (i == 0)
+      return false;
+    auto rest = s.substr(i);
+    while (!rest.empty() && rest.front() == ' ')
+      rest.remove_prefix(1);
+    return rest.rfind("://", 0) == 0 || (!rest.empty() && rest.front() == '=');
+  };
+  std::vector<std::string> out;
+  std::string_view all{text};
+  size_t begin = 0;
+  while (begin <= all.size()) {
+    auto comma = all.find(',', begin);
+    auto piece = all.substr(begin, comma == std::string_view::npos
+                                     ? std::string_view::npos
+                                     : comma - begin);
+    auto t = trim(piece);
+    if (!out.empty() && !t.empty() && !starts_entry(t))
+      out.back() += "," + std::string{piece};
+    else if (!t.empty())
+      out.emplace_back(t);
+    if (comma == std::string_view::npos)
+      break;
+    begin = comma + 1;
+  }
+  for (auto& x : out)
+    x = std::string{trim(x)};
+  return out;
 }
 
 std::string redact_credentials(const std::string& text) {

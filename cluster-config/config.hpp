@@ -61,6 +61,13 @@ std::string redact_credentials(const std::string& text);
 /// "TROUPE_HTTP_LISTEN".
 std::string env_name(const std::string& key);
 
+/// Splits a list of PostgreSQL connection strings given as one text (an
+/// environment variable or a flag) at its commas, but keeps a multi-host
+/// URL ("postgresql://h1:5432,h2:5432/db") or a keyword/value string with
+/// a host list ("host=h1,h2 dbname=db") whole: a comma starts a new entry
+/// only where a URL ("scheme://") or a keyword ("name=") follows it.
+std::vector<std::string> split_database_list(const std::string& text);
+
 /// Splits "host:port"; false if malformed.
 bool split_host_port(const std::string& in, std::string& host, uint16_t& port);
 

@@ -195,3 +195,33 @@ TEST_CASE("the example configurations load") {
   CHECK(cfg->storage.standby_policy == "spool");
   CHECK(cfg->storage.replicas.size() == 1);
 }
+
+TEST_CASE("a database list from the environment keeps multi-host entries whole") {
+  CHECK(split_database_list("") == std::vector<std::string>{});
+  CHECK(split_database_list("postgresql://a/t, postgresql://b/t")
+        == std::vector<std::string>{"postgresql://a/t", "postgresql://b/t"});
+  CHECK(split_database_list(
+          "postgresql://u@h1:5432,h2:5433/t?target_session_attrs=read-write,"
+          "postgres://[::1]:5432,[::2]:5432/t,host=r1,r2 port=1,2 dbname=t,"
+          "host=r3 dbname=t")
+        == std::vector<std::string>{
+          "postgresql://u@h1:5432,h2:5433/t?target_session_attrs=read-write",
+          "postgres://[::1]:5432,[::2]:5432/t", "host=r1,r2 port=1,2 dbname=t",
+          "host=r3 dbname=t"});
+  auto env = env_of(
+    {{"TROUPE_DATABASE_URL", "postgresql://c1,c2/t"},
+     {"TROUPE_STORAGE_SHARDS",
+      "postgresql://s1:5432,s1b:5432/t?target_session_attrs=read-write"},
+     {"TROUPE_STORAGE_REPLICAS", "postgresql://r1/t,postgresql://r2/t"}});
+  auto cfg = load_from_text("", {}, env);
+  REQUIRE(cfg);
+  CHECK(cfg->storage.shards
+        == std::vector<std::string>{
+          "postgresql://s1:5432,s1b:5432/t?target_session_attrs=read-write"});
+  CHECK(cfg->storage.replicas.size() == 2);
+  // Other lists still split at every comma.
+  cfg = load_from_text("", {{"http.trusted_proxies", "10.0.0.1,127.0.0.1"}},
+                       no_env);
+  REQUIRE(cfg);
+  CHECK(cfg->http.trusted_proxies.size() == 2);
+}
