@@ -14,6 +14,7 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
+#include "runtime/metrics.hpp"
 #include "storage/crypto.hpp"
 #include "storage/errc.hpp"
 #include "storage/queries.hpp"
@@ -73,6 +74,14 @@ alert to_alert(const storage::alert_row& a) {
   return x;
 }
 
+
+runtime::counter& partial_alert_lists() {
+  static auto& c = runtime::metrics().get_counter(
+    "troupe_partial_lists_total",
+    "Lists answered without some data shard (its rows marked or missing)",
+    "list=\"alerts\"");
+  return c;
+}
 
 } // namespace
 
@@ -198,20 +207,34 @@ alerts_actor::behavior_type alerts(alerts_ptr self, context_ptr ctx) {
         [rp, limit = static_cast<size_t>(req.limit)](
           std::vector<caf::expected<std::vector<storage::alert_row>>>
             pages) mutable {
-          if (auto err = first_failure(pages)) {
-            rp.deliver(std::move(*err));
+          // A shard that does not answer leaves out its devices' alerts:
+          // the page says so (partial), unless no shard answered.
+          std::vector<storage::alert_row> rows;
+          size_t down = 0;
+          for (size_t s = 0; s < pages.size(); ++s) {
+            if (!pages[s]) {
+              log().warn("alert list: data shard {} did not answer ({}); "
+                         "its alerts are left out",
+                         s, config::describe(pages[s].error()));
+              ++down;
+              continue;
+            }
+            for (auto& a : *pages[s])
+              rows.push_back(std::move(a));
+          }
+          if (down == pages.size()) {
+            rp.deliver(std::move(pages[0].error()));
             return;
           }
-          std::vector<storage::alert_row> rows;
-          for (auto& p : pages)
-            for (auto& a : *p)
-              rows.push_back(std::move(a));
+          if (down > 0)
+            partial_alert_lists().inc();
           std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) {
             return std::tie(a.opened_ms, a.id) > std::tie(b.opened_ms, b.id);
           });
           if (rows.size() > limit)
             rows.resize(limit);
           alert_page out;
+          out.partial = down > 0;
           for (auto& a : rows)
             out.items.push_back(to_alert(a));
           if (rows.size() == limit && !rows.empty())

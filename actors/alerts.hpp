@@ -124,11 +124,14 @@ typename Inspector::result_type inspect(Inspector& f, list_alerts& x) {
 struct alert_page {
   std::vector<alert> items;
   std::string next; // empty: no more
+  /// Some data shard did not answer: its devices' alerts are missing.
+  bool partial = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, alert_page& x) {
-  return f(caf::meta::type_name("troupe.alert_page"), x.items, x.next);
+  return f(caf::meta::type_name("troupe.alert_page"), x.items, x.next,
+           x.partial);
 }
 
 struct close_alert {

@@ -13,6 +13,7 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
+#include "runtime/metrics.hpp"
 #include "storage/crypto.hpp"
 #include "storage/errc.hpp"
 #include "storage/queries.hpp"
@@ -31,6 +32,48 @@ struct fleet_state {
 };
 
 using fleet_ptr = fleet_actor::stateful_pointer<fleet_state>;
+
+/// A shard's device rows, each marked when it comes from the catalog
+/// because its data shard did not answer.
+using summaries = std::vector<std::pair<storage::device_summary, bool>>;
+
+runtime::counter& partial_lists() {
+  static auto& c = runtime::metrics().get_counter(
+    "troupe_partial_lists_total",
+    "Lists answered without some data shard (its rows marked or missing)",
+    "list=\"devices\"");
+  return c;
+}
+
+/// The merged page: the first `limit` rows by id (byte order, as each
+/// shard's query sorts).
+device_page make_page(summaries rows, int64_t window, int64_t limit,
+                      bool partial) {
+  std::sort(rows.begin(), rows.end(),
+            [](auto& a, auto& b) { return a.first.id < b.first.id; });
+  if (rows.size() > static_cast<size_t>(limit))
+    rows.resize(static_cast<size_t>(limit));
+  device_page page;
+  page.partial = partial;
+  auto now = now_ms();
+  for (auto& [d, unavailable] : rows) {
+    device_view v;
+    v.id = d.id;
+    v.name = d.name;
+    v.tenant = d.tenant;
+    v.last_seen_ms = d.last_seen_ms.value_or(-1);
+    v.online = d.last_seen_ms && *d.last_seen_ms >= now - window;
+    v.data_unavailable = unavailable;
+    for (auto& l : d.latest) {
+      v.latest[l.metric] = latest_value{l.value, l.ts_ms};
+      v.metrics.push_back(l.metric);
+    }
+    page.items.push_back(std::move(v));
+  }
+  if (rows.size() == static_cast<size_t>(limit) && !rows.empty())
+    page.next = rows.back().first.id;
+  return page;
+}
 
 
 } // namespace
@@ -62,40 +105,61 @@ fleet_actor::behavior_type fleet(fleet_ptr self, context_ptr ctx) {
           return storage::list_device_summaries(c, f,
                                                 static_cast<int32_t>(shard));
         },
-        [rp, window, limit](
+        [self, rp, f, window, limit](
           std::vector<caf::expected<std::vector<storage::device_summary>>>
             pages) mutable {
-          // A page that leaves out a shard's devices would be wrong.
-          if (auto err = first_failure(pages)) {
-            rp.deliver(std::move(*err));
+          // The catalog is data shard 0: without it there is no list.
+          if (!pages[0]) {
+            rp.deliver(std::move(pages[0].error()));
             return;
           }
-          std::vector<storage::device_summary> rows;
-          for (auto& p : pages)
-            for (auto& d : *p)
-              rows.push_back(std::move(d));
-          std::sort(rows.begin(), rows.end(),
-                    [](auto& a, auto& b) { return a.id < b.id; });
-          if (rows.size() > static_cast<size_t>(limit))
-            rows.resize(static_cast<size_t>(limit));
-          device_page page;
-          auto now = now_ms();
-          for (auto& d : rows) {
-            device_view v;
-            v.id = d.id;
-            v.name = d.name;
-            v.tenant = d.tenant;
-            v.last_seen_ms = d.last_seen_ms.value_or(-1);
-            v.online = d.last_seen_ms && *d.last_seen_ms >= now - window;
-            for (auto& l : d.latest) {
-              v.latest[l.metric] = latest_value{l.value, l.ts_ms};
-              v.metrics.push_back(l.metric);
+          summaries rows;
+          std::vector<int32_t> down;
+          for (size_t s = 0; s < pages.size(); ++s) {
+            if (!pages[s]) {
+              log().warn("device list: data shard {} did not answer ({}); "
+                         "its devices come from the catalog",
+                         s, config::describe(pages[s].error()));
+              down.push_back(static_cast<int32_t>(s));
+              continue;
             }
-            page.items.push_back(std::move(v));
+            for (auto& d : *pages[s])
+              rows.emplace_back(std::move(d), false);
           }
-          if (rows.size() == static_cast<size_t>(limit) && !rows.empty())
-            page.next = rows.back().id;
-          rp.deliver(std::move(page));
+          if (down.empty()) {
+            rp.deliver(make_page(std::move(rows), window, limit, false));
+            return;
+          }
+          // A down shard's devices still belong in the page: the catalog
+          // has their ids, names and tenants (not their last_seen, kept on
+          // the shard: null or old there), marked as such.
+          partial_lists().inc();
+          db_call<std::vector<storage::device_summary>>(
+            self, self->state.ctx->data[0].reads,
+            [f, down](storage::connection& c)
+              -> caf::expected<std::vector<storage::device_summary>> {
+              std::vector<storage::device_summary> out;
+              for (auto s : down) {
+                auto r = storage::list_device_summaries(c, f, s);
+                if (!r)
+                  return r.error();
+                for (auto& d : *r) {
+                  d.latest.clear();
+                  out.push_back(std::move(d));
+                }
+              }
+              return out;
+            },
+            [rp, rows = std::move(rows), window, limit](
+              caf::expected<std::vector<storage::device_summary>> r) mutable {
+              if (!r) {
+                rp.deliver(std::move(r.error()));
+                return;
+              }
+              for (auto& d : *r)
+                rows.emplace_back(std::move(d), true);
+              rp.deliver(make_page(std::move(rows), window, limit, true));
+            });
         });
       return rp;
     },

@@ -34,11 +34,14 @@ typename Inspector::result_type inspect(Inspector& f, list_devices& x) {
 struct device_page {
   std::vector<device_view> items;
   std::string next; // empty: no more
+  /// Some data shard did not answer (its devices are marked).
+  bool partial = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, device_page& x) {
-  return f(caf::meta::type_name("troupe.device_page"), x.items, x.next);
+  return f(caf::meta::type_name("troupe.device_page"), x.items, x.next,
+           x.partial);
 }
 
 // -- interface ------------------------------------------------------------------

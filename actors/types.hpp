@@ -91,12 +91,17 @@ struct device_view {
   std::map<std::string, latest_value> latest;
   int64_t pending_commands = 0;
   std::vector<std::string> metrics;
+  /// In a list, a device whose data shard did not answer: its id, name
+  /// and tenant come from the catalog; its last_seen is null or old there
+  /// and its latest values are missing.
+  bool data_unavailable = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, device_view& x) {
   return f(caf::meta::type_name("troupe.device_view"), x.id, x.name, x.tenant,
-           x.online, x.last_seen_ms, x.latest, x.pending_commands, x.metrics);
+           x.online, x.last_seen_ms, x.latest, x.pending_commands, x.metrics,
+           x.data_unavailable);
 }
 
 struct user_info {

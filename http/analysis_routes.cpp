@@ -58,8 +58,11 @@ void alerts(const call_ptr& c) {
                                  auto items = json::array();
                                  for (auto& a : r.items)
                                    items.push_back(alert_json(a));
-                                 c->reply(200, page_body(std::move(items),
-                                                         r.next, 'a'));
+                                 auto body = page_body(std::move(items),
+                                                       r.next, 'a');
+                                 if (r.partial)
+                                   body["partial"] = true;
+                                 c->reply(200, std::move(body));
                                });
   });
 }

@@ -61,6 +61,8 @@ nlohmann::json device_json(const actors::device_view& v, bool detail) {
     j["pending_commands"] = v.pending_commands;
     j["metrics"] = v.metrics;
   }
+  if (v.data_unavailable)
+    j["data_unavailable"] = true;
   return j;
 }
 

@@ -133,7 +133,10 @@ void devices(const call_ptr& c) {
         auto items = json::array();
         for (auto& v : r.items)
           items.push_back(device_json(v, false));
-        c->reply(200, page_body(std::move(items), r.next, 'd'));
+        auto body = page_body(std::move(items), r.next, 'd');
+        if (r.partial)
+          body["partial"] = true;
+        c->reply(200, std::move(body));
       });
   });
 }

@@ -7,8 +7,11 @@
 #   - under upload load the second shard's postmaster is stopped
 #     (immediate shutdown) for 10 s: devices of shard 0 keep getting 202
 #     for every upload; devices of shard 1 get 202 (spooled) or 503 only;
+#   - while it is down, the device list still names every device (shard
+#     1's from the catalog, marked data_unavailable; the page partial) and
+#     the alert list answers, partial;
 #   - once it is back, every point answered 202 is on its device's shard,
-#     none twice, none on the other shard.
+#     none twice, none on the other shard, and the lists are whole.
 #
 #   tests/db/shards.sh BUILD_DIR
 set -euo pipefail
@@ -115,7 +118,27 @@ time.sleep(5)
 before = {s: dict(c) for s, c in statuses.items()}
 subprocess.run([db_local, "stop-shard", db_dir], check=True)
 stopped = time.time()
-time.sleep(10)
+time.sleep(2)
+
+def device_list():
+    st, b = call("GET", "/api/v1/devices?limit=1000", None, admin)
+    if st != 200: fail(f"device list: {st} {b}")
+    return {d["id"]: d for d in b["items"] if d["id"] in placed}, b
+
+# Lists still answer without shard 1: its devices come from the catalog,
+# marked; shard 0's keep their latest values; the page says it is partial.
+listed, page = device_list()
+if page.get("partial") is not True: fail(f"device list without shard 1 is not marked partial: {page.get('partial')}")
+if set(listed) != set(ids): fail(f"device list without shard 1 has {len(listed)} of {len(ids)} devices")
+for i, d in listed.items():
+    if placed[i] == 1 and (d.get("data_unavailable") is not True or d["latest"]):
+        fail(f"device {i} of the stopped shard: {d}")
+    if placed[i] == 0 and ("data_unavailable" in d or "m" not in d["latest"]):
+        fail(f"device {i} of shard 0: {d}")
+st, b = call("GET", "/api/v1/alerts", None, admin)
+if st != 200 or b.get("partial") is not True: fail(f"alert list without shard 1: {st} {b}")
+print(f"# lists without shard 1: {len(listed)} devices ({sum(1 for i in listed if placed[i] == 1)} marked data_unavailable), alerts partial")
+time.sleep(max(0, 10 - (time.time() - stopped)))
 subprocess.run([db_local, "start-shard", db_dir], check=True)
 print(f"# shard 1 down for {time.time() - stopped:.1f} s")
 time.sleep(8)
@@ -125,6 +148,13 @@ print(f"# statuses: shard 0 {statuses[0]}, shard 1 {statuses[1]}")
 for s in (0, 1):
     l = sorted(latency[s])
     print(f"# upload latency, devices of shard {s}: p50 {l[len(l) // 2] * 1000:.0f} ms, p99 {l[len(l) * 99 // 100] * 1000:.0f} ms, max {l[-1] * 1000:.0f} ms")
+# Once shard 1 answers again, the list is whole.
+deadline = time.time() + 30
+while True:
+    listed, page = device_list()
+    if "partial" not in page and not any("data_unavailable" in d for d in listed.values()): break
+    if time.time() > deadline: fail(f"the device list is still partial after shard 1 returned")
+    time.sleep(0.5)
 if set(statuses[0]) != {202}: fail(f"devices of shard 0 got {statuses[0]}")
 if not set(statuses[1]) <= {202, 503}: fail(f"devices of shard 1 got {statuses[1]}")
 

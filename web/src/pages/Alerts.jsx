@@ -25,6 +25,9 @@ export default function Alerts({ user, query }) {
       <h1>Alerts</h1>
       <div class="tabs" role="tablist" aria-label="Alert state">{tab('open')}{tab('closed')}</div>
       <ErrorText error={list.error || act.error} />
+      {list.data?.partial && (
+        <p class="error" role="status">A database shard does not answer: the alerts of its devices are missing.</p>
+      )}
       {list.data && (
         <div class="scroll" role="tabpanel">
           <table class="alerts-table">

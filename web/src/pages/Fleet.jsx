@@ -44,6 +44,11 @@ export default function Fleet({ query, state }) {
       {data === undefined && !error && <p aria-busy="true">Loading…</p>}
       {data && (
         <>
+          {data.partial && (
+            <p class="error" role="status">
+              A database shard does not answer: its devices are listed without their latest values.
+            </p>
+          )}
           <div class="scroll">
             <table class="devices">
               <thead>
@@ -56,7 +61,9 @@ export default function Fleet({ query, state }) {
                     <td>{d.name}</td>
                     <td>{d.online ? <Badge kind="ok">online</Badge> : <Badge kind="off">offline</Badge>}</td>
                     <td title={formatTime(d.last_seen_ms)}>{formatRelative(d.last_seen_ms, now)}</td>
-                    <td class="latest">{formatLatest(d.latest)}</td>
+                    <td class="latest">
+                      {d.data_unavailable ? <Badge kind="alert">data unavailable</Badge> : formatLatest(d.latest)}
+                    </td>
                   </tr>
                 ))}
                 {data.items.length === 0 && <tr><td colSpan={5}>No devices{q || online ? ' match' : ''}.</td></tr>}
