@@ -119,9 +119,18 @@ caf::error connection::ensure() {
     return caf::none;
   reset();
   auto timeout = std::to_string(connect_timeout_s_);
-  const char* keys[] = {"dbname", "connect_timeout", "application_name",
+  // TCP keepalives and a user timeout come first, so the URL's own win:
+  // a database host that vanishes without a reset (a partition, a machine
+  // gone) fails its connections' statements within about 30 s, where the
+  // kernel's defaults would hold a pool worker for a quarter of an hour.
+  const char* keys[] = {"keepalives",       "keepalives_idle",
+                        "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "dbname",
+                        "connect_timeout",  "application_name",
                         nullptr};
-  const char* vals[] = {url_.c_str(), timeout.c_str(), "troupe", nullptr};
+  const char* vals[] = {"1",    "10",           "5",
+                        "3",    "30000",        url_.c_str(),
+                        timeout.c_str(), "troupe", nullptr};
   conn_ = PQconnectdbParams(keys, vals, 1);
   if (PQstatus(conn_) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn_);

@@ -10,6 +10,8 @@
 #include "storage/migrations.hpp"
 #include "storage/pg.hpp"
 
+#include <libpq-fe.h>
+
 using namespace troupe::test;
 using troupe::storage::ingest_batch;
 using troupe::storage::ingest_writer;
@@ -120,4 +122,29 @@ TEST_CASE("without a standby, a write that needs one commits and says so",
   ingest_writer plain{m.db.url()};
   CHECK(!plain.write(points(11, 0, 5, t0)));
   CHECK(m.count("device_key = 11") == 5);
+}
+
+TEST_CASE("connections keep TCP keepalives unless the URL says otherwise",
+          "[ingest]") {
+  database db;
+  auto option = [](troupe::storage::connection& c, const std::string& key) {
+    std::string out;
+    auto* opts = PQconninfo(c.native());
+    for (auto* o = opts; o && o->keyword; ++o)
+      if (key == o->keyword && o->val)
+        out = o->val;
+    PQconninfoFree(opts);
+    return out;
+  };
+  troupe::storage::connection c{db.url()};
+  REQUIRE(!c.ensure());
+  CHECK(option(c, "keepalives") == "1");
+  CHECK(option(c, "keepalives_idle") == "10");
+  CHECK(option(c, "tcp_user_timeout") == "30000");
+  auto url = db.url();
+  url += url.find('?') == std::string::npos ? "?" : "&";
+  troupe::storage::connection own{url + "keepalives_idle=42"};
+  REQUIRE(!own.ensure());
+  CHECK(option(own, "keepalives_idle") == "42");
+  CHECK(option(own, "keepalives_count") == "3");
 }
