@@ -419,7 +419,8 @@ bool node::pool_serves() {
   return ok;
 }
 
-void node::check_shard(storage::connection& conn, size_t i, bool maintain) {
+void node::check_shard(storage::connection& conn, size_t i, bool maintain,
+                       storage::connection& catalog) {
   auto& up = metrics().get_gauge("troupe_database_up",
                                  "1 while PostgreSQL answers",
                                  "shard=\"" + std::to_string(i) + "\"");
@@ -438,6 +439,23 @@ void node::check_shard(storage::connection& conn, size_t i, bool maintain) {
           cfg_.storage.retention_days))
       log().error("data shard {}: partition maintenance failed: {}", i,
                   config::describe(err));
+    // Copies of devices the catalog no longer has (a failed registration's
+    // undo, a load that raced a delete) would show in lists: they go, ten
+    // minutes after they were made.
+    auto swept = storage::sweep_device_copies(
+      conn, catalog, now_ms() - 10 * 60 * 1000);
+    if (!swept)
+      log().error("data shard {}: sweeping device copies failed: {}", i,
+                  config::describe(swept.error()));
+    else if (*swept > 0) {
+      log().warn("data shard {}: deleted {} copies of devices the catalog "
+                 "no longer has", i, *swept);
+      metrics()
+        .get_counter("troupe_device_copies_swept_total",
+                     "Copies of deleted devices removed from a data shard",
+                     "shard=\"" + std::to_string(i) + "\"")
+        .inc(static_cast<uint64_t>(*swept));
+    }
   }
   if (ok != shard_ok_[i].load())
     log().warn("data shard {} ({}) {}", i, storage::url_address(shard_urls_[i]),
@@ -495,7 +513,7 @@ void node::health_loop() {
         log().error("partition maintenance failed: {}",
                     config::describe(err));
     for (size_t i = 1; i < shard_urls_.size(); ++i)
-      check_shard(*shard_conns[i - 1], i, maintain);
+      check_shard(*shard_conns[i - 1], i, maintain, conn);
     guard.lock();
     impl_->cv.wait_for(guard, std::chrono::seconds(1),
                        [&] { return impl_->health_stop; });

@@ -147,8 +147,10 @@ private:
                            bool recorded);
   void health_loop();
   /// One look at data shard i from the health loop: up or down, prepared
-  /// when it was down at start, partitions kept when `maintain`.
-  void check_shard(storage::connection& conn, size_t i, bool maintain);
+  /// when it was down at start, partitions kept and copies of deleted
+  /// devices swept (against `catalog`) when `maintain`.
+  void check_shard(storage::connection& conn, size_t i, bool maintain,
+                   storage::connection& catalog);
   /// True when a job through the database pool succeeds (within 2 s).
   bool pool_serves();
 

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <map>
+#include <set>
 
 namespace troupe::storage {
 
@@ -354,6 +356,42 @@ caf::error delete_device_copy(connection& c, const std::string& id,
                           " DELETE FROM latest WHERE device_key IN"
                           " (SELECT key FROM gone)",
                           {id, num(key)}, retry::idempotent));
+}
+
+caf::expected<int64_t> sweep_device_copies(connection& shard,
+                                           connection& catalog,
+                                           int64_t made_before_ms) {
+  int64_t gone = 0;
+  int64_t after = std::numeric_limits<int64_t>::min();
+  for (;;) {
+    auto copies = shard.exec("SELECT key, id FROM devices WHERE key > $1"
+                             " AND created_ms < $2 ORDER BY key LIMIT 1000",
+                             {num(after), num(made_before_ms)});
+    if (!copies)
+      return copies.error();
+    if (copies->rows() == 0)
+      return gone;
+    std::vector<int64_t> keys;
+    for (int i = 0; i < copies->rows(); ++i)
+      keys.push_back(copies->i64(i, 0));
+    auto known = catalog.exec("SELECT key FROM devices"
+                              " WHERE key = ANY($1::bigint[])",
+                              {array_literal(keys)});
+    if (!known)
+      return known.error();
+    std::set<int64_t> present;
+    for (int i = 0; i < known->rows(); ++i)
+      present.insert(known->i64(i, 0));
+    for (int i = 0; i < copies->rows(); ++i) {
+      if (present.count(keys[static_cast<size_t>(i)]))
+        continue;
+      if (auto err = delete_device_copy(shard, copies->str(i, 1),
+                                        keys[static_cast<size_t>(i)]))
+        return err;
+      ++gone;
+    }
+    after = keys.back();
+  }
 }
 
 caf::expected<std::optional<int32_t>>

@@ -163,6 +163,16 @@ first_existing_device(connection& c, const std::vector<std::string>& ids);
 [[nodiscard]] caf::error delete_device_copy(connection& c,
                                             const std::string& id,
                                             int64_t key);
+/// Deletes the copies on a data shard (`shard`) of devices that `catalog`
+/// no longer has under the same key (deleted, or deleted and registered
+/// again), made before `made_before_ms` (a registration makes its copies
+/// just before its catalog rows, so a young copy may be on its way in).
+/// Such copies are left by a failed registration's undo or a load that
+/// raced a delete; they would show in the device list. Works through the
+/// shard's devices a thousand at a time; returns how many went.
+[[nodiscard]] caf::expected<int64_t>
+sweep_device_copies(connection& shard, connection& catalog,
+                    int64_t made_before_ms);
 /// The data shard of a device; nullopt if unknown.
 [[nodiscard]] caf::expected<std::optional<int32_t>>
 device_data_shard(connection& c, const std::string& id);

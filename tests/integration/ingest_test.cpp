@@ -1,6 +1,8 @@
-// The ingest writer against a real PostgreSQL: a spooled batch replayed
-// after its COMMIT answer was lost (or after an earlier replay stopped
-// half-way) stores none of its points twice.
+// Storage against a real PostgreSQL, without a node: the ingest writer (a
+// spooled batch replayed after its COMMIT answer was lost, or after an
+// earlier replay stopped half-way, stores none of its points twice), the
+// connections' TCP settings, and the sweep of a data shard's copies of
+// deleted devices.
 
 #include "tests/integration/harness.hpp"
 
@@ -8,6 +10,7 @@
 
 #include "storage/ingest.hpp"
 #include "storage/migrations.hpp"
+#include "storage/queries.hpp"
 #include "storage/pg.hpp"
 
 #include <libpq-fe.h>
@@ -147,4 +150,52 @@ TEST_CASE("connections keep TCP keepalives unless the URL says otherwise",
   REQUIRE(!own.ensure());
   CHECK(option(own, "keepalives_idle") == "42");
   CHECK(option(own, "keepalives_count") == "3");
+}
+
+TEST_CASE("a data shard's copies of devices the catalog no longer has are "
+          "swept, young ones and current ones kept",
+          "[ingest]") {
+  migrated_db catalog_db;
+  migrated_db shard_db;
+  troupe::storage::connection catalog{catalog_db.db.url()};
+  troupe::storage::connection shard{shard_db.db.url()};
+  catalog_db.db.query(
+    "INSERT INTO tenants (id, name, created_ms) VALUES ('t', 't', 0)");
+  auto dev = [](const char* id, int64_t key) {
+    troupe::storage::new_device d;
+    d.id = id;
+    d.name = id;
+    d.tenant = "t";
+    d.secret_hash = "x";
+    d.data_shard = 1;
+    d.key = key;
+    return d;
+  };
+  // The catalog has a (1), b (2) and d registered again as key 6; the
+  // shard has copies of a, b, c (3, never registered: an undone
+  // registration) and d's old incarnation (5).
+  REQUIRE(!troupe::storage::insert_devices(
+    catalog, {dev("a", 1), dev("b", 2), dev("d", 6)}));
+  REQUIRE(!troupe::storage::mirror_devices(
+    shard, {dev("a", 1), dev("b", 2), dev("c", 3), dev("d", 5)}));
+  auto copies = [&] {
+    std::vector<std::string> ids;
+    for (auto& r : shard_db.db.query("SELECT id FROM devices ORDER BY id"))
+      ids.push_back(r[0]);
+    return ids;
+  };
+  auto now = troupe::test::now_ms();
+  auto swept = troupe::storage::sweep_device_copies(shard, catalog,
+                                                    now - 600'000);
+  REQUIRE(swept);
+  CHECK(*swept == 0);
+  CHECK(copies() == std::vector<std::string>{"a", "b", "c", "d"});
+  swept = troupe::storage::sweep_device_copies(shard, catalog, now + 1000);
+  REQUIRE(swept);
+  CHECK(*swept == 2);
+  CHECK(copies() == std::vector<std::string>{"a", "b"});
+  // Nothing left to sweep.
+  swept = troupe::storage::sweep_device_copies(shard, catalog, now + 1000);
+  REQUIRE(swept);
+  CHECK(*swept == 0);
 }
