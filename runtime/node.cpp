@@ -149,9 +149,6 @@ caf::error node::start_storage() {
       return config::make_config_error(config::errc::invalid_value,
                                        "storage.database_url: "
                                          + config::describe(err));
-  for (size_t i = 0; i < cfg_.storage.replicas.size(); ++i)
-    if (auto err = check_replica(i))
-      return err;
   if (database_url_.empty()) {
     impl_->embedded
       = std::make_unique<storage::embedded_postgres>(cfg_.storage.data_dir);
@@ -200,6 +197,13 @@ caf::error node::start_storage() {
         + ", not a catalog; name the catalog there");
   shard_ok_[0] = true;
   shard_ready_[0] = true;
+  auto system = conn.exec(
+    "SELECT (SELECT system_identifier FROM pg_control_system())::text");
+  if (!system)
+    return system.error();
+  for (size_t i = 0; i < cfg_.storage.replicas.size(); ++i)
+    if (auto err = check_replica(i, system->str(0, 0)))
+      return err;
   for (size_t i = 1; i < shard_urls_.size(); ++i)
     if (auto err = start_shard(conn, i))
       return err;
@@ -347,7 +351,8 @@ bool node::shard_up(size_t i) const {
   return i < shard_urls_.size() && shard_ok_[i].load();
 }
 
-caf::error node::check_replica(size_t i) const {
+caf::error node::check_replica(size_t i,
+                               const std::string& catalog_system) const {
   auto& url = cfg_.storage.replicas[i];
   auto key = "storage.replicas[" + std::to_string(i) + "]";
   if (auto err = storage::check_url(url))
@@ -357,7 +362,9 @@ caf::error node::check_replica(size_t i) const {
   // one that does not answer may come later (the router takes it then).
   storage::connection conn{url, std::min<int64_t>(
                                   cfg_.storage.connect_timeout_s, 3)};
-  auto r = conn.exec("SELECT pg_is_in_recovery()");
+  auto r = conn.exec(
+    "SELECT pg_is_in_recovery(),"
+    " (SELECT system_identifier FROM pg_control_system())::text");
   if (!r) {
     log().warn("{} ({}) does not answer yet: {}", key,
                storage::url_address(url), config::describe(r.error()));
@@ -368,6 +375,18 @@ caf::error node::check_replica(size_t i) const {
       config::errc::invalid_value,
       key + ": " + storage::url_address(url)
         + " is not a replica (pg_is_in_recovery() is false)");
+  // Replicas serve the catalog's reads (data shard 0); one of another
+  // database would answer them with its rows. Its monitor checks this on
+  // every probe too, for a replica that answers only later.
+  if (r->str(0, 1) != catalog_system)
+    return config::make_config_error(
+      config::errc::invalid_value,
+      key + ": " + storage::url_address(url)
+        + " replays another database than storage.database_url (system "
+          "identifier "
+        + r->str(0, 1) + ", the catalog's " + catalog_system
+        + "); list replicas of the catalog only (data shards 1 and up read "
+          "from their primary)");
   return caf::none;
 }
 

@@ -131,8 +131,9 @@ private:
   caf::error start_storage();
   /// Checks what storage.standby_policy needs of the role and settings.
   caf::error check_standby_policy(storage::connection& conn) const;
-  /// Checks storage.replicas[i]: a connection string, and not a primary.
-  caf::error check_replica(size_t i) const;
+  /// Checks storage.replicas[i]: a connection string, not a primary, and
+  /// (when it answers) a replica of the catalog, `catalog_system`.
+  caf::error check_replica(size_t i, const std::string& catalog_system) const;
   /// Connects to a database of the tier (retrying while it starts), checks
   /// the standby policy, migrates it and creates its partitions.
   caf::error prepare_database(storage::connection& conn,

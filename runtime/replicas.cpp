@@ -82,6 +82,9 @@ struct monitor_state {
   std::unique_ptr<storage::connection> primary;
   std::unique_ptr<storage::connection> replica;
   lag_tracker lag;
+  /// The primary's pg_control_system().system_identifier, once known: a
+  /// replica serves only with the same.
+  std::string primary_system;
 };
 
 /// Probes the primary's WAL position and the replica's replay position, and
@@ -103,8 +106,11 @@ caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
       std::optional<uint64_t> head;
       // A primary in recovery (mid-failover) has no write position: no
       // sample this time.
-      if (auto p = st.primary->exec("SELECT pg_current_wal_lsn()::text");
+      if (auto p = st.primary->exec(
+            "SELECT pg_current_wal_lsn()::text,"
+            " (SELECT system_identifier FROM pg_control_system())::text");
           p && p->rows() == 1) {
+        st.primary_system = p->str(0, 1);
         head = parse_lsn(p->str(0, 0));
         if (head)
           st.lag.primary_at(steady_ms(), *head);
@@ -112,12 +118,22 @@ caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
       bool up = false;
       int64_t lag = -1, behind = -1;
       std::string why;
-      auto r = st.replica->exec("SELECT pg_is_in_recovery(),"
-                                " pg_last_wal_replay_lsn()::text");
+      auto r = st.replica->exec(
+        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+        " (SELECT system_identifier FROM pg_control_system())::text");
       if (!r) {
         why = "unreachable: " + config::describe(r.error());
       } else if (r->rows() != 1 || !r->boolean(0, 0)) {
         why = "not a replica (pg_is_in_recovery() is false)";
+      } else if (st.primary_system.empty()) {
+        // Until the primary has answered once, nothing says the replica
+        // holds its data.
+        why = "the primary has not answered yet";
+      } else if (r->str(0, 2) != st.primary_system) {
+        // Its WAL positions mean nothing against this primary's: serving
+        // reads from it would answer with another database's rows.
+        why = "replays another database (system identifier " + r->str(0, 2)
+              + ", the primary's " + st.primary_system + ")";
       } else if (auto replayed = parse_lsn(r->str(0, 1)); !replayed) {
         why = "no WAL replayed yet";
       } else {

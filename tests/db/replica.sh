@@ -154,4 +154,18 @@ n=$(points)
 [ "$(( $(reads) - r0 ))" -ge 1 ] || fail "restarted: the read did not go to the replica"
 echo "# restarted: back in reads; $(reads) reads served by the replica in all"
 grep -c "left out of reads" "$work/node.log" | sed 's/^/# node log: left out /'
+
+# 5. A replica of another database is refused at start, naming it: its rows
+# are not the catalog's. (The second data shard, unused here, serves as that
+# other catalog.)
+[ -n "${TROUPE_DB_SHARD2_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DB_SHARD2_URL"
+if TROUPE_ADMIN_USER=admin TROUPE_ADMIN_PASSWORD=replica-Pw-0123 \
+  timeout 120 "$build/troupe" serve --listen 127.0.0.1:0 --data-dir "$work/data-other" \
+  --set "storage.database_url=$TROUPE_DB_SHARD2_URL" \
+  --set "storage.replicas=$TROUPE_DB_REPLICA_URL" >"$work/other.log" 2>&1; then
+  fail "a node whose replica replays another database started"
+fi
+grep -q "storage.replicas\[0\].*replays another database" "$work/other.log" \
+  || { tail -n 5 "$work/other.log" >&2; fail "the refusal does not name the replica"; }
+echo "# a replica of another database: refused ($(grep -o 'replays another database[^;]*' "$work/other.log" | head -n1))"
 echo "ok - db.replica"
