@@ -80,12 +80,12 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       ctx->secret_key = n.secret_key();
       ctx->db = n.db();
       ctx->reads = n.reads();
-      // Each data shard has its own pool and importers (shard 0 shares the
-      // catalog's pool and read router).
+      // Each data shard has its own pool, read router (over its replicas)
+      // and importers (shard 0 shares the catalog's pool and router).
       for (size_t s = 0; s < n.shard_urls().size(); ++s) {
         data_shard d;
         d.db = n.shard_db(s);
-        d.reads = s == 0 ? ctx->reads : d.db;
+        d.reads = n.shard_reads(s);
         for (size_t i = 0; i < cfg.ingest.importers; ++i) {
           auto id = (s == 0 ? "" : "s" + std::to_string(s) + "-")
                     + std::to_string(i);

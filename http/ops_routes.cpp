@@ -70,6 +70,7 @@ json database_view(edge_env& env) {
   auto replicas = json::array();
   for (auto& r : node.replicas()) {
     json x = {{"name", r.name},
+              {"shard", r.shard},
               {"address", r.address},
               {"up", r.up},
               {"serving", r.serving},

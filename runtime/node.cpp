@@ -4,8 +4,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <optional>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -197,13 +199,6 @@ caf::error node::start_storage() {
         + ", not a catalog; name the catalog there");
   shard_ok_[0] = true;
   shard_ready_[0] = true;
-  auto system = conn.exec(
-    "SELECT (SELECT system_identifier FROM pg_control_system())::text");
-  if (!system)
-    return system.error();
-  for (size_t i = 0; i < cfg_.storage.replicas.size(); ++i)
-    if (auto err = check_replica(i, system->str(0, 0)))
-      return err;
   for (size_t i = 1; i < shard_urls_.size(); ++i)
     if (auto err = start_shard(conn, i))
       return err;
@@ -221,6 +216,18 @@ caf::error node::start_storage() {
         + ") holds devices of this catalog but is not listed; list it as "
           "storage.shards["
         + std::to_string(known->i64(0, 0) - 1) + "] (the list only grows)");
+  // Replicas, once every shard says which it is.
+  auto system = conn.exec(
+    "SELECT (SELECT system_identifier FROM pg_control_system())::text");
+  if (!system)
+    return system.error();
+  replica_shard_.clear();
+  for (size_t i = 0; i < cfg_.storage.replicas.size(); ++i) {
+    auto s = check_replica(i, system->str(0, 0));
+    if (!s)
+      return s.error();
+    replica_shard_.push_back(*s);
+  }
   db_ok_ = true;
   return caf::none;
 }
@@ -351,13 +358,17 @@ bool node::shard_up(size_t i) const {
   return i < shard_urls_.size() && shard_ok_[i].load();
 }
 
-caf::error node::check_replica(size_t i,
-                               const std::string& catalog_system) const {
+caf::expected<size_t>
+node::check_replica(size_t i, const std::string& catalog_system) const {
   auto& url = cfg_.storage.replicas[i];
   auto key = "storage.replicas[" + std::to_string(i) + "]";
-  if (auto err = storage::check_url(url))
+  auto invalid = [&](const std::string& why) {
     return config::make_config_error(config::errc::invalid_value,
-                                     key + ": " + config::describe(err));
+                                     key + ": " + why);
+  };
+  if (auto err = storage::check_url(url))
+    return invalid(config::describe(err));
+  auto address = storage::url_address(url);
   // One look now: a URL that names a primary is a mistake worth refusing;
   // one that does not answer may come later (the router takes it then).
   storage::connection conn{url, std::min<int64_t>(
@@ -366,28 +377,49 @@ caf::error node::check_replica(size_t i,
     "SELECT pg_is_in_recovery(),"
     " (SELECT system_identifier FROM pg_control_system())::text");
   if (!r) {
-    log().warn("{} ({}) does not answer yet: {}", key,
-               storage::url_address(url), config::describe(r.error()));
-    return caf::none;
+    log().warn("{} ({}) does not answer yet, taken for a replica of the "
+               "catalog: {}",
+               key, address, config::describe(r.error()));
+    return size_t{0};
   }
   if (r->rows() != 1 || !r->boolean(0, 0))
-    return config::make_config_error(
-      config::errc::invalid_value,
-      key + ": " + storage::url_address(url)
-        + " is not a replica (pg_is_in_recovery() is false)");
-  // Replicas serve the catalog's reads (data shard 0); one of another
-  // database would answer them with its rows. Its monitor checks this on
-  // every probe too, for a replica that answers only later.
-  if (r->str(0, 1) != catalog_system)
-    return config::make_config_error(
-      config::errc::invalid_value,
-      key + ": " + storage::url_address(url)
-        + " replays another database than storage.database_url (system "
-          "identifier "
-        + r->str(0, 1) + ", the catalog's " + catalog_system
-        + "); list replicas of the catalog only (data shards 1 and up read "
-          "from their primary)");
-  return caf::none;
+    return invalid(address
+                   + " is not a replica (pg_is_in_recovery() is false)");
+  // Which shard: the one its database says it is (prepare_shard records
+  // it on the primary; a new shard's row may take a moment to arrive).
+  std::string shard;
+  for (int attempt = 0; attempt < 20 && shard.empty(); ++attempt) {
+    if (attempt > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto has = conn.exec("SELECT to_regclass('settings') IS NOT NULL");
+    if (!has || !has->boolean(0, 0))
+      continue;
+    if (auto v = conn.exec(
+          "SELECT value FROM settings WHERE key = 'data_shard'");
+        v && v->rows() == 1)
+      shard = v->str(0, 0);
+  }
+  std::optional<int64_t> n;
+  if (!shard.empty()
+      && shard.find_first_not_of("0123456789") == std::string::npos
+      && shard.size() < 10)
+    n = std::stoll(shard);
+  if (!n || static_cast<size_t>(*n) >= shard_urls_.size())
+    return invalid(address + " replays "
+                   + (shard.empty() ? std::string{"no database of this tier"}
+                                    : "data shard " + shard
+                                        + ", which is not listed")
+                   + "; list replicas of storage.database_url or of a "
+                     "storage.shards entry");
+  // The catalog's replicas are checked now; a data shard's by its monitor
+  // against that shard's primary, on every probe.
+  if (*n == 0 && r->str(0, 1) != catalog_system)
+    return invalid(address
+                   + " replays another database than storage.database_url "
+                     "(system identifier "
+                   + r->str(0, 1) + ", the catalog's " + catalog_system + ")");
+  log().info("{} ({}) replays data shard {}", key, address, *n);
+  return static_cast<size_t>(*n);
 }
 
 caf::error node::check_standby_policy(storage::connection& conn) const {
@@ -419,6 +451,18 @@ caf::error node::check_standby_policy(storage::connection& conn) const {
         + " for this role, so commits never wait for a standby; set it to "
           "on (or the policy to none)");
   return caf::none;
+}
+
+std::vector<replica_status> node::replicas() const {
+  std::vector<replica_status> out;
+  for (auto& b : boards_)
+    for (auto& r : b->snapshot())
+      out.push_back(std::move(r));
+  std::sort(out.begin(), out.end(),
+            [](auto& a, auto& b) { return a.name.size() != b.name.size()
+                                            ? a.name.size() < b.name.size()
+                                            : a.name < b.name; });
+  return out;
 }
 
 std::vector<standby_status> node::standbys() const {
@@ -602,15 +646,26 @@ int node::run() {
   impl_->sys = std::make_unique<caf::actor_system>(cc);
   db_ = spawn_db_pool(*impl_->sys, database_url_, cfg_.actors.db_workers,
                       cfg_.storage.connect_timeout_s);
-  reads_ = spawn_read_router(*impl_->sys, db_, database_url_,
-                             cfg_.storage.replicas, cfg_.actors.db_workers,
-                             cfg_.storage.max_replica_lag_ms,
-                             cfg_.storage.connect_timeout_s, board_);
   shard_dbs_ = {db_};
   for (size_t i = 1; i < shard_urls_.size(); ++i)
     shard_dbs_.push_back(spawn_db_pool(
       *impl_->sys, shard_urls_[i], cfg_.actors.db_workers,
       cfg_.storage.connect_timeout_s, 10000, "shard-" + std::to_string(i)));
+  // Each data shard's reads go through a router over its own replicas.
+  boards_.clear();
+  shard_reads_.clear();
+  for (size_t s = 0; s < shard_urls_.size(); ++s) {
+    std::vector<replica_target> targets;
+    for (size_t i = 0; i < cfg_.storage.replicas.size(); ++i)
+      if (replica_shard_[i] == s)
+        targets.push_back({"replica-" + std::to_string(i),
+                           cfg_.storage.replicas[i]});
+    boards_.push_back(std::make_shared<replica_board>());
+    shard_reads_.push_back(spawn_read_router(
+      *impl_->sys, s, shard_dbs_[s], shard_urls_[s], targets,
+      cfg_.actors.db_workers, cfg_.storage.max_replica_lag_ms,
+      cfg_.storage.connect_timeout_s, boards_.back()));
+  }
   impl_->health = std::thread([this] { health_loop(); });
   // -- services ----------------------------------------------------------------
   size_t started = 0;
@@ -653,13 +708,14 @@ int node::run() {
   impl_->cv.notify_all();
   impl_->health.join();
   set_membership(nullptr);
-  if (reads_ != db_)
-    caf::anon_send_exit(reads_, caf::exit_reason::user_shutdown);
+  for (size_t i = 0; i < shard_reads_.size(); ++i)
+    if (shard_reads_[i] != shard_dbs_[i])
+      caf::anon_send_exit(shard_reads_[i], caf::exit_reason::user_shutdown);
+  shard_reads_.clear();
   caf::anon_send_exit(db_, caf::exit_reason::user_shutdown);
   for (size_t i = 1; i < shard_dbs_.size(); ++i)
     caf::anon_send_exit(shard_dbs_[i], caf::exit_reason::user_shutdown);
   shard_dbs_.clear();
-  reads_ = nullptr;
   db_ = nullptr;
   impl_->sys->await_all_actors_done();
   impl_->sys.reset();

@@ -96,18 +96,23 @@ public:
   const std::string& secret_key() const { return secret_key_; }
   /// The database pool (see db_pool.hpp).
   caf::actor db() const { return db_; }
-  /// Where reads that may be a little stale go: the read router over
-  /// storage.replicas, or db() itself without replicas (replicas.hpp).
-  caf::actor reads() const { return reads_; }
+  /// Where the catalog's reads that may be a little stale go: its read
+  /// router over its replicas in storage.replicas, or db() itself without
+  /// (replicas.hpp).
+  caf::actor reads() const { return shard_reads_.at(0); }
   /// The data shards' databases: [0] is database_url() (the catalog),
   /// [i] is storage.shards[i - 1].
   const std::vector<std::string>& shard_urls() const { return shard_urls_; }
   /// The database pool of data shard i (db() for 0).
   caf::actor shard_db(size_t i) const { return shard_dbs_.at(i); }
+  /// Where data shard i's reads that may be a little stale go: its read
+  /// router over its replicas, or shard_db(i) itself without (reads() for
+  /// 0).
+  caf::actor shard_reads(size_t i) const { return shard_reads_.at(i); }
   /// True while data shard i answers (health loop; 0 is database_up()).
   bool shard_up(size_t i) const;
-  /// The replicas as the read router last judged them.
-  std::vector<replica_status> replicas() const { return board_->snapshot(); }
+  /// The replicas as the read routers last judged them, shard by shard.
+  std::vector<replica_status> replicas() const;
   /// The primary's standbys as pg_stat_replication showed them last
   /// (health loop, each second; empty when it has none or cannot see them).
   std::vector<standby_status> standbys() const;
@@ -132,8 +137,12 @@ private:
   /// Checks what storage.standby_policy needs of the role and settings.
   caf::error check_standby_policy(storage::connection& conn) const;
   /// Checks storage.replicas[i]: a connection string, not a primary, and
-  /// (when it answers) a replica of the catalog, `catalog_system`.
-  caf::error check_replica(size_t i, const std::string& catalog_system) const;
+  /// which data shard it replays (the shard recorded in its database; one
+  /// of the catalog must have the catalog's system identifier,
+  /// `catalog_system`). A replica that does not answer yet is taken for
+  /// the catalog's (its monitor leaves it out if it is not).
+  caf::expected<size_t> check_replica(size_t i,
+                                      const std::string& catalog_system) const;
   /// Connects to a database of the tier (retrying while it starts), checks
   /// the standby policy, migrates it and creates its partitions.
   caf::error prepare_database(storage::connection& conn,
@@ -175,14 +184,17 @@ private:
   struct impl;
   std::unique_ptr<impl> impl_;
   caf::actor db_;
-  caf::actor reads_;
   std::vector<std::string> shard_urls_;
   std::vector<caf::actor> shard_dbs_;
+  std::vector<caf::actor> shard_reads_;
+  /// The data shard that storage.replicas[i] replays (start_storage).
+  std::vector<size_t> replica_shard_;
   std::unique_ptr<std::atomic<bool>[]> shard_ok_;
   /// Whether data shard i was migrated by this node (health loop thread
   /// after start).
   std::vector<bool> shard_ready_;
-  std::shared_ptr<replica_board> board_ = std::make_shared<replica_board>();
+  /// One per data shard.
+  std::vector<std::shared_ptr<replica_board>> boards_;
   std::vector<standby_status> standbys_; // guarded by view_mtx_
   mutable std::mutex actors_mtx_;
   caf::actor membership_;

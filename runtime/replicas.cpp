@@ -207,9 +207,9 @@ void publish(router_state& st) {
   st.board->set(std::move(v));
 }
 
-caf::behavior read_router(router_actor* self, caf::actor primary,
-                          std::string primary_url,
-                          std::vector<std::string> urls, size_t workers,
+caf::behavior read_router(router_actor* self, size_t shard,
+                          caf::actor primary, std::string primary_url,
+                          std::vector<replica_target> targets, size_t workers,
                           int64_t max_lag_ms, int64_t connect_timeout_s,
                           std::shared_ptr<replica_board> board,
                           int64_t interval_ms) {
@@ -223,13 +223,14 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
     "troupe_db_replica_fallback_reads_total",
     "Reads that could have gone to a replica but went to the primary (none "
     "serving, or the replica failed the read)");
-  for (size_t i = 0; i < urls.size(); ++i) {
+  for (size_t i = 0; i < targets.size(); ++i) {
     replica_slot r;
-    auto name = "replica-" + std::to_string(i);
+    auto& name = targets[i].name;
     r.status.name = name;
-    r.status.address = storage::url_address(urls[i]);
+    r.status.shard = shard;
+    r.status.address = storage::url_address(targets[i].url);
     r.status.why = "not probed yet";
-    r.pool = spawn_db_pool(self->system(), urls[i], workers,
+    r.pool = spawn_db_pool(self->system(), targets[i].url, workers,
                            connect_timeout_s, 10000, name);
     self->link_to(r.pool);
     auto l = "replica=\"" + name + "\"";
@@ -244,7 +245,7 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
     r.lag->set(-1);
     auto mon = self->spawn<caf::detached + caf::linked>(
       replica_monitor, caf::actor_cast<caf::actor>(self), i, primary_url,
-      urls[i], connect_timeout_s, interval_ms);
+      targets[i].url, connect_timeout_s, interval_ms);
     r.monitor = mon.address();
     st.replicas.push_back(std::move(r));
   }
@@ -339,17 +340,18 @@ caf::behavior read_router(router_actor* self, caf::actor primary,
 
 } // namespace
 
-caf::actor spawn_read_router(caf::actor_system& sys, caf::actor primary,
+caf::actor spawn_read_router(caf::actor_system& sys, size_t shard,
+                             caf::actor primary,
                              const std::string& primary_url,
-                             const std::vector<std::string>& replica_urls,
+                             const std::vector<replica_target>& replicas,
                              size_t workers, int64_t max_lag_ms,
                              int64_t connect_timeout_s,
                              std::shared_ptr<replica_board> board,
                              int64_t probe_interval_ms) {
-  if (replica_urls.empty())
+  if (replicas.empty())
     return primary;
-  return sys.spawn(read_router, std::move(primary), primary_url,
-                   replica_urls, workers, max_lag_ms, connect_timeout_s,
+  return sys.spawn(read_router, shard, std::move(primary), primary_url,
+                   replicas, workers, max_lag_ms, connect_timeout_s,
                    std::move(board), probe_interval_ms);
 }
 

@@ -41,8 +41,10 @@ private:
 
 /// What one replica looks like now, as /api/v1/cluster shows it.
 struct replica_status {
-  /// "replica-0".
+  /// "replica-0" (its place in storage.replicas).
   std::string name;
+  /// The data shard it replays (0: the catalog).
+  size_t shard = 0;
   /// host:port from its URL (no credentials).
   std::string address;
   /// Answered the last probe and is in recovery (a replica).
@@ -71,14 +73,24 @@ private:
   std::vector<replica_status> replicas_;
 };
 
-/// Spawns the read router: an actor that takes db_job like a pool and hands
-/// each to a serving replica's pool (round robin), else to `primary`. A job
-/// that finds its replica unreachable runs again on the primary. One
-/// detached monitor per replica probes it and the primary every
-/// `probe_interval_ms`. With no replicas it returns `primary` itself.
-caf::actor spawn_read_router(caf::actor_system& sys, caf::actor primary,
+/// One replica a read router may send reads to.
+struct replica_target {
+  /// "replica-N", N its place in storage.replicas (metrics label, logs).
+  std::string name;
+  std::string url;
+};
+
+/// Spawns the read router of one data shard (`shard`): an actor that takes
+/// db_job like a pool and hands each to a serving replica's pool (round
+/// robin), else to `primary`. A job that finds its replica unreachable runs
+/// again on the primary. One detached monitor per replica probes it and the
+/// primary every `probe_interval_ms`; a replica of another database (its
+/// system identifier differs from the primary's) never serves. With no
+/// replicas it returns `primary` itself.
+caf::actor spawn_read_router(caf::actor_system& sys, size_t shard,
+                             caf::actor primary,
                              const std::string& primary_url,
-                             const std::vector<std::string>& replica_urls,
+                             const std::vector<replica_target>& replicas,
                              size_t workers, int64_t max_lag_ms,
                              int64_t connect_timeout_s,
                              std::shared_ptr<replica_board> board,

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # ctest db.shards (label db): a troupe node whose catalog is scripts/db-local's
 # pg_auto_failover formation (data shard 0) and whose storage.shards names
-# db-local's second, independent PostgreSQL instance (data shard 1).
+# db-local's second, independent PostgreSQL instance (data shard 1), and
+# storage.replicas names both read replicas (the catalog's and the shard's).
 #   - 200 devices are spread over both (each shard within 40-60 %), and each
 #     device's points are stored on its own shard only;
 #   - under upload load the second shard's postmaster is stopped
 #     (immediate shutdown) for 10 s: devices of shard 0 keep getting 202
 #     for every upload; devices of shard 1 get 202 (spooled) or 503 only;
-#   - while it is down, the device list still names every device (shard
-#     1's from the catalog, marked data_unavailable; the page partial) and
-#     the alert list answers, partial;
+#   - while it is down, shard 1's own read replica keeps its devices in the
+#     device list; with that replica stopped too, the device list still
+#     names every device (shard 1's from the catalog, marked
+#     data_unavailable; the page partial) and the alert list answers,
+#     partial;
 #   - once it is back, every point answered 202 is on its device's shard,
-#     none twice, none on the other shard, and the lists are whole.
+#     none twice, none on the other shard, and the lists are whole;
+#   - a shard-1 device's history is read from shard 1's replica, complete.
 #
 #   tests/db/shards.sh BUILD_DIR
 set -euo pipefail
@@ -22,7 +26,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 db_test_init shards
 db_test_tier
 [ -n "${TROUPE_DB_SHARD2_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DB_SHARD2_URL"
-db_test_node shards-Pw-0123 --set "storage.shards=$TROUPE_DB_SHARD2_URL"
+[ -n "${TROUPE_DB_SHARD2_REPLICA_URL:-}" ] || fail "scripts/db-local printed no TROUPE_DB_SHARD2_REPLICA_URL"
+db_test_node shards-Pw-0123 --set "storage.shards=$TROUPE_DB_SHARD2_URL" \
+  --set "storage.replicas=$TROUPE_DB_REPLICA_URL,$TROUPE_DB_SHARD2_REPLICA_URL"
 
 python3 - "$url" "$root/scripts/db-local" "$db_dir" <<'PY'
 import json, subprocess, sys, threading, time, os
@@ -125,8 +131,27 @@ def device_list():
     if st != 200: fail(f"device list: {st} {b}")
     return {d["id"]: d for d in b["items"] if d["id"] in placed}, b
 
-# Lists still answer without shard 1: its devices come from the catalog,
-# marked; shard 0's keep their latest values; the page says it is partial.
+def replica(name):
+    st, b = call("GET", "/api/v1/cluster", None, admin)
+    if st != 200: fail(f"cluster: {st} {b}")
+    return next(r for r in b["database"]["replicas"] if r["name"] == name)
+
+# Shard 1's own replica still serves its reads: the list is whole, with
+# shard 1's latest values.
+listed, page = device_list()
+if "partial" in page or set(listed) != set(ids) or any("m" not in d["latest"] for d in listed.values()):
+    fail(f"device list with shard 1 down and its replica serving: partial {page.get('partial')}, "
+         f"{len(listed)} devices, {sum(1 for d in listed.values() if 'm' not in d['latest'])} without latest values")
+print("# shard 1 down, its replica serving: the device list is whole, latest values from the replica")
+
+# Without the replica too, lists still answer: shard 1's devices come from
+# the catalog, marked; shard 0's keep their latest values; the page says it
+# is partial.
+subprocess.run([db_local, "stop-replica", db_dir, "shard"], check=True)
+deadline = time.time() + 10
+while replica("replica-1")["serving"]:
+    if time.time() > deadline: fail("replica-1 still serving 10 s after it stopped")
+    time.sleep(0.2)
 listed, page = device_list()
 if page.get("partial") is not True: fail(f"device list without shard 1 is not marked partial: {page.get('partial')}")
 if set(listed) != set(ids): fail(f"device list without shard 1 has {len(listed)} of {len(ids)} devices")
@@ -137,9 +162,11 @@ for i, d in listed.items():
         fail(f"device {i} of shard 0: {d}")
 st, b = call("GET", "/api/v1/alerts", None, admin)
 if st != 200 or b.get("partial") is not True: fail(f"alert list without shard 1: {st} {b}")
-print(f"# lists without shard 1: {len(listed)} devices ({sum(1 for i in listed if placed[i] == 1)} marked data_unavailable), alerts partial")
+print(f"# lists without shard 1 and its replica: {len(listed)} devices ({sum(1 for i in listed if placed[i] == 1)} marked data_unavailable), alerts partial")
 time.sleep(max(0, 10 - (time.time() - stopped)))
 subprocess.run([db_local, "start-shard", db_dir], check=True)
+# The replica streams again once its primary is back.
+subprocess.run([db_local, "start-replica", db_dir, "shard"], check=True)
 print(f"# shard 1 down for {time.time() - stopped:.1f} s")
 time.sleep(8)
 stop.set()
@@ -180,6 +207,34 @@ for s, url in ((0, catalog), (1, shard2)):
             fail(f"device {i} of shard {placed[i]} has points on shard {s}")
 total = sum(len(a) for a in acked.values())
 print(f"# {total} acknowledged points, all stored on their device's shard, none twice")
+
+# History reads of a shard-1 device go to shard 1's replica, complete.
+def replica_reads(name):
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    return sum(float(l.split()[-1]) for l in text.splitlines()
+               if l.startswith("troupe_db_replica_reads_total{") and f'replica="{name}"' in l)
+r1 = replica("replica-1")
+if r1["shard"] != 1: fail(f"replica-1 is shown on shard {r1['shard']}")
+if replica("replica-0")["shard"] != 0: fail("replica-0 is not shown on shard 0")
+deadline = time.time() + 30
+while not replica("replica-1")["serving"]:
+    if time.time() > deadline: fail(f"replica-1 not serving again: {replica('replica-1')}")
+    time.sleep(0.2)
+dev = next(i for i in ids if placed[i] == 1 and acked[i])
+deadline = time.time() + 30
+while True:
+    before = replica_reads("replica-1")
+    st, b = call("GET", f"/api/v1/devices/{dev}/telemetry?metric=m&from=0&limit=10000", None, admin)
+    if st != 200: fail(f"history of {dev}: {st} {b}")
+    got = {p[0] for p in b["points"]}
+    if set(acked[dev]) <= got and replica_reads("replica-1") > before: break
+    if time.time() > deadline:
+        fail(f"history of {dev}: {len(set(acked[dev]) - got)} acknowledged points missing, "
+             f"replica-1 reads {before} -> {replica_reads('replica-1')}")
+    time.sleep(0.5)
+print(f"# history of a shard-1 device read from shard 1's replica: {len(got)} points, replica-1 served {replica_reads('replica-1'):.0f} reads")
 PY
 echo "# spool records of shard 1's importers: $(metric troupe_spool_records_total)"
 echo "PASS"

@@ -101,7 +101,7 @@ function Database({ db }) {
             ))}
             {db.replicas.map((r) => (
               <tr key={r.name} data-db-role="replica" data-replica={r.name}>
-                <td>read {r.name}</td>
+                <td>read {r.name}{r.shard > 0 ? ` (shard ${r.shard})` : ''}</td>
                 <td class="mono">{r.address}</td>
                 <td title={r.why || ''}>
                   <Badge kind={r.serving ? 'ok' : r.up ? 'pending' : 'alert'}>
