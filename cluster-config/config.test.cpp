@@ -193,7 +193,7 @@ TEST_CASE("the example configurations load") {
   auto cfg = load(cl, no_env);
   REQUIRE(cfg);
   CHECK(cfg->storage.standby_policy == "spool");
-  CHECK(cfg->storage.replicas.size() == 1);
+  CHECK(cfg->storage.replicas.size() == 2);
 }
 
 TEST_CASE("a database list from the environment keeps multi-host entries whole") {
