@@ -79,22 +79,28 @@ int64_t steady_ms() {
 
 struct monitor_state {
   std::string name = "replica_monitor";
+  /// "replica-N".
+  std::string replica_name;
   std::unique_ptr<storage::connection> primary;
   std::unique_ptr<storage::connection> replica;
   lag_tracker lag;
   /// The primary's pg_control_system().system_identifier, once known: a
   /// replica serves only with the same.
   std::string primary_system;
+  /// The mismatch above was logged.
+  bool warned_system = false;
 };
 
 /// Probes the primary's WAL position and the replica's replay position, and
 /// reports (replica_atom, index, up, lag_ms, behind_bytes, why) to `router`.
 caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
                               caf::actor router, size_t index,
+                              std::string replica_name,
                               std::string primary_url, std::string replica_url,
                               int64_t connect_timeout_s, int64_t interval_ms) {
   auto& st = self->state;
-  st.name = "replica_monitor-" + std::to_string(index);
+  st.name = replica_name + "-monitor";
+  st.replica_name = std::move(replica_name);
   st.primary = std::make_unique<storage::connection>(primary_url,
                                                      connect_timeout_s);
   st.replica = std::make_unique<storage::connection>(replica_url,
@@ -134,6 +140,14 @@ caf::behavior replica_monitor(caf::stateful_actor<monitor_state>* self,
         // reads from it would answer with another database's rows.
         why = "replays another database (system identifier " + r->str(0, 2)
               + ", the primary's " + st.primary_system + ")";
+        if (!st.warned_system) {
+          // A replica that did not answer at start was taken for the
+          // catalog's; a node start places it on the shard it replays.
+          st.warned_system = true;
+          log().warn("{} left out of reads: it {}; if it replays another "
+                     "data shard, restart the node to place it there",
+                     st.replica_name, why);
+        }
       } else if (auto replayed = parse_lsn(r->str(0, 1)); !replayed) {
         why = "no WAL replayed yet";
       } else {
@@ -244,8 +258,8 @@ caf::behavior read_router(router_actor* self, size_t shard,
                               "WAL bytes the replica has not replayed", l);
     r.lag->set(-1);
     auto mon = self->spawn<caf::detached + caf::linked>(
-      replica_monitor, caf::actor_cast<caf::actor>(self), i, primary_url,
-      targets[i].url, connect_timeout_s, interval_ms);
+      replica_monitor, caf::actor_cast<caf::actor>(self), i, name,
+      primary_url, targets[i].url, connect_timeout_s, interval_ms);
     r.monitor = mon.address();
     st.replicas.push_back(std::move(r));
   }
