@@ -98,4 +98,5 @@ fi
 mkdir -p "$out"
 TROUPE_URL=$url1 TROUPE_URL2="http://127.0.0.1:$h2" TROUPE_CONSOLE_URL=$console_url \
   TROUPE_ADMIN_USER=$admin_user TROUPE_ADMIN_PASSWORD=$admin_password TROUPE_UI_OUT=$out \
+  TROUPE_UI_SHARD_DB="${db}_s1" TROUPE_UI_PG_ADMIN_URL=$TROUPE_TEST_DATABASE_URL \
   TZ=UTC node e2e/console.e2e.mjs

@@ -4,11 +4,14 @@
 //
 // Env: TROUPE_URL (node 1), TROUPE_URL2 (node 2), TROUPE_ADMIN_USER,
 // TROUPE_ADMIN_PASSWORD, TROUPE_UI_OUT (screenshots, default ./ui-out),
-// CHROMIUM, TROUPE_CONSOLE_URL (where the console is loaded; default node 1).
+// CHROMIUM, TROUPE_CONSOLE_URL (where the console is loaded; default node 1),
+// TROUPE_UI_SHARD_DB and TROUPE_UI_PG_ADMIN_URL (the second data shard's
+// database and a superuser URL of its server, to take the shard down).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import puppeteer from 'puppeteer-core';
 
 const strip = (u) => u.replace(/\/+$/, '');
@@ -23,6 +26,9 @@ const T1 = `t1-${RUN}`, T2 = `t2-${RUN}`;
 const OP = { name: `op-${RUN}`, pw: 'operator-pw-1' };
 const VIEWER = { name: `viewer-${RUN}`, pw: 'viewer-pw-01' };
 const DEV = `dev-${RUN}`, OTHER = `other-${RUN}`;
+// The second data shard's database and a superuser URL of its server.
+const SHARD_DB = process.env.TROUPE_UI_SHARD_DB || '';
+const PG_ADMIN = process.env.TROUPE_UI_PG_ADMIN_URL || '';
 
 fs.mkdirSync(OUT, { recursive: true });
 
@@ -510,6 +516,35 @@ await test('node 2 serves the console too', async () => {
   const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
   assert.ok(asset, 'a hashed script under /assets/');
   assert.equal((await fetch(NODE2 + asset)).status, 200);
+});
+
+await test('with a data shard down, the fleet and alerts pages say their lists are partial', async () => {
+  // tests/ui/run.sh names the second data shard's database; refusing its
+  // connections (and ending those open) takes it down for the nodes.
+  if (!SHARD_DB || !PG_ADMIN) return console.log('  # skipped: TROUPE_UI_SHARD_DB / TROUPE_UI_PG_ADMIN_URL not set');
+  const sql = (q) => execFileSync('psql', [PG_ADMIN, '-qXAtc', q], { encoding: 'utf8' });
+  const shardDown = (down) => {
+    sql(`ALTER DATABASE "${SHARD_DB}" ALLOW_CONNECTIONS ${down ? 'false' : 'true'}`);
+    if (down) sql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${SHARD_DB}'`);
+  };
+  shardDown(true);
+  try {
+    const page = await open('admin', `/?q=bulk-${RUN}`);
+    await waitText(page, 'p[role=status]', /shard does not answer/);
+    await page.waitForFunction(() => [...document.querySelectorAll('table.devices tbody tr[data-device]')]
+      .some((tr) => /data unavailable/.test(tr.querySelector('td.latest').textContent) && /unknown/.test(tr.textContent)));
+    await shot(page, 'fleet-partial');
+    await page.goto(UI + '/alerts');
+    await waitText(page, 'p[role=status]', /alerts of its devices are missing/);
+    await shot(page, 'alerts-partial');
+  } finally {
+    shardDown(false);
+  }
+  // Whole again once the shard answers (the fleet page refreshes itself).
+  const page = await open('admin', `/?q=bulk-${RUN}`);
+  await page.waitForFunction(() => document.querySelectorAll('table.devices tbody tr[data-device]').length > 0
+    && !document.querySelector('p[role=status]')
+    && ![...document.querySelectorAll('td.latest')].some((td) => /data unavailable/.test(td.textContent)), { timeout: 30000 });
 });
 
 await test('every page works on a 375 px phone', async () => {

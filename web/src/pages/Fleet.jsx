@@ -59,8 +59,17 @@ export default function Fleet({ query, state }) {
                   <tr key={d.id} data-device={d.id}>
                     <td><Link href={`/devices/${seg(d.id)}`}>{d.id}</Link></td>
                     <td>{d.name}</td>
-                    <td>{d.online ? <Badge kind="ok">online</Badge> : <Badge kind="off">offline</Badge>}</td>
-                    <td title={formatTime(d.last_seen_ms)}>{formatRelative(d.last_seen_ms, now)}</td>
+                    {d.data_unavailable ? (
+                      <>
+                        <td><Badge kind="off">unknown</Badge></td>
+                        <td>—</td>
+                      </>
+                    ) : (
+                      <>
+                        <td>{d.online ? <Badge kind="ok">online</Badge> : <Badge kind="off">offline</Badge>}</td>
+                        <td title={formatTime(d.last_seen_ms)}>{formatRelative(d.last_seen_ms, now)}</td>
+                      </>
+                    )}
                     <td class="latest">
                       {d.data_unavailable ? <Badge kind="alert">data unavailable</Badge> : formatLatest(d.latest)}
                     </td>
