@@ -48,7 +48,9 @@ export default function Alerts({ user, query }) {
                   )}
                 </tr>
               ))}
-              {items.length === 0 && <tr><td colSpan={6}>No {state} alerts.</td></tr>}
+              {items.length === 0 && (
+                <tr><td colSpan={6}>No {state} alerts{list.data.partial ? ' on the shards that answer' : ''}.</td></tr>
+              )}
             </tbody>
           </table>
         </div>
