@@ -14,7 +14,6 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
-#include "runtime/metrics.hpp"
 #include "storage/crypto.hpp"
 #include "storage/errc.hpp"
 #include "storage/queries.hpp"
@@ -74,14 +73,6 @@ alert to_alert(const storage::alert_row& a) {
   return x;
 }
 
-
-runtime::counter& partial_alert_lists() {
-  static auto& c = runtime::metrics().get_counter(
-    "troupe_partial_lists_total",
-    "Lists answered without some data shard (its rows marked or missing)",
-    "list=\"alerts\"");
-  return c;
-}
 
 } // namespace
 
@@ -227,7 +218,7 @@ alerts_actor::behavior_type alerts(alerts_ptr self, context_ptr ctx) {
             return;
           }
           if (down > 0)
-            partial_alert_lists().inc();
+            partial_lists("alerts").inc();
           std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) {
             return std::tie(a.opened_ms, a.id) > std::tie(b.opened_ms, b.id);
           });

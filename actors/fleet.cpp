@@ -13,7 +13,6 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/db_pool.hpp"
-#include "runtime/metrics.hpp"
 #include "storage/crypto.hpp"
 #include "storage/errc.hpp"
 #include "storage/queries.hpp"
@@ -36,14 +35,6 @@ using fleet_ptr = fleet_actor::stateful_pointer<fleet_state>;
 /// A shard's device rows, each marked when it comes from the catalog
 /// because its data shard did not answer.
 using summaries = std::vector<std::pair<storage::device_summary, bool>>;
-
-runtime::counter& partial_lists() {
-  static auto& c = runtime::metrics().get_counter(
-    "troupe_partial_lists_total",
-    "Lists answered without some data shard (its rows marked or missing)",
-    "list=\"devices\"");
-  return c;
-}
 
 /// The merged page: the first `limit` rows by id (byte order, as each
 /// shard's query sorts).
@@ -133,7 +124,7 @@ fleet_actor::behavior_type fleet(fleet_ptr self, context_ptr ctx) {
           // A down shard's devices still belong in the page: the catalog
           // has their ids, names and tenants (not their last_seen, kept on
           // the shard: null or old there), marked as such.
-          partial_lists().inc();
+          partial_lists("devices").inc();
           db_call<std::vector<storage::device_summary>>(
             self, self->state.ctx->data[0].reads,
             [f, down](storage::connection& c)

@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -10,6 +11,7 @@
 
 #include "actors/context.hpp"
 #include "runtime/db_pool.hpp"
+#include "runtime/metrics.hpp"
 #include "storage/pg.hpp"
 
 namespace troupe::actors {
@@ -45,6 +47,15 @@ void on_every_shard(Self* self, const context& ctx, shard_pool which, F fn,
           g->k(std::move(g->out));
       });
   }
+}
+
+/// troupe_partial_lists_total{list}: lists answered without some data
+/// shard (its rows marked or missing).
+inline runtime::counter& partial_lists(const std::string& list) {
+  return runtime::metrics().get_counter(
+    "troupe_partial_lists_total",
+    "Lists answered without some data shard (its rows marked or missing)",
+    "list=\"" + list + "\"");
 }
 
 /// The first failure among `rs`, if any.
