@@ -233,13 +233,16 @@ from=$(( (now - 30 * 86400000) / step_ms * step_ms ))
 # that are not whole hours run; whole hours come from the rollups), with
 # its parameters in place, for comparison. Keep it in step with that
 # function.
-sql="SELECT (extract(epoch FROM b) * 1000)::bigint, n, mn, mx, av FROM (
- SELECT date_bin(make_interval(secs => $step_ms / 1000.0), t.ts,
-  timestamptz 'epoch') AS b, count(*) AS n, min(t.value) AS mn,
-  max(t.value) AS mx, avg(t.value) AS av
- FROM telemetry t JOIN metrics m ON m.id = t.metric_id
- WHERE t.device_key = $key AND m.name = '$metric'
- AND t.ts >= to_timestamp($from / 1000.0) AND t.ts <= to_timestamp($now / 1000.0)
+sql="SELECT b, n, mn, mx, av FROM (
+ SELECT (t - ((t % $step_ms) + $step_ms) % $step_ms) AS b, count(*) AS n,
+  min(value) AS mn, max(value) AS mx, avg(value) AS av
+ FROM (SELECT p.ms AS t, p.value
+  FROM telemetry_chunks c, unnest(c.ms, c.vals) AS p(ms, value)
+  WHERE c.device_key = $key
+  AND c.metric_id = (SELECT id FROM metrics WHERE name = '$metric')
+  AND c.hour >= floor($from / 3600000.0)::bigint
+  AND c.hour <= floor($now / 3600000.0)::bigint
+  AND p.ms >= $from AND p.ms <= $now) p
  GROUP BY 1 ORDER BY 1 DESC LIMIT 1000) s"
 psql_q "EXPLAIN (ANALYZE, BUFFERS) $sql" >"$out/explain-30d.txt" || die "EXPLAIN failed"
 : >"$out/sql.txt"

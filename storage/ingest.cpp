@@ -26,14 +26,6 @@ const std::string epoch_sql
     " || coalesce(inet_server_port()::text, '') || ' '"
     " || (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint";
 
-// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-constexpr int64_t pg_epoch_us = 946'684'800'000'000;
-
-void put_u16(std::string& out, uint16_t x) {
-  out += static_cast<char>(x >> 8);
-  out += static_cast<char>(x & 0xFF);
-}
-
 void put_u32(std::string& out, uint32_t x) {
   for (int shift = 24; shift >= 0; shift -= 8)
     out += static_cast<char>((x >> shift) & 0xFF);
@@ -76,26 +68,28 @@ double bits_double(uint64_t bits) {
 
 } // namespace
 
-std::string encode_copy_binary(const std::vector<point_row>& rows,
-                               const std::vector<int32_t>& metric_ids) {
-  std::string out;
-  out.reserve(19 + rows.size() * 46 + 2);
-  out.append("PGCOPY\n\377\r\n\0", 11);
-  put_u32(out, 0); // flags
-  put_u32(out, 0); // header extension length
-  for (size_t i = 0; i < rows.size(); ++i) {
-    auto& r = rows[i];
-    put_u16(out, 4);
-    put_u32(out, 8);
-    put_u64(out, static_cast<uint64_t>(r.device_key));
-    put_u32(out, 4);
-    put_u32(out, static_cast<uint32_t>(metric_ids[i]));
-    put_u32(out, 8);
-    put_u64(out, static_cast<uint64_t>(r.ts_ms * 1000 - pg_epoch_us));
-    put_u32(out, 8);
-    put_u64(out, double_bits(r.value));
+point_chunks chunk_points(const ingest_batch& batch,
+                          const std::vector<int32_t>& metric_ids) {
+  // Chunks in key order, points in upload order within each.
+  std::map<std::tuple<int64_t, int32_t, int64_t>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < batch.points.size(); ++i) {
+    auto& p = batch.points[i];
+    groups[{p.device_key, metric_ids[i], hour_of(p.ts_ms)}].push_back(i);
   }
-  put_u16(out, 0xFFFF);
+  point_chunks out;
+  out.ms.reserve(batch.points.size());
+  out.values.reserve(batch.points.size());
+  for (auto& [k, idx] : groups) {
+    out.keys.push_back(std::get<0>(k));
+    out.metrics.push_back(std::get<1>(k));
+    out.hours.push_back(std::get<2>(k));
+    out.offsets.push_back(static_cast<int64_t>(out.ms.size()) + 1);
+    out.counts.push_back(static_cast<int64_t>(idx.size()));
+    for (auto i : idx) {
+      out.ms.push_back(batch.points[i].ts_ms);
+      out.values.push_back(batch.points[i].value);
+    }
+  }
   return out;
 }
 
@@ -242,12 +236,6 @@ caf::error ingest_writer::resolve_metrics(const ingest_batch& batch,
 
 namespace {
 
-/// Batches up to this many points are written by one statement (one round
-/// trip, one commit); larger ones by binary COPY in a transaction, which
-/// /// costs three more round trips but far less CPU per point. Replays insert
-/// with a statement that skips what is stored already (COPY cannot).
-constexpr size_t single_statement_points = 2000;
-
 /// The shortest text that reads back as exactly v (std::to_chars: several
 /// times cheaper than printf's %.17g, which showed in profiles).
 std::string float_text(double v) {
@@ -274,14 +262,11 @@ struct hour_delta {
 
 using hour_key = std::tuple<int64_t, int32_t, int64_t>;
 
-int64_t hour_of(int64_t ts_ms) {
-  return (ts_ms >= 0 ? ts_ms : ts_ms - 3'599'999) / 3'600'000;
-}
-
 /// What a batch changes besides the raw points, as array parameters: the
 /// newest point per (device, metric) for `latest`, what it adds to each
 /// hour's rollup (merged by the rollup pass), and the devices' batch marks.
 struct side_rows {
+  std::map<hour_key, hour_delta> hours;
   std::vector<int64_t> lkeys, lmetrics, lts;
   std::vector<std::string> lvalues;
   std::vector<int64_t> hkeys, hmetrics, hstarts, hn;
@@ -290,7 +275,6 @@ struct side_rows {
 
   side_rows(const ingest_batch& batch, const std::vector<int32_t>& ids) {
     std::map<std::pair<int64_t, int32_t>, size_t> newest;
-    std::map<hour_key, hour_delta> hours;
     for (size_t i = 0; i < batch.points.size(); ++i) {
       auto& p = batch.points[i];
       auto k = std::make_pair(p.device_key, ids[i]);
@@ -305,7 +289,7 @@ struct side_rows {
       lts.push_back(batch.points[i].ts_ms);
       lvalues.push_back(float_text(batch.points[i].value));
     }
-    set_hours(hours);
+    set_hours();
     for (auto& m : batch.marks) {
       mkeys.push_back(m.device_key);
       mhwm.push_back(m.batch_hwm);
@@ -313,19 +297,21 @@ struct side_rows {
     }
   }
 
-  /// Replaces the hour deltas by those of the rows `inserted` returned
-  /// (device_key, metric_id, ts in ms, value): a replay counts only the
-  /// points it stored.
-  void hours_from(const result& inserted) {
-    std::map<hour_key, hour_delta> hours;
+  /// Keeps the hour deltas of the chunks `inserted` returned (device_key,
+  /// metric_id, hour): a replay counts only the chunks it stored. A batch
+  /// has one chunk per (device, metric, hour), the key of its delta.
+  void keep_hours(const result& inserted) {
+    std::set<hour_key> stored;
     for (int i = 0; i < inserted.rows(); ++i)
-      hours[{inserted.i64(i, 0), static_cast<int32_t>(inserted.i64(i, 1)),
-             hour_of(inserted.i64(i, 2))}]
-        .add(std::strtod(inserted.str(i, 3).c_str(), nullptr));
-    set_hours(hours);
+      stored.insert({inserted.i64(i, 0),
+                     static_cast<int32_t>(inserted.i64(i, 1)),
+                     inserted.i64(i, 2)});
+    for (auto it = hours.begin(); it != hours.end();)
+      it = stored.count(it->first) ? std::next(it) : hours.erase(it);
+    set_hours();
   }
 
-  void set_hours(const std::map<hour_key, hour_delta>& hours) {
+  void set_hours() {
     for (auto* v : {&hkeys, &hmetrics, &hstarts, &hn})
       v->clear();
     for (auto* v : {&hmean, &hmn, &hmx})
@@ -401,23 +387,23 @@ struct side_rows {
 
 namespace {
 
-/// Inserts the points given as four arrays ($1..$4, point_params()).
-const std::string insert_points_sql
-  = "INSERT INTO telemetry (device_key, metric_id, ts, value)"
-    " SELECT k, m, to_timestamp(t / 1000.0), v FROM unnest($1::bigint[],"
-    " $2::int[], $3::bigint[], $4::float8[]) AS u(k, m, t, v)";
+/// Inserts a batch's chunks given as seven arrays ($1..$7, chunk_params()):
+/// per chunk its device, metric, hour, first point and point count, then
+/// every point's milliseconds and value, sliced per chunk.
+const std::string insert_chunks_sql
+  = "INSERT INTO telemetry_chunks (device_key, metric_id, hour, ms, vals)"
+    " SELECT k, m, h, ($6::bigint[])[o:o + n - 1],"
+    " ($7::float8[])[o:o + n - 1] FROM unnest($1::bigint[], $2::int[],"
+    " $3::bigint[], $4::int[], $5::int[]) AS u(k, m, h, o, n)";
 
-std::vector<param> point_params(const ingest_batch& batch,
-                                const std::vector<int32_t>& ids) {
-  std::vector<int64_t> keys, metrics, ts;
+std::vector<param> chunk_params(const point_chunks& c) {
   std::vector<std::string> values;
-  for (size_t i = 0; i < batch.points.size(); ++i) {
-    keys.push_back(batch.points[i].device_key);
-    metrics.push_back(ids[i]);
-    ts.push_back(batch.points[i].ts_ms);
-    values.push_back(float_text(batch.points[i].value));
-  }
-  return {array_literal(keys), array_literal(metrics), array_literal(ts),
+  values.reserve(c.values.size());
+  for (auto v : c.values)
+    values.push_back(float_text(v));
+  return {array_literal(c.keys),    array_literal(c.metrics),
+          array_literal(c.hours),   array_literal(c.offsets),
+          array_literal(c.counts),  array_literal(c.ms),
           array_literal(values)};
 }
 
@@ -428,52 +414,43 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
   if (auto err = resolve_metrics(batch, ids))
     return err;
   side_rows side{batch, ids};
-  std::vector<param> params;
-  if (how == mode::fresh && batch.points.size() <= single_statement_points) {
+  auto params = chunk_params(chunk_points(batch, ids));
+  if (how == mode::fresh) {
     // One statement, its own transaction: points, latest values, hour
     // deltas and marks commit together in one round trip.
-    params = point_params(batch, ids);
     side.params(params);
-    auto res = conn_.exec("WITH ins AS (" + insert_points_sql + "), "
-                            + side_rows::ctes(5) + " SELECT 1",
+    auto res = conn_.exec("WITH ins AS (" + insert_chunks_sql + "), "
+                            + side_rows::ctes(8) + " SELECT 1",
                           params, retry::never);
     return res ? confirm() : res.error();
   }
-  // Larger batches and replays: a transaction of several statements.
-  auto run = [&](const std::string& sql,
-                 const std::vector<param>& ps = {}) {
+  // Replays: only chunks not stored already, and the hour deltas of those,
+  // in one transaction of two statements.
+  auto run = [&](const std::string& sql, const std::vector<param>& ps) {
     return conn_.exec(sql, ps, retry::never);
   };
-  if (auto res = run("BEGIN"); !res)
+  if (auto res = run("BEGIN", {}); !res)
     return res.error();
   auto fail = [&](caf::error err) {
     if (conn_.ok())
-      (void) run("ROLLBACK");
+      (void) run("ROLLBACK", {});
     return err;
   };
-  if (how == mode::replay) {
-    // Only points not stored already; the hour deltas count those alone.
-    auto ins = run(insert_points_sql
-                     + " WHERE NOT EXISTS (SELECT 1 FROM telemetry s WHERE"
-                       " s.device_key = u.k AND s.metric_id = u.m"
-                       " AND s.ts = to_timestamp(u.t / 1000.0)"
-                       " AND s.value = u.v)"
-                       " RETURNING device_key, metric_id,"
-                       " (extract(epoch FROM ts) * 1000)::bigint, value",
-                   point_params(batch, ids));
-    if (!ins)
-      return fail(ins.error());
-    side.hours_from(*ins);
-  } else if (auto err = conn_.copy_in(
-               "COPY telemetry (device_key, metric_id, ts, value) FROM STDIN"
-               " (FORMAT binary)",
-               encode_copy_binary(batch.points, ids))) {
-    return fail(std::move(err));
-  }
+  auto ins = run(insert_chunks_sql
+                   + " WHERE NOT EXISTS (SELECT 1 FROM telemetry_chunks s"
+                     " WHERE s.device_key = u.k AND s.metric_id = u.m"
+                     " AND s.hour = u.h AND s.ms = ($6::bigint[])[o:o + n - 1]"
+                     " AND s.vals = ($7::float8[])[o:o + n - 1])"
+                     " RETURNING device_key, metric_id, hour",
+                 params);
+  if (!ins)
+    return fail(ins.error());
+  side.keep_hours(*ins);
+  params.clear();
   side.params(params);
   if (auto res = run("WITH " + side_rows::ctes(1) + " SELECT 1", params); !res)
     return fail(res.error());
-  if (auto res = run("COMMIT"); !res)
+  if (auto res = run("COMMIT", {}); !res)
     return fail(res.error());
   return confirm();
 }

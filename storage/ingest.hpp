@@ -33,18 +33,37 @@ struct ingest_batch {
   std::vector<device_mark> marks;
 };
 
-/// Encodes rows (device_key int8, metric_id int4, ts timestamptz, value
-/// float8) as a COPY ... (FORMAT binary) payload.
-std::string encode_copy_binary(const std::vector<point_row>& rows,
-                               const std::vector<int32_t>& metric_ids);
+/// The hour (UTC, counted from the epoch) a point in epoch milliseconds
+/// falls in; floors, also before 1970.
+inline int64_t hour_of(int64_t ts_ms) {
+  return (ts_ms >= 0 ? ts_ms : ts_ms - 3'599'999) / 3'600'000;
+}
+
+/// A batch's points as rows of telemetry_chunks: one chunk per (device,
+/// metric, hour), in key order, its points in upload order. The i-th
+/// chunk's points are ms/values[offsets[i] - 1 .. + counts[i]) (offsets
+/// count from 1, as PostgreSQL's array slices do).
+struct point_chunks {
+  std::vector<int64_t> keys;
+  std::vector<int64_t> metrics;
+  std::vector<int64_t> hours;
+  std::vector<int64_t> offsets;
+  std::vector<int64_t> counts;
+  std::vector<int64_t> ms;
+  std::vector<double> values;
+};
+
+/// Groups a batch's points into chunks; metric_ids[i] is point i's metric.
+point_chunks chunk_points(const ingest_batch& batch,
+                          const std::vector<int32_t>& metric_ids);
 
 /// Serializes a batch for the spool; decode returns false on corrupt input.
 std::string encode_batch(const ingest_batch& batch);
 bool decode_batch(const std::string& bytes, ingest_batch& out);
 
-/// Writes ingest batches in one transaction each: the points into
-/// telemetry (one statement for ordinary batches, binary COPY for large
-/// ones), the latest values, the touched hours and the device marks. Owned by one importer actor
+/// Writes ingest batches in one transaction each: the points as chunks
+/// into telemetry_chunks, the latest values, what they add to each hour's
+/// rollup and the device marks (one statement for a fresh batch). Owned by one importer actor
 /// (not thread-safe). Caches metric ids.
 class ingest_writer {
 public:
@@ -60,8 +79,9 @@ public:
     fresh,
     /// A batch from the spool: it may have been committed already (the
     /// answer to its COMMIT was lost, or an earlier replay stopped after
-    /// it), so a point identical to a stored one (device, metric, ts and
-    /// value) is not stored again. Slower; only replays use it.
+    /// it), so a chunk identical to a stored one (device, metric, hour,
+    /// timestamps and values: the same batch groups into the same chunks)
+    /// is not stored again. Slower; only replays use it.
     replay,
   };
 

@@ -268,6 +268,54 @@ CREATE TABLE data_shards (
   added_ms bigint NOT NULL
 );
 )sql"},
+    {9, "telemetry in chunks: one row per device, metric, hour and flush",
+     R"sql(
+-- A row per point cost PostgreSQL a heap tuple and an index entry for each
+-- (about 8 us a point, most of a flush). A chunk holds the points one
+-- group commit brought for one device and metric within one hour (UTC),
+-- as two arrays in upload order: ms (epoch milliseconds) and vals. The
+-- hour (epoch hours) bounds a chunk, so a range read scans the index from
+-- the range's first hour and filters the points; partitions are by day
+-- (24 hours each), named telemetry_chunks_YYYYMMDD.
+CREATE TABLE telemetry_chunks (
+  device_key bigint NOT NULL,
+  metric_id  integer NOT NULL,
+  hour       bigint NOT NULL,
+  ms         bigint[] NOT NULL,
+  vals       double precision[] NOT NULL
+) PARTITION BY RANGE (hour);
+CREATE INDEX telemetry_chunks_lookup
+  ON telemetry_chunks (device_key, metric_id, hour);
+CREATE TABLE telemetry_chunks_default PARTITION OF telemetry_chunks DEFAULT;
+-- Points stored before: a chunk per device, metric and hour, each in the
+-- partition of its day (created here, so that the default partition stays
+-- empty and later partitions can still be attached).
+DO $$
+DECLARE d bigint;
+BEGIN
+  FOR d IN SELECT DISTINCT floor(extract(epoch FROM ts) / 86400)::bigint
+           FROM telemetry LOOP
+    EXECUTE format('CREATE TABLE telemetry_chunks_%s PARTITION OF'
+                   ' telemetry_chunks FOR VALUES FROM (%s) TO (%s)',
+                   to_char(to_timestamp(d * 86400) AT TIME ZONE 'UTC',
+                           'YYYYMMDD'), d * 24, (d + 1) * 24);
+  END LOOP;
+END $$;
+INSERT INTO telemetry_chunks (device_key, metric_id, hour, ms, vals)
+  SELECT device_key, metric_id, floor(ms / 3600000.0)::bigint,
+         array_agg(ms ORDER BY ms), array_agg(value ORDER BY ms)
+  FROM (SELECT device_key, metric_id, value,
+               round(extract(epoch FROM ts) * 1000)::bigint AS ms
+        FROM telemetry) p
+  GROUP BY device_key, metric_id, floor(ms / 3600000.0)::bigint;
+DROP TABLE telemetry;
+-- The points one per row, as before, for ad-hoc queries (troupe reads the
+-- chunks by their index).
+CREATE VIEW telemetry AS
+  SELECT c.device_key, c.metric_id, to_timestamp(p.ms / 1000.0) AS ts,
+         p.value
+  FROM telemetry_chunks c, unnest(c.ms, c.vals) AS p(ms, value);
+)sql"},
   };
   return all;
 }
@@ -356,22 +404,18 @@ caf::error maintain_partitions_locked(connection& conn, int64_t days_back,
   using namespace std::chrono;
   auto today = floor<hours>(system_clock::now()).time_since_epoch().count()
                / 24;
-  auto day_name = [](int64_t day, char sep) {
+  auto day_name = [](int64_t day) {
     std::time_t t = static_cast<std::time_t>(day * 86400);
     std::tm tm{};
     gmtime_r(&t, &tm);
     char buf[32];
-    if (sep)
-      std::snprintf(buf, sizeof(buf), "%04d-%02d-%02d", tm.tm_year + 1900,
-                    tm.tm_mon + 1, tm.tm_mday);
-    else
-      std::snprintf(buf, sizeof(buf), "%04d%02d%02d", tm.tm_year + 1900,
-                    tm.tm_mon + 1, tm.tm_mday);
+    std::snprintf(buf, sizeof(buf), "%04d%02d%02d", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday);
     return std::string{buf};
   };
   auto existing = conn.exec(
     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-    " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'telemetry'");
+    " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'telemetry_chunks'");
   if (!existing)
     return existing.error();
   std::vector<std::string> have;
@@ -381,13 +425,14 @@ caf::error maintain_partitions_locked(connection& conn, int64_t days_back,
     return std::find(have.begin(), have.end(), n) != have.end();
   };
   for (auto d = today - days_back; d <= today + days_ahead; ++d) {
-    auto name = "telemetry_" + day_name(d, 0);
+    auto name = "telemetry_chunks_" + day_name(d);
     if (has(name))
       continue;
+    // Bounds in epoch hours (the chunks' partition key).
     auto sql = "CREATE TABLE IF NOT EXISTS " + name
-               + " PARTITION OF telemetry FOR VALUES FROM ('"
-               + day_name(d, '-') + " 00:00:00+00') TO ('"
-               + day_name(d + 1, '-') + " 00:00:00+00')";
+               + " PARTITION OF telemetry_chunks FOR VALUES FROM ("
+               + std::to_string(d * 24) + ") TO ("
+               + std::to_string((d + 1) * 24) + ")";
     if (auto res = conn.exec(sql); !res) {
       log().error("cannot create partition {}: {}", name,
                   res.error().context().match_element<std::string>(0)
@@ -396,9 +441,9 @@ caf::error maintain_partitions_locked(connection& conn, int64_t days_back,
       return res.error();
     }
   }
-  auto cutoff = "telemetry_" + day_name(today - retention_days, 0);
+  auto cutoff = "telemetry_chunks_" + day_name(today - retention_days);
   for (auto& n : have) {
-    if (n == "telemetry_default" || n >= cutoff)
+    if (n == "telemetry_chunks_default" || n >= cutoff)
       continue;
     log().info("dropping expired partition {}", n);
     if (auto res = conn.exec("DROP TABLE IF EXISTS " + n); !res)

@@ -275,33 +275,6 @@ caf::expected<result> connection::exec_once(const std::string& sql,
   return err;
 }
 
-caf::error connection::copy_in(const std::string& sql,
-                               const std::string& payload) {
-  check_alive();
-  if (auto err = ensure())
-    return err;
-  auto res = PQexec(conn_, sql.c_str());
-  if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
-    auto err = to_error(res, sql);
-    if (res)
-      PQclear(res);
-    return err;
-  }
-  PQclear(res);
-  if (PQputCopyData(conn_, payload.data(), static_cast<int>(payload.size()))
-        != 1
-      || PQputCopyEnd(conn_, nullptr) != 1) {
-    return to_error(nullptr, sql);
-  }
-  caf::error err;
-  while ((res = PQgetResult(conn_)) != nullptr) {
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && !err)
-      err = to_error(res, sql);
-    PQclear(res);
-  }
-  return err;
-}
-
 std::string connection::quote_ident(const std::string& x) {
   std::string out = "\"";
   for (auto c : x) {

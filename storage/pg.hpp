@@ -90,10 +90,6 @@ public:
   /// Statements that found a broken link and ran again on a new one.
   uint64_t retries() const { return retries_; }
 
-  /// Runs a COPY ... FROM STDIN with the given payload.
-  [[nodiscard]] caf::error copy_in(const std::string& sql,
-                                   const std::string& payload);
-
   /// Escapes an identifier.
   std::string quote_ident(const std::string& x);
 

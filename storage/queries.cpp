@@ -14,6 +14,20 @@ std::string num(int64_t x) {
   return std::to_string(x);
 }
 
+/// The FROM and WHERE of a read of device `k`'s points of metric `m` with
+/// `lo <= ms <= hi` (SQL expressions; lo and hi bigint epoch milliseconds),
+/// naming the chunk `c` and the point `p` (p.ms, p.value): the chunks of
+/// the range's hours by their index (a chunk's points lie within its
+/// hour), then their points filtered.
+std::string points_in(const std::string& k, const std::string& m,
+                      const std::string& lo, const std::string& hi) {
+  return " FROM telemetry_chunks c, unnest(c.ms, c.vals) AS p(ms, value)"
+         " WHERE c.device_key = " + k + " AND c.metric_id = " + m
+         + " AND c.hour >= floor((" + lo + ") / 3600000.0)::bigint"
+         + " AND c.hour <= floor((" + hi + ") / 3600000.0)::bigint"
+         + " AND p.ms >= " + lo + " AND p.ms <= " + hi;
+}
+
 param opt_str(const std::string& s) {
   if (s.empty())
     return std::nullopt;
@@ -764,13 +778,13 @@ list_commands(connection& c, const std::string& device_id,
 
 caf::expected<std::vector<history_point>>
 raw_history(connection& c, const history_query& q) {
+  // Newest first by hour, then by time within the hour: the chunks come in
+  // index order and the LIMIT stops the scan early.
   auto r = c.exec(
-    "SELECT ts_ms, value FROM (SELECT (extract(epoch FROM t.ts) * 1000)::bigint"
-    " AS ts_ms, t.value FROM telemetry t JOIN metrics m ON m.id = t.metric_id"
-    " WHERE t.device_key = $1 AND m.name = $2"
-    " AND t.ts >= to_timestamp($3 / 1000.0) AND t.ts <= to_timestamp($4 / "
-    "1000.0)"
-    " ORDER BY t.ts DESC LIMIT $5) s ORDER BY ts_ms",
+    "SELECT ms, value FROM (SELECT p.ms, p.value"
+      + points_in("$1::bigint", "(SELECT id FROM metrics WHERE name = $2)",
+                  "$3::bigint", "$4::bigint")
+      + " ORDER BY c.hour DESC, p.ms DESC LIMIT $5) s ORDER BY ms",
     {num(q.device_key), q.metric, num(q.from_ms), num(q.to_ms),
      num(static_cast<int64_t>(q.limit))});
   if (!r)
@@ -796,13 +810,10 @@ bucket_history(connection& c, const history_query& q) {
   auto end_hour = in_range ? (q.to_ms + 1) / hour_ms * hour_ms : 0;
   bool by_hours = in_range && q.step_ms % hour_ms == 0
                   && end_hour > first_hour;
-  // date_bin on timestamps per row, epoch milliseconds once per bucket:
-  // extract(epoch ...) is numeric arithmetic since PostgreSQL 14, and per
-  // row it was most of the raw query.
-  const char* bin = "date_bin(make_interval(secs => $6 / 1000.0), t,"
-                    " timestamptz 'epoch')";
-  const char* outer
-    = "SELECT (extract(epoch FROM b) * 1000)::bigint, n, mn, mx, av FROM (";
+  // Buckets in epoch milliseconds (bigint arithmetic per point, floored
+  // also before 1970, as date_bin from the epoch).
+  const char* bin = "(t - ((t % $6::bigint) + $6::bigint) % $6::bigint)";
+  const char* outer = "SELECT b, n, mn, mx, av FROM (";
   std::vector<param> ps{num(q.device_key), q.metric, num(q.from_ms),
                         num(q.to_ms), num(static_cast<int64_t>(q.limit)),
                         num(q.step_ms)};
@@ -812,22 +823,26 @@ bucket_history(connection& c, const history_query& q) {
     ps.push_back(num(end_hour));
     sql = "WITH m AS (SELECT id FROM metrics WHERE name = $2),"
           " parts AS ("
-          " SELECT r.hour AS t, r.count AS n, r.min AS mn, r.max AS mx,"
-          "  r.avg AS av FROM rollups r, m WHERE r.device_key = $1"
+          " SELECT (extract(epoch FROM r.hour) * 1000)::bigint AS t,"
+          "  r.count AS n, r.min AS mn, r.max AS mx, r.avg AS av"
+          "  FROM rollups r, m WHERE r.device_key = $1"
           "  AND r.metric_id = m.id AND r.hour >= to_timestamp($7 / 1000.0)"
           "  AND r.hour < to_timestamp($8 / 1000.0)"
           " UNION ALL"
-          " SELECT d.hour, d.n, d.mn, d.mx, d.mean FROM rollup_deltas d, m"
+          " SELECT (extract(epoch FROM d.hour) * 1000)::bigint, d.n, d.mn,"
+          "  d.mx, d.mean FROM rollup_deltas d, m"
           "  WHERE d.device_key = $1 AND d.metric_id = m.id"
           "  AND d.hour >= to_timestamp($7 / 1000.0)"
           "  AND d.hour < to_timestamp($8 / 1000.0)"
           " UNION ALL"
-          " SELECT t.ts, 1, t.value, t.value, t.value FROM telemetry t, m"
-          "  WHERE t.device_key = $1 AND t.metric_id = m.id"
-          "  AND ((t.ts >= to_timestamp($3 / 1000.0)"
-          "   AND t.ts < to_timestamp($7 / 1000.0))"
-          "  OR (t.ts >= to_timestamp($8 / 1000.0)"
-          "   AND t.ts <= to_timestamp($4 / 1000.0))))"
+          " SELECT p.ms, 1, p.value, p.value, p.value"
+          + points_in("$1::bigint", "(SELECT id FROM m)", "$3::bigint",
+                      "$7::bigint - 1")
+          + " UNION ALL"
+            " SELECT p.ms, 1, p.value, p.value, p.value"
+          + points_in("$1::bigint", "(SELECT id FROM m)", "$8::bigint",
+                      "$4::bigint")
+          + ")"
           // Means merge by count fractions: no sum of values overflows.
           + std::string{outer} + "SELECT b, sum(n)::bigint AS n, min(mn) AS mn,"
           " max(mx) AS mx, sum(av * (n::float8 / tot)) AS av FROM ("
@@ -836,11 +851,11 @@ bucket_history(connection& c, const history_query& q) {
   } else {
     sql = std::string{outer} + "SELECT " + bin
           + " AS b, count(*) AS n, min(value) AS mn, max(value) AS mx,"
-            " avg(value) AS av FROM (SELECT t.ts AS t, t.value"
-            " FROM telemetry t JOIN metrics m ON m.id = t.metric_id"
-            " WHERE t.device_key = $1 AND m.name = $2"
-            " AND t.ts >= to_timestamp($3 / 1000.0)"
-            " AND t.ts <= to_timestamp($4 / 1000.0)) p";
+            " avg(value) AS av FROM (SELECT p.ms AS t, p.value"
+          + points_in("$1::bigint",
+                      "(SELECT id FROM metrics WHERE name = $2)",
+                      "$3::bigint", "$4::bigint")
+          + ") p";
   }
   auto r = c.exec(sql + " GROUP BY b ORDER BY b DESC LIMIT $5) s ORDER BY 1 DESC",
                   ps);
@@ -1121,11 +1136,10 @@ rule_candidates(connection& c, const std::vector<std::string>& skip_rules,
     "  AND (r.device_id IS NULL OR d.id = r.device_id)"
     " JOIN latest l ON l.device_key = d.key AND l.metric_id = m.id"
     " LEFT JOIN LATERAL ("
-    "  SELECT count(*) AS n, min(t.value) AS mn, max(t.value) AS mx,"
-    "  count(*) FILTER (WHERE t.value = r.value) AS eq FROM telemetry t"
-    "  WHERE r.for_s > 0 AND t.device_key = d.key AND t.metric_id = m.id"
-    "  AND t.ts >= to_timestamp(($3::bigint - r.for_s * 1000) / 1000.0)"
-    "  AND t.ts <= to_timestamp($3::bigint / 1000.0)) w ON true"
+    "  SELECT count(*) AS n, min(p.value) AS mn, max(p.value) AS mx,"
+    "  count(*) FILTER (WHERE p.value = r.value) AS eq"
+    + points_in("d.key", "m.id", "$3::bigint - r.for_s * 1000", "$3::bigint")
+    + " AND r.for_s > 0) w ON true"
     " WHERE NOT (r.id = ANY($1::text[])) AND ($2::text IS NULL OR r.id = $2)"
     " AND ($4::int[] IS NULL OR d.shard = ANY($4::int[]))"
     " ORDER BY r.id, d.id",

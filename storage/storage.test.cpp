@@ -12,19 +12,27 @@
 
 using namespace troupe::storage;
 
-TEST_CASE("copy binary encoding has header, rows and trailer") {
-  std::vector<point_row> rows = {{7, "temp", 946'684'800'000, 1.5}};
-  auto out = encode_copy_binary(rows, {3});
-  REQUIRE(out.size() == 19 + 2 + 4 * 4 + 8 + 4 + 8 + 8 + 2);
-  CHECK(out.substr(0, 11) == std::string("PGCOPY\n\377\r\n\0", 11));
-  // field count 4
-  CHECK(static_cast<uint8_t>(out[19]) == 0);
-  CHECK(static_cast<uint8_t>(out[20]) == 4);
-  // ts at the PostgreSQL epoch encodes as zero
-  auto ts_off = 19 + 2 + 4 + 8 + 4 + 4 + 4;
-  for (int i = 0; i < 8; ++i)
-    CHECK(out[ts_off + i] == 0);
-  CHECK(static_cast<uint8_t>(out[out.size() - 1]) == 0xFF);
+TEST_CASE("a batch's points group into chunks per device, metric and hour") {
+  ingest_batch b;
+  // Device 2 first, then device 1 across an hour boundary, then 2 again.
+  b.points.push_back({2, "temp", 7'200'500, 1.0});
+  b.points.push_back({1, "temp", 3'599'999, 2.0});
+  b.points.push_back({1, "temp", 3'600'000, 3.0});
+  b.points.push_back({2, "temp", 7'200'100, 4.0});
+  b.points.push_back({1, "hum", -1, 5.0});
+  auto c = chunk_points(b, {10, 10, 10, 10, 11});
+  // Key order: (1, 10, 0), (1, 10, 1), (1, 11, -1), (2, 10, 2).
+  REQUIRE(c.keys == std::vector<int64_t>{1, 1, 1, 2});
+  CHECK(c.metrics == std::vector<int64_t>{10, 10, 11, 10});
+  CHECK(c.hours == std::vector<int64_t>{0, 1, -1, 2});
+  CHECK(c.offsets == std::vector<int64_t>{1, 2, 3, 4});
+  CHECK(c.counts == std::vector<int64_t>{1, 1, 1, 2});
+  // Within a chunk, upload order (not time order).
+  CHECK(c.ms == std::vector<int64_t>{3'599'999, 3'600'000, -1, 7'200'500,
+                                     7'200'100});
+  CHECK(c.values == std::vector<double>{2.0, 3.0, 5.0, 1.0, 4.0});
+  CHECK(hour_of(-3'600'000) == -1);
+  CHECK(hour_of(-3'600'001) == -2);
 }
 
 TEST_CASE("batches round-trip through their spool encoding") {

@@ -51,37 +51,50 @@ ingest_batch points(int64_t device_key, int64_t from, int64_t n,
 TEST_CASE("a replayed batch stores none of its points twice", "[ingest]") {
   migrated_db m;
   ingest_writer w{m.db.url()};
-  auto t0 = now_ms() - 60'000;
+  // Far enough from an hour's end that a batch's points share one hour.
+  auto t0 = (now_ms() / 3'600'000 - 1) * 3'600'000 + 60'000;
   auto b = points(7, 0, 30, t0);
   REQUIRE(!w.write(b));
   CHECK(m.count() == 30);
+  // Two chunks: one per metric (same device, same hour).
+  CHECK(m.db.query("SELECT count(*) FROM telemetry_chunks")[0][0] == "2");
   // The answer to that COMMIT was lost: the importer spooled it, and the
   // replay finds it stored.
   REQUIRE(!w.write(b, ingest_writer::mode::replay));
   CHECK(m.count() == 30);
-  // A spooled batch overlapping stored points adds only the new ones.
-  REQUIRE(!w.write(points(7, 20, 30, t0), ingest_writer::mode::replay));
-  CHECK(m.count() == 50);
-  CHECK(m.count("device_key = 7 AND value = 49.0 / 4") == 1);
-  // Same time, another value, or another device: a different point.
+  // A spooled batch replays as it was written, so it groups into the same
+  // chunks: one holding a stored batch's points and another device's
+  // stores the other device's only.
+  auto both = points(7, 0, 30, t0);
+  auto eight = points(8, 0, 30, t0);
+  both.points.insert(both.points.end(), eight.points.begin(),
+                     eight.points.end());
+  both.marks.push_back(eight.marks[0]);
+  REQUIRE(!w.write(both, ingest_writer::mode::replay));
+  CHECK(m.count() == 60);
+  CHECK(m.count("device_key = 8") == 30);
+  CHECK(m.count("device_key = 7 AND value = 29.0 / 4") == 1);
+  // Same time, another value: a different chunk, stored.
   auto other = points(7, 0, 1, t0);
   other.points[0].value = 1e9;
   REQUIRE(!w.write(other, ingest_writer::mode::replay));
-  REQUIRE(!w.write(points(8, 0, 30, t0), ingest_writer::mode::replay));
-  CHECK(m.count() == 81);
-  // Rollup deltas count each stored point once: 50 + 1 for device 7.
+  CHECK(m.count() == 61);
+  // Rollup deltas count each stored point once: 30 + 1 for device 7.
   auto n = m.db.query("SELECT coalesce(sum(n), 0) FROM rollup_deltas"
                       " WHERE device_key = 7");
-  CHECK(n[0][0] == "51");
+  CHECK(n[0][0] == "31");
+  CHECK(m.db.query("SELECT coalesce(sum(n), 0) FROM rollup_deltas"
+                   " WHERE device_key = 8")[0][0]
+        == "30");
   // Latest values hold the newest point either way.
   auto latest = m.db.query(
     "SELECT value FROM latest l JOIN metrics x ON x.id = l.metric_id"
     " WHERE device_key = 7 AND x.name = 'temp'");
   REQUIRE(latest.size() == 1);
-  CHECK(std::stod(latest[0][0]) == Approx(49.0 / 4));
+  CHECK(std::stod(latest[0][0]) == Approx(29.0 / 4));
 }
 
-TEST_CASE("a large batch (binary COPY) replays without duplicates too",
+TEST_CASE("a large batch replays without duplicates too",
           "[ingest]") {
   migrated_db m;
   ingest_writer w{m.db.url()};
@@ -198,4 +211,66 @@ TEST_CASE("a data shard's copies of devices the catalog no longer has are "
   swept = troupe::storage::sweep_device_copies(shard, catalog, now + 1000);
   REQUIRE(swept);
   CHECK(*swept == 0);
+}
+
+TEST_CASE("points stored one per row move into chunks, readable as before",
+          "[ingest]") {
+  database db;
+  troupe::storage::connection c{db.url()};
+  // The schema as it was before migration 9, with points in a day's
+  // partition and in the default one.
+  REQUIRE(c.exec("CREATE EXTENSION IF NOT EXISTS pgcrypto"));
+  REQUIRE(c.exec("CREATE TABLE schema_migrations (version integer PRIMARY"
+                 " KEY, name text NOT NULL, applied_ms bigint NOT NULL)"));
+  for (auto& mig : troupe::storage::migrations()) {
+    if (mig.version >= 9)
+      break;
+    REQUIRE(c.exec(mig.sql));
+    REQUIRE(c.exec("INSERT INTO schema_migrations VALUES ("
+                   + std::to_string(mig.version) + ", 'x', 0)"));
+  }
+  REQUIRE(c.exec("CREATE TABLE telemetry_20261201 PARTITION OF telemetry FOR"
+                 " VALUES FROM ('2026-12-01 00:00:00+00')"
+                 " TO ('2026-12-02 00:00:00+00')"));
+  REQUIRE(c.exec("INSERT INTO metrics (name) VALUES ('temp'), ('hum')"));
+  // 2026-12-01 10:00 UTC is 1,764,583,200,000 ms; one point in 1999.
+  REQUIRE(c.exec(
+    "INSERT INTO telemetry SELECT d, m, to_timestamp((1764583200000 + i"
+    " * 60000) / 1000.0), i FROM generate_series(1, 2) d,"
+    " generate_series(1, 2) m, generate_series(0, 89) i"
+    " UNION ALL SELECT 1, 1, to_timestamp(915148800.5), 42"));
+  int version = 0;
+  REQUIRE(!troupe::storage::migrate(c, version));
+  CHECK(version >= 9);
+  // Per device and metric: 60 points in hour 10, 30 in hour 11 (2 chunks);
+  // the 1999 point has a chunk (and a partition) of its own.
+  CHECK(db.query("SELECT count(*) FROM telemetry_chunks")[0][0] == "9");
+  CHECK(db.query("SELECT count(*) FROM telemetry_chunks_default")[0][0]
+        == "0");
+  CHECK(db.query("SELECT count(*) FROM telemetry_chunks_19990101")[0][0]
+        == "1");
+  CHECK(db.query("SELECT count(*), sum(value) FROM telemetry")[0]
+        == std::vector<std::string>{"361", "16062"});
+  CHECK(db.query("SELECT (extract(epoch FROM ts) * 1000)::bigint FROM"
+                 " telemetry WHERE value = 42")[0][0]
+        == "915148800500");
+  // The storage's history read finds them by their index.
+  troupe::storage::history_query q;
+  q.device_key = 2;
+  q.metric = "hum";
+  q.from_ms = 1764583200000 + 50 * 60000;
+  q.to_ms = 1764583200000 + 70 * 60000;
+  q.limit = 100;
+  auto h = troupe::storage::raw_history(c, q);
+  REQUIRE(h);
+  REQUIRE(h->size() == 21);
+  CHECK(h->front().ts_ms == q.from_ms);
+  CHECK(h->back().value == 70);
+  // The newest `limit` of a range, oldest first.
+  q.limit = 5;
+  h = troupe::storage::raw_history(c, q);
+  REQUIRE(h);
+  REQUIRE(h->size() == 5);
+  CHECK(h->front().value == 66);
+  CHECK(h->back().value == 70);
 }
