@@ -46,6 +46,13 @@ public:
 
   /// Sends `msg` to `dest` as a request with `timeout`; `k` gets the reply
   /// of type T or the error, in a bridge actor's context.
+  ///
+  /// The deadline is the bridge actor's own (a sorted index it sweeps a few
+  /// times a second), not CAF's: CAF 0.17 gives every request with a
+  /// timeout an entry in its clock thread (a wake-up of that thread) that
+  /// is never cancelled, and fires later as one more message to the
+  /// requester, reply or not. A reply after the deadline is dropped; the
+  /// handler CAF keeps for a reply that never comes holds an id only.
   template <class T, class Handle, class Message>
   void ask(const Handle& dest, std::chrono::milliseconds timeout,
            Message msg, std::function<void(caf::expected<T>)> k) {
@@ -55,9 +62,23 @@ public:
     }
     post(bridge_job{[=, msg = std::move(msg)](
                       caf::event_based_actor* self) mutable {
-      self->request(dest, timeout, std::move(msg))
-        .then([k](T& reply) { k(caf::expected<T>{std::move(reply)}); },
-              [k](caf::error& err) { k(caf::expected<T>{std::move(err)}); });
+      auto kp = std::make_shared<std::function<void(caf::expected<T>)>>(k);
+      auto id = track(self, timeout, [kp](caf::error err) {
+        (*kp)(caf::expected<T>{std::move(err)});
+      });
+      std::weak_ptr<std::function<void(caf::expected<T>)>> w = kp;
+      self->request(dest, caf::infinite, std::move(msg))
+        .then(
+          [self, id, w](T& reply) {
+            auto kp = w.lock();
+            if (kp && settle(self, id))
+              (*kp)(caf::expected<T>{std::move(reply)});
+          },
+          [self, id, w](caf::error& err) {
+            auto kp = w.lock();
+            if (kp && settle(self, id))
+              (*kp)(caf::expected<T>{std::move(err)});
+          });
     }});
   }
 
@@ -69,6 +90,14 @@ public:
 
 private:
   void post(bridge_job job);
+
+  /// Files a request's deadline in bridge actor `self`; `expire` runs if no
+  /// settle() for the returned id comes before it.
+  static uint64_t track(caf::event_based_actor* self,
+                        std::chrono::milliseconds timeout,
+                        std::function<void(caf::error)> expire);
+  /// Takes the request's deadline out; false if it expired already.
+  static bool settle(caf::event_based_actor* self, uint64_t id);
 
   /// Fixed after construction (read by any thread).
   std::vector<caf::actor> actors_;

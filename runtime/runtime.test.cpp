@@ -233,3 +233,60 @@ TEST_CASE("replica lag is the age of the newest primary position reached") {
   CHECK(t.lag_ms(4000, 300) == 2500);
   CHECK(t.lag_ms(5000, 300) == 3500);
 }
+
+TEST_CASE("the bridge answers each ask once: the reply, or a timeout") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  using hold_atom = caf::atom_constant<caf::atom("hold")>;
+  // Answers get at once; holds a hold's promise until told to release it.
+  auto held = std::make_shared<std::vector<caf::response_promise>>();
+  auto dest = sys.spawn([held](caf::event_based_actor* self) -> caf::behavior {
+    return {
+      [](get_atom) { return 7; },
+      [=](hold_atom) -> caf::result<int> {
+        held->push_back(self->make_response_promise());
+        return caf::delegated<int>{};
+      },
+      [=](stop_atom) {
+        for (auto& rp : *held)
+          rp.deliver(8);
+        held->clear();
+      },
+    };
+  });
+  bridge b{sys, 2};
+  struct outcome {
+    std::mutex mx;
+    std::condition_variable cv;
+    std::vector<caf::expected<int>> got;
+  };
+  auto out = std::make_shared<outcome>();
+  auto k = [out](caf::expected<int> r) {
+    std::lock_guard<std::mutex> g{out->mx};
+    out->got.push_back(std::move(r));
+    out->cv.notify_all();
+  };
+  auto wait_for = [&](size_t n) {
+    std::unique_lock<std::mutex> g{out->mx};
+    return out->cv.wait_for(g, 5s, [&] { return out->got.size() >= n; });
+  };
+  b.ask<int>(dest, 2s, caf::make_message(get_atom::value), k);
+  REQUIRE(wait_for(1));
+  CHECK(*out->got[0] == 7);
+  // No reply in time: a timeout, well before the 5 s wait gives up.
+  auto t0 = std::chrono::steady_clock::now();
+  b.ask<int>(dest, 100ms, caf::make_message(hold_atom::value), k);
+  REQUIRE(wait_for(2));
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  CHECK(out->got[1].error() == caf::sec::request_timeout);
+  // The late reply goes nowhere; later asks still work.
+  caf::anon_send(dest, stop_atom::value);
+  b.ask<int>(dest, 2s, caf::make_message(get_atom::value), k);
+  REQUIRE(wait_for(3));
+  std::this_thread::sleep_for(200ms);
+  std::lock_guard<std::mutex> g{out->mx};
+  CHECK(out->got.size() == 3);
+  CHECK(*out->got[2] == 7);
+  b.stop();
+  caf::anon_send_exit(dest, caf::exit_reason::user_shutdown);
+}
