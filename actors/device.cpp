@@ -477,8 +477,12 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
                                  % importers.size()];
       auto rp = self->make_response_promise<telemetry_reply>();
       // Awaited: the next batch of this device waits for this commit, so
-      // the batch-id mark only ever moves past committed batches.
-      self->request(importer, std::chrono::seconds(60), std::move(imp))
+      // the batch-id mark only ever moves past committed batches. No
+      // deadline: an importer answers every request it takes, also when it
+      // fails or is killed (~importer_state), CAF bounces those still in its
+      // mailbox, and its PostgreSQL links give up within about 30 s; the
+      // edge's own deadline answers the client meanwhile.
+      self->request(importer, caf::infinite, std::move(imp))
         .await(
           [=](ok_atom) mutable {
             auto& st = self->state;
@@ -497,11 +501,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           [=](caf::error& err) mutable {
             log().warn("device={} req={} import failed: {}", self->state.id,
                        req.req_id, config::describe(err));
-            if (err == caf::sec::request_timeout)
-              rp.deliver(make_actor_error(errc::unavailable,
-                                          "storage did not answer in time"));
-            else
-              rp.deliver(err);
+            rp.deliver(err);
           });
       return rp;
     },

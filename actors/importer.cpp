@@ -98,6 +98,18 @@ struct importer_state {
   /// Group commits so far (fault injection counts them).
   uint64_t flushes = 0;
   std::unique_ptr<importer_probe> probe;
+
+  /// Requests still held when the importer goes without its handlers
+  /// running (a kill) are answered here: device actors await these answers
+  /// without a deadline of their own (a CAF request timeout costs a wake-up
+  /// of CAF's clock thread per upload, and one more message when it fires).
+  ~importer_state() {
+    for (auto& p : parts)
+      p.rp.deliver(make_actor_error(errc::unavailable,
+                                    "the importer stopped; retry"));
+    if (ctx && pending_points > 0)
+      ctx->queued_points->fetch_sub(static_cast<int64_t>(pending_points));
+  }
 };
 
 using importer_actor = caf::stateful_actor<importer_state>;
