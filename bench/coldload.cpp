@@ -108,9 +108,13 @@ int main(int argc, char** argv) {
     ids.push_back(prefix + std::to_string(i));
   constexpr size_t chunk = 5000;
   for (size_t at = 0; at < ids.size(); at += chunk) {
+    auto end = std::min(ids.size(), at + chunk);
+    auto keys = st::reserve_device_keys(c, end - at);
+    must(keys, "reserving device keys");
     std::vector<st::new_device> ds;
-    for (size_t i = at; i < std::min(ids.size(), at + chunk); ++i)
-      ds.push_back({ids[i], ids[i], "coldload-" + prefix, "x", 0});
+    for (size_t i = at; i < end; ++i)
+      ds.push_back({ids[i], ids[i], "coldload-" + prefix, "x", 0, 0,
+                    (*keys)[i - at]});
     must(st::insert_devices(c, ds), "inserting devices");
   }
   // Latest values and a token per device, in SQL: the fastest way to make
