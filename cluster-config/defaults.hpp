@@ -42,7 +42,7 @@ constexpr int64_t max_replica_lag_ms = 1000;
 } // namespace storage
 
 namespace ingest {
-constexpr size_t importers = 2;
+constexpr size_t importers = 1;
 constexpr size_t max_batch_points = 10'000;
 constexpr int64_t flush_interval_ms = 0;
 constexpr size_t max_points_per_request = 10'000;
