@@ -62,7 +62,8 @@ public:
     }
     post(bridge_job{[=, msg = std::move(msg)](
                       caf::event_based_actor* self) mutable {
-      auto kp = std::make_shared<std::function<void(caf::expected<T>)>>(k);
+      auto kp = std::make_shared<std::function<void(caf::expected<T>)>>(
+        std::move(k));
       auto id = track(self, timeout, [kp](caf::error err) {
         (*kp)(caf::expected<T>{std::move(err)});
       });

@@ -273,7 +273,9 @@ struct side_rows {
   std::vector<std::string> hmean, hmn, hmx;
   std::vector<int64_t> mkeys, mhwm, mseen;
 
-  side_rows(const ingest_batch& batch, const std::vector<int32_t>& ids) {
+  /// `chunks` is chunk_points(batch, ids): each chunk is one hour's delta.
+  side_rows(const ingest_batch& batch, const std::vector<int32_t>& ids,
+            const point_chunks& chunks) {
     std::map<std::pair<int64_t, int32_t>, size_t> newest;
     for (size_t i = 0; i < batch.points.size(); ++i) {
       auto& p = batch.points[i];
@@ -281,7 +283,14 @@ struct side_rows {
       auto it = newest.find(k);
       if (it == newest.end() || batch.points[it->second].ts_ms <= p.ts_ms)
         newest[k] = i;
-      hours[{p.device_key, ids[i], hour_of(p.ts_ms)}].add(p.value);
+    }
+    for (size_t c = 0; c < chunks.keys.size(); ++c) {
+      auto& d = hours[{chunks.keys[c], static_cast<int32_t>(chunks.metrics[c]),
+                       chunks.hours[c]}];
+      auto first = static_cast<size_t>(chunks.offsets[c] - 1);
+      for (size_t j = first; j < first + static_cast<size_t>(chunks.counts[c]);
+           ++j)
+        d.add(chunks.values[j]);
     }
     for (auto& [k, i] : newest) {
       lkeys.push_back(k.first);
@@ -413,8 +422,9 @@ caf::error ingest_writer::write(const ingest_batch& batch, mode how) {
   std::vector<int32_t> ids;
   if (auto err = resolve_metrics(batch, ids))
     return err;
-  side_rows side{batch, ids};
-  auto params = chunk_params(chunk_points(batch, ids));
+  auto chunks = chunk_points(batch, ids);
+  side_rows side{batch, ids, chunks};
+  auto params = chunk_params(chunks);
   if (how == mode::fresh) {
     // One statement, its own transaction: points, latest values, hour
     // deltas and marks commit together in one round trip.
