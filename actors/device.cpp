@@ -501,6 +501,10 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           [=](caf::error& err) mutable {
             log().warn("device={} req={} import failed: {}", self->state.id,
                        req.req_id, config::describe(err));
+            // Bounced unread (the importer had stopped): it never counted
+            // these points out of the queue, so we do.
+            if (err == caf::sec::request_receiver_down)
+              self->state.ctx->queued_points->fetch_sub(n);
             rp.deliver(err);
           });
       return rp;
