@@ -129,6 +129,18 @@ void touch(device_ptr self) {
   self->state.last_activity = std::chrono::steady_clock::now();
 }
 
+/// Once told to stop, the actor only finishes its delivery marks. A request
+/// that still reaches it (sent past the region by the edge, which found it
+/// just before the region withdrew it) answers `moved`, and the edge asks
+/// the region again, which holds it for the next owner.
+caf::error retired(device_ptr self) {
+  if (!self->state.stop_requested)
+    return caf::none;
+  return runtime::make_runtime_error(runtime::errc::moved,
+                                     "device " + self->state.id
+                                       + " is stopping; retry");
+}
+
 /// Checks a device token ("<device id>.<random>") against the loaded hashes.
 bool token_ok(device_ptr self, const std::string& token) {
   auto& st = self->state;
@@ -404,6 +416,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     // -- device side --------------------------------------------------------
     [=](device_login& req) -> caf::result<device_login_reply> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       auto now = std::chrono::steady_clock::now();
       if (auto wait = st.failures->blocked_for(now); wait.count() > 0) {
@@ -453,6 +467,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](telemetry& req) -> caf::result<telemetry_reply> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
@@ -511,6 +527,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](poll_commands& req) -> caf::result<commands_reply> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
@@ -549,6 +567,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](command_result& req) -> caf::result<done> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
@@ -584,6 +604,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     // -- user side ----------------------------------------------------------
     [=](get_device& req) -> caf::result<device_view> {
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(self->state.id);
@@ -592,6 +614,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](post_command& req) -> caf::result<command> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
@@ -630,6 +654,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](list_commands& req) -> caf::result<command_page> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
@@ -645,6 +671,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](history& req) -> caf::result<history_reply> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
@@ -695,6 +723,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     },
     [=](get_analysis& req) -> caf::result<analysis_reply> {
       auto& st = self->state;
+      if (auto err = retired(self))
+        return err;
       touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);

@@ -19,6 +19,7 @@
 #include "cluster-config/config.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/cluster.hpp"
+#include "runtime/local_entities.hpp"
 #include "runtime/logger.hpp"
 #include "runtime/node.hpp"
 #include "runtime/shard_region.hpp"
@@ -102,6 +103,11 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       auto clustered = !cfg.cluster.listen.empty();
       auto map = clustered ? runtime::shard_map{}
                            : runtime::shard_map{cfg.cluster.shards, n.id()};
+      auto lease = clustered ? n.lease() : nullptr;
+      // What each region serves here, for the edge to send to directly.
+      out->devices.local = std::make_shared<runtime::local_entities>(lease);
+      out->sessions.local = std::make_shared<runtime::local_entities>(lease);
+      out->users.local = std::make_shared<runtime::local_entities>(lease);
       ctx->devices = runtime::spawn_shard_region(
         sys, "device",
         [ctx](caf::actor_system& sys, const caf::actor& region,
@@ -109,7 +115,7 @@ std::shared_ptr<const handles> install(runtime::node& n) {
           return caf::actor_cast<caf::actor>(
             spawn_device(sys, ctx, region, key));
         },
-        map, n.id(), clustered, clustered ? n.lease() : nullptr);
+        map, n.id(), clustered, lease, out->devices.local);
       ctx->sessions = runtime::spawn_shard_region(
         sys, "session",
         [ctx](caf::actor_system& sys, const caf::actor& region,
@@ -117,7 +123,7 @@ std::shared_ptr<const handles> install(runtime::node& n) {
           return caf::actor_cast<caf::actor>(
             spawn_session(sys, ctx, region, key));
         },
-        map, n.id(), clustered, clustered ? n.lease() : nullptr);
+        map, n.id(), clustered, lease, out->sessions.local);
       ctx->users = runtime::spawn_shard_region(
         sys, "user",
         [ctx](caf::actor_system& sys, const caf::actor& region,
@@ -125,7 +131,7 @@ std::shared_ptr<const handles> install(runtime::node& n) {
           return caf::actor_cast<caf::actor>(
             spawn_user(sys, ctx, region, key));
         },
-        map, n.id(), clustered, clustered ? n.lease() : nullptr);
+        map, n.id(), clustered, lease, out->users.local);
       out->devices.handle = ctx->devices;
       out->sessions.handle = ctx->sessions;
       out->users.handle = ctx->users;

@@ -223,6 +223,11 @@ void call::observe_remote(const caf::message& envelope, clock::time_point t0) {
       std::chrono::duration<double>(clock::now() - t0).count());
 }
 
+bool call::stale_entity(const caf::error& err) {
+  return err == runtime::errc::moved
+         || err == caf::sec::request_receiver_down;
+}
+
 void call::count_retry() {
   env_.probe->moved_retries.inc();
 }

@@ -21,6 +21,7 @@
 #include "runtime/atoms.hpp"
 #include "runtime/bridge.hpp"
 #include "runtime/errc.hpp"
+#include "runtime/local_entities.hpp"
 #include "runtime/typed.hpp"
 
 namespace troupe::runtime {
@@ -191,12 +192,30 @@ public:
                          = {}) {
     using T = runtime::reply_of<Entity, Message>;
     std::function<void(caf::expected<T>)> fn = std::move(k);
-    auto envelope = caf::make_message(runtime::route_atom::value,
-                                      std::move(key),
-                                      caf::make_message(std::move(msg)));
+    auto inner = caf::make_message(std::move(msg));
     auto t = timeout.value_or(request_timeout());
-    entity_attempt<T>(region.handle, std::move(envelope), std::move(fn), t,
-                      clock::now() + t, std::chrono::milliseconds(10));
+    auto deadline = clock::now() + t;
+    auto via_region = [self = shared_from_this(), h = region.handle, key,
+                       inner, t, deadline](
+                        std::function<void(caf::expected<T>)> fn) mutable {
+      self->entity_attempt<T>(
+        h, caf::make_message(runtime::route_atom::value, std::move(key),
+                             std::move(inner)),
+        std::move(fn), t, deadline, std::chrono::milliseconds(10));
+    };
+    // An entity served here gets the request straight away; one that is
+    // stopping (`moved`) or gone asks the region, which knows where it is.
+    if (auto h = region.local ? region.local->find(key) : caf::actor{}) {
+      env_.bridge->ask<T>(
+        h, t, std::move(inner),
+        [fn = std::move(fn), via_region](caf::expected<T> r) mutable {
+          if (r || !stale_entity(r.error()))
+            return fn(std::move(r));
+          via_region(std::move(fn));
+        });
+      return;
+    }
+    via_region(std::move(fn));
   }
 
   /// The request's media type: Content-Type without parameters, lowercase.
@@ -245,6 +264,10 @@ private:
         });
       });
   }
+
+  /// True for the errors of an entity reached directly that no longer
+  /// serves (it stops, or it is gone): its region knows where to go.
+  static bool stale_entity(const caf::error& err);
 
   void observe_remote(const caf::message& envelope, clock::time_point t0);
   void count_retry();

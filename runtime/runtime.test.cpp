@@ -7,6 +7,7 @@
 #include "runtime/atoms.hpp"
 #include "runtime/bridge.hpp"
 #include "runtime/failure_window.hpp"
+#include "runtime/local_entities.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/replicas.hpp"
 #include "runtime/shard_region.hpp"
@@ -104,6 +105,64 @@ TEST_CASE("the shard region spawns on demand and reactivates after "
   CHECK(*ask<int64_t>(sys, region, 2s, caf::make_message(count_atom::value))
         == 2);
   caf::anon_send(region, stop_atom::value);
+}
+
+TEST_CASE("the region publishes the entities it serves and withdraws them "
+          "before they stop") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto held = std::make_shared<lease>();
+  held->renew_until(lease::clock::now() + 60s);
+  auto local = std::make_shared<local_entities>(held);
+  auto region = spawn_shard_region(
+    sys, "test",
+    [](caf::actor_system& sys, const caf::actor& region,
+       const std::string& key) {
+      return sys.spawn(counter_entity, region, key);
+    },
+    shard_map{16, "n1"}, "n1", false, nullptr, local);
+  auto ask_get = [&](const std::string& key) {
+    return ask<int>(sys, region, 2s,
+                    caf::make_message(route_atom::value, key,
+                                      caf::make_message(get_atom::value)));
+  };
+  CHECK_FALSE(local->find("a"));
+  CHECK(*ask_get("a") == 1);
+  // The published handle is the entity itself: it counts on.
+  auto a = local->find("a");
+  REQUIRE(a);
+  CHECK(*ask<int>(sys, a, 2s, caf::make_message(get_atom::value)) == 2);
+  CHECK(*ask_get("a") == 3);
+  // Without a valid lease nothing is found.
+  held->revoke();
+  CHECK_FALSE(local->find("a"));
+  held->renew_until(lease::clock::now() + 60s);
+  CHECK(local->find("a"));
+  // Passivated: withdrawn; the old handle no longer answers, and the next
+  // request through the region publishes a fresh entity.
+  caf::anon_send(region, route_atom::value, std::string{"a"},
+                 caf::make_message(idle_atom::value));
+  for (int i = 0; i < 200 && local->find("a"); ++i)
+    std::this_thread::sleep_for(5ms);
+  CHECK_FALSE(local->find("a"));
+  auto stale = ask<int>(sys, a, 2s, caf::make_message(get_atom::value));
+  REQUIRE_FALSE(stale);
+  CHECK(stale.error() == caf::sec::request_receiver_down);
+  int v = 0;
+  for (int i = 0; i < 100 && v != 1; ++i) {
+    v = *ask_get("a");
+    if (v != 1)
+      std::this_thread::sleep_for(10ms);
+  }
+  CHECK(v == 1);
+  auto fresh = local->find("a");
+  REQUIRE(fresh);
+  CHECK(fresh != a);
+  // A drain withdraws everything.
+  caf::anon_send(region, stop_atom::value);
+  for (int i = 0; i < 200 && local->find("a"); ++i)
+    std::this_thread::sleep_for(5ms);
+  CHECK_FALSE(local->find("a"));
 }
 
 TEST_CASE("restarts back off and trip after too many in the window") {

@@ -10,6 +10,7 @@
 
 #include "runtime/atoms.hpp"
 #include "runtime/errc.hpp"
+#include "runtime/local_entities.hpp"
 #include "runtime/logger.hpp"
 #include "runtime/metrics.hpp"
 
@@ -51,6 +52,8 @@ struct region_state {
   /// Per shard: the map version in which this node gained it.
   std::vector<int64_t> gained_at;
   std::unordered_map<std::string, caf::actor> active;
+  /// What `active` holds, for senders on other threads; may be null.
+  std::shared_ptr<local_entities> local;
   std::unordered_map<caf::actor_addr, std::string> keys;
   std::unordered_map<std::string, stopping_entry> stopping;
   /// Handoff acknowledgements waiting for entities of lost shards to stop.
@@ -140,8 +143,12 @@ void route(region_actor* self, const std::string& key, caf::message msg,
   auto shard = st.map.shards() > 0 ? st.map.shard_of(key) : 0;
   if (serves(self, shard)) {
     auto a = st.active.find(key);
-    auto h = a != st.active.end() ? a->second : spawn_entity(self, key);
+    auto fresh = a == st.active.end();
+    auto h = fresh ? spawn_entity(self, key) : a->second;
     rp.delegate(h, std::move(msg));
+    // Published after its first message, which so stays the first.
+    if (fresh && st.local)
+      st.local->publish(key, h);
     return;
   }
   if (!forwarded && st.map.shards() > 0 && !st.fenced) {
@@ -169,9 +176,13 @@ void update_served(region_actor* self) {
   self->state.served_gauge->set(n);
 }
 
+/// Takes `key`'s entity out of service: withdrawn from direct senders
+/// first, then told to stop (the caller took it out of `active`).
 void stop_entity(region_actor* self, const std::string& key,
                  const caf::actor& h) {
   auto& st = self->state;
+  if (st.local)
+    st.local->withdraw(key);
   st.stopping[key].addr = h.address();
   self->send(h, stop_atom::value);
 }
@@ -241,8 +252,10 @@ void apply(region_actor* self, placement& p) {
 
 caf::behavior region(region_actor* self, std::string kind,
                      entity_factory factory, shard_map map, std::string me,
-                     bool clustered, lease_clock lease) {
+                     bool clustered, lease_clock lease,
+                     std::shared_ptr<local_entities> local) {
   auto& st = self->state;
+  st.local = std::move(local);
   st.lease = std::move(lease);
   st.kind = kind;
   st.name = "region." + kind;
@@ -299,6 +312,8 @@ caf::behavior region(region_actor* self, std::string kind,
           log().warn("entity crashed kind={} key={} reason={}", st.kind, key,
                      caf::to_string(dm.reason));
         st.active.erase(a);
+        if (st.local)
+          st.local->withdraw(key);
       }
     }
     st.active_gauge->set(static_cast<int64_t>(st.active.size()));
@@ -362,10 +377,11 @@ caf::behavior region(region_actor* self, std::string kind,
 caf::actor spawn_shard_region(caf::actor_system& sys, std::string kind,
                               entity_factory factory, shard_map map,
                               std::string self, bool clustered,
-                              lease_clock lease) {
+                              lease_clock lease,
+                              std::shared_ptr<local_entities> local) {
   return sys.spawn(region, std::move(kind), std::move(factory),
                    std::move(map), std::move(self), clustered,
-                   std::move(lease));
+                   std::move(lease), std::move(local));
 }
 
 } // namespace troupe::runtime

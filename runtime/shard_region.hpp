@@ -16,6 +16,8 @@
 
 namespace troupe::runtime {
 
+class local_entities;
+
 /// A shard region's handle tagged with the typed interface of its entities
 /// (e.g. actors::device_actor), so a caller's message and expected reply
 /// are checked against that interface at compile time
@@ -23,6 +25,8 @@ namespace troupe::runtime {
 template <class Entity>
 struct region_of {
   caf::actor handle;
+  /// The entities it serves here now (for sends past the region).
+  std::shared_ptr<local_entities> local;
   explicit operator bool() const { return static_cast<bool>(handle); }
 };
 
@@ -105,9 +109,14 @@ namespace troupe::runtime {
 /// region down) answers `owner_lost` (503) at once instead of waiting for
 /// its deadline, and later requests wait (`moved`) for the new owner; with `lease` (a cluster
 /// node), nothing is served once the lease is no longer valid.
+///
+/// `local`, when given, mirrors the entities served here for callers that
+/// send to them directly (local_entities.hpp).
 caf::actor spawn_shard_region(caf::actor_system& sys, std::string kind,
                               entity_factory factory, shard_map map,
                               std::string self, bool clustered,
-                              lease_clock lease = nullptr);
+                              lease_clock lease = nullptr,
+                              std::shared_ptr<local_entities> local
+                              = nullptr);
 
 } // namespace troupe::runtime
