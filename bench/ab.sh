@@ -7,9 +7,9 @@
 #   eval "$(scripts/pg-temp)"      # TROUPE_TEST_DATABASE_URL, TROUPE_TEST_PG_DIR
 #   bench/ab.sh BIN NAME [troupe_load options...]
 #
-# Prints: CAF's clock thread CPU per request (from /proc), requests/s, p99,
-# troupe's and PostgreSQL's CPU per request, and the size of the telemetry
-# tables. TROUPE_SET="k=v ..." passes --set options to the node.
+# Prints: requests/s, p99, troupe's and PostgreSQL's CPU per request, the
+# size of the telemetry tables, and troupe's CPU per request by thread name
+# (from /proc, over the node's whole life, so setup included). TROUPE_SET="k=v ..." passes --set options to the node.
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
 bin=$1
@@ -58,16 +58,19 @@ done
 before=$(pg_cpu)
 wait "$load" || { cat "$out/load.txt" >&2; die "troupe_load failed"; }
 after=$(pg_cpu)
-clock_s=0
-for t in /proc/"$node"/task/*; do
-  if [ "$(cat "$t/comm")" = caf.clock ]; then
-    clock_s=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "$t/stat")
-  fi
-done
+# Group commits: flushes and points per flush.
+flushes=$(curl -s "$url/metrics" | awk '/^troupe_ingest_flushes_total/ {f += $2}
+  /^troupe_ingest_batch_points_sum/ {p += $2} END {printf "%d %.1f", f, f ? p / f : 0}')
+# CPU seconds per thread name over the node's life (threads of a name
+# summed, a trailing number dropped): "caf.clock=1.2 troupe-http=3.4 ...".
+threads=$(for t in /proc/"$node"/task/*; do
+  echo "$(sed 's/-[0-9]*$//' "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+done | awk -v hz="$(getconf CLK_TCK)" '{s[$1] += $2} END {for (k in s) printf "%s=%.2f ", k, s[k] / hz}')
 size=$(psql "$base/$db" -Atc "SELECT pg_size_pretty(coalesce(sum(pg_total_relation_size(oid)), 0)) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'telemetry%'")
-python3 - "$out/load.txt" "$name" "$before" "$after" "$clock_s" "$size" <<'EOF'
+python3 - "$out/load.txt" "$name" "$before" "$after" "$threads" "$size" "$flushes" <<'EOF'
 import json, sys
-path, name, before, after, clock_s, size = sys.argv[1:]
+path, name, before, after, threads, size, flushes = sys.argv[1:]
+threads = {k: float(v) for k, v in (t.split("=") for t in threads.split())}
 line = [l for l in open(path) if l.startswith("RESULT ")][0]
 r = json.loads(line.split(" ", 1)[1])
 n = max(1, r["accepted"])
@@ -75,5 +78,8 @@ pg = float(after) - float(before)
 us = lambda s: s / n * 1e6
 print(f"{name}: {r['accepted_requests_per_s']:.1f} ok/s, p99 {r['latency_ms']['p99']:.1f} ms,"
       f" troupe {us(r['cpu_s']):.1f} us + PostgreSQL {us(pg):.1f} us per request"
-      f" (CAF clock thread {us(float(clock_s)):.1f} us), telemetry tables {size}")
+      f", telemetry tables {size}, {flushes.split()[0]} flushes of"
+      f" {flushes.split()[1]} points")
+print("  per thread, us per request over the node's life: " + ", ".join(
+    f"{k} {us(v):.1f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])))
 EOF
