@@ -148,10 +148,12 @@ struct actors_config {
   size_t db_workers = defaults::actors::db_workers;
   /// CAF scheduler: "stealing" (work stealing), "sharing" (one shared
   /// queue, no idle spinning) or "auto": sharing on a cluster node (3x less
-  /// CPU per forwarded request, bench/RESULTS.md), stealing on a single node.
-  /// Default auto.
+  /// CPU per forwarded request, bench/RESULTS.md) and on machines of up to 4
+  /// cores, stealing on a larger single node. Default auto.
   std::string scheduler_policy = defaults::actors::scheduler_policy;
-  /// CAF scheduler threads; 0: max(4, cores). Default 0.
+  /// CAF scheduler threads; 0: one per two cores when sharing (the edge's
+  /// I/O threads take the others' share of a request), max(4, cores) when
+  /// stealing. Default 0.
   size_t scheduler_threads = defaults::actors::scheduler_threads;
 };
 
