@@ -248,8 +248,13 @@ private:
                       std::chrono::milliseconds backoff) {
     auto self = shared_from_this();
     auto t0 = clock::now();
+    // No attempt outlives the request's deadline.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - t0);
+    if (left.count() <= 0)
+      return k(caf::expected<T>{caf::sec::request_timeout});
     env_.bridge->ask<T>(
-      region, timeout, envelope,
+      region, std::min(timeout, left), envelope,
       [=](caf::expected<T> r) mutable {
         self->observe_remote(envelope, t0);
         if (r || r.error() != runtime::errc::moved

@@ -101,6 +101,7 @@ void push(membership_actor* self) {
     placement p;
     p.map = shard_map{st.pushed->owners, version};
     p.fenced = st.fenced;
+    p.fences = st.lease->fences();
     for (auto& [pid, pr] : st.peers)
       if (i < pr.regions.size())
         p.peers.emplace(pid, pr.regions[i]);
@@ -134,6 +135,9 @@ void set_fenced(membership_actor* self, bool fenced) {
     return;
   st.fenced = fenced;
   st.fenced_gauge->set(fenced ? 1 : 0);
+  // Before the regions hear of it: the edge stops sending past them now.
+  if (fenced)
+    st.lease->fence();
   if (fenced)
     log().error("membership: lease not renewed in time, serving no shard "
                 "until it is");

@@ -3,7 +3,9 @@
 namespace troupe::runtime {
 
 caf::actor local_entities::find(const std::string& key) const {
-  if (lease_ && !lease_->valid())
+  if (lease_
+      && (!lease_->valid()
+          || lease_->fences() != applied_.load(std::memory_order_acquire)))
     return {};
   auto& s = stripe_of(key);
   std::lock_guard<std::mutex> guard{s.mtx};

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -22,7 +23,9 @@ namespace troupe::runtime {
 /// before the withdrawal may still reach the entity after its stop: the
 /// entity answers `moved` (or CAF bounces it as `request_receiver_down`
 /// once it is gone), and the caller asks the region again. Without a valid
-/// lease nothing is found, exactly when the region stops serving.
+/// lease nothing is found, exactly when the region stops serving; nor after
+/// a fence until the region has applied it (lease::fences), and requests
+/// meanwhile queue behind the fence in the region's mailbox.
 ///
 /// Owner: shared by the region and the edge (shared_ptr). Thread-safe.
 class local_entities {
@@ -37,6 +40,8 @@ public:
   void publish(const std::string& key, caf::actor entity);
   void withdraw(const std::string& key);
   void clear();
+  /// The region applied a placement sent at lease fence count `n`.
+  void applied(uint64_t n) { applied_.store(n, std::memory_order_release); }
 
 private:
   struct stripe {
@@ -51,6 +56,7 @@ private:
   /// Striped so the edge's threads rarely meet on one lock.
   mutable std::array<stripe, 16> stripes_;
   lease_clock lease_;
+  std::atomic<uint64_t> applied_{0};
 };
 
 } // namespace troupe::runtime

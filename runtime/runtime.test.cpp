@@ -138,6 +138,15 @@ TEST_CASE("the region publishes the entities it serves and withdraws them "
   CHECK_FALSE(local->find("a"));
   held->renew_until(lease::clock::now() + 60s);
   CHECK(local->find("a"));
+  // A fence hides everything at once, until the region applied it.
+  held->fence();
+  CHECK_FALSE(local->find("a"));
+  placement p;
+  p.map = shard_map{16, "n1"};
+  p.fences = held->fences();
+  REQUIRE(ask<int64_t>(sys, region, 2s,
+                       caf::make_message(placement_atom::value, std::move(p))));
+  CHECK(local->find("a"));
   // Passivated: withdrawn; the old handle no longer answers, and the next
   // request through the region publishes a fresh entity.
   caf::anon_send(region, route_atom::value, std::string{"a"},

@@ -245,6 +245,9 @@ void apply(region_actor* self, placement& p) {
     stop_entity(self, key, h);
   }
   st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+  // Everything a fence stopped is withdrawn: direct sends may resume.
+  if (st.local)
+    st.local->applied(p.fences);
   if (moved > 0 || !lost.empty())
     log().info("region={} map version={} owned={} moved={} releasing={}",
                st.kind, st.map.version(), owned, moved, lost.size());
@@ -256,6 +259,11 @@ caf::behavior region(region_actor* self, std::string kind,
                      std::shared_ptr<local_entities> local) {
   auto& st = self->state;
   st.local = std::move(local);
+  // However the region ends, nothing it published is sent to any more.
+  self->attach_functor([l = st.local] {
+    if (l)
+      l->clear();
+  });
   st.lease = std::move(lease);
   st.kind = kind;
   st.name = "region." + kind;

@@ -55,8 +55,18 @@ public:
     until_.store(0, std::memory_order_release);
   }
 
+  /// Counts the fences: membership bumps it, synchronously, before it tells
+  /// the regions to serve nothing. A region notes the count of each
+  /// placement it applies; senders past the region (local_entities) trust
+  /// an entity only while the two agree, so a lease renewed right after a
+  /// fence (a node declared dead registers again) serves nothing directly
+  /// until the regions have stopped what they served before it.
+  void fence() { fences_.fetch_add(1, std::memory_order_acq_rel); }
+  uint64_t fences() const { return fences_.load(std::memory_order_acquire); }
+
 private:
   std::atomic<clock::rep> until_{0};
+  std::atomic<uint64_t> fences_{0};
 };
 
 using lease_clock = std::shared_ptr<lease>;
@@ -69,6 +79,8 @@ struct placement {
   std::map<std::string, caf::actor> peers;
   /// While true (the node lost its lease) the region serves no shard.
   bool fenced = false;
+  /// lease::fences() when membership sent it.
+  uint64_t fences = 0;
 };
 
 } // namespace troupe::runtime
