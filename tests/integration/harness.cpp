@@ -594,6 +594,23 @@ void node::start() {
   }
 }
 
+namespace {
+
+/// Prints where every thread of `pid` is (gdb, where installed): what a
+/// node stuck in its shutdown waits for, in the test's output.
+void dump_stacks(pid_t pid) {
+  if (std::system("command -v gdb >/dev/null 2>&1") != 0) {
+    std::cerr << "(no gdb: no stacks)\n";
+    return;
+  }
+  auto cmd = "timeout 60 gdb -p " + std::to_string(pid)
+             + " -batch -ex 'thread apply all bt 12' 2>/dev/null"
+               " | grep -E '^(Thread|#)' | head -n 400 1>&2";
+  (void) std::system(cmd.c_str());
+}
+
+} // namespace
+
 int node::stop(std::chrono::seconds timeout) {
   if (pid_ <= 0)
     return -1;
@@ -611,7 +628,8 @@ int node::stop(std::chrono::seconds timeout) {
   }
   if (!exited) {
     std::cerr << "warning: troupe (pid " << pid_ << ") ignored SIGTERM for "
-              << timeout.count() << " s; sending SIGKILL\n";
+              << timeout.count() << " s; its threads, then SIGKILL\n";
+    dump_stacks(pid_);
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, &status, 0);
   }
