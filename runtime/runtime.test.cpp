@@ -54,6 +54,49 @@ caf::behavior flaky_worker(caf::event_based_actor*, int generation) {
 
 } // namespace
 
+namespace {
+
+/// A region of counter entities on a one-node map.
+caf::actor spawn_counter_region(caf::actor_system& sys,
+                                std::shared_ptr<local_entities> local
+                                = nullptr) {
+  return spawn_shard_region(
+    sys, "test",
+    [](caf::actor_system& sys, const caf::actor& region,
+       const std::string& key) {
+      return sys.spawn(counter_entity, region, key);
+    },
+    shard_map{16, "n1"}, "n1", false, nullptr, std::move(local));
+}
+
+/// Asks `key`'s counter through its region.
+caf::expected<int> ask_get(caf::actor_system& sys, const caf::actor& region,
+                           const std::string& key) {
+  return ask<int>(sys, region, 2s,
+                  caf::make_message(route_atom::value, key,
+                                    caf::make_message(get_atom::value)));
+}
+
+/// Tells `key`'s counter to passivate itself.
+void passivate(const caf::actor& region, const std::string& key) {
+  caf::anon_send(region, route_atom::value, key,
+                 caf::make_message(idle_atom::value));
+}
+
+/// Asks `key`'s counter until a fresh one answers 1 (bounded).
+int await_fresh(caf::actor_system& sys, const caf::actor& region,
+                const std::string& key) {
+  int v = 0;
+  for (int i = 0; i < 100 && v != 1; ++i) {
+    v = *ask_get(sys, region, key);
+    if (v != 1)
+      std::this_thread::sleep_for(10ms);
+  }
+  return v;
+}
+
+} // namespace
+
 TEST_CASE("metrics render in Prometheus text format") {
   registry r;
   r.get_counter("t_requests_total", "Requests", "route=\"/a\"").inc(3);
@@ -75,32 +118,14 @@ TEST_CASE("the shard region spawns on demand and reactivates after "
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
   spawned = 0;
-  auto region = spawn_shard_region(
-    sys, "test",
-    [](caf::actor_system& sys, const caf::actor& region,
-       const std::string& key) {
-      return sys.spawn(counter_entity, region, key);
-    },
-    shard_map{16, "n1"}, "n1", false);
-  auto ask_get = [&](const std::string& key) {
-    return ask<int>(sys, region, 2s,
-                    caf::make_message(route_atom::value, key,
-                                      caf::make_message(get_atom::value)));
-  };
-  CHECK(*ask_get("a") == 1);
-  CHECK(*ask_get("a") == 2);
-  CHECK(*ask_get("b") == 1);
+  auto region = spawn_counter_region(sys);
+  CHECK(*ask_get(sys, region, "a") == 1);
+  CHECK(*ask_get(sys, region, "a") == 2);
+  CHECK(*ask_get(sys, region, "b") == 1);
   CHECK(spawned == 2);
   // Passivate "a", then use it again: a fresh entity answers.
-  caf::anon_send(region, route_atom::value, std::string{"a"},
-                 caf::make_message(idle_atom::value));
-  int v = 0;
-  for (int i = 0; i < 100 && v != 1; ++i) {
-    v = *ask_get("a");
-    if (v != 1)
-      std::this_thread::sleep_for(10ms);
-  }
-  CHECK(v == 1);
+  passivate(region, "a");
+  CHECK(await_fresh(sys, region, "a") == 1);
   CHECK(spawned == 3);
   CHECK(*ask<int64_t>(sys, region, 2s, caf::make_message(count_atom::value))
         == 2);
@@ -114,25 +139,14 @@ TEST_CASE("the region publishes the entities it serves and withdraws them "
   auto held = std::make_shared<lease>();
   held->renew_until(lease::clock::now() + 60s);
   auto local = std::make_shared<local_entities>(held);
-  auto region = spawn_shard_region(
-    sys, "test",
-    [](caf::actor_system& sys, const caf::actor& region,
-       const std::string& key) {
-      return sys.spawn(counter_entity, region, key);
-    },
-    shard_map{16, "n1"}, "n1", false, nullptr, local);
-  auto ask_get = [&](const std::string& key) {
-    return ask<int>(sys, region, 2s,
-                    caf::make_message(route_atom::value, key,
-                                      caf::make_message(get_atom::value)));
-  };
+  auto region = spawn_counter_region(sys, local);
   CHECK_FALSE(local->find("a"));
-  CHECK(*ask_get("a") == 1);
+  CHECK(*ask_get(sys, region, "a") == 1);
   // The published handle is the entity itself: it counts on.
   auto a = local->find("a");
   REQUIRE(a);
   CHECK(*ask<int>(sys, a, 2s, caf::make_message(get_atom::value)) == 2);
-  CHECK(*ask_get("a") == 3);
+  CHECK(*ask_get(sys, region, "a") == 3);
   // Without a valid lease nothing is found.
   held->revoke();
   CHECK_FALSE(local->find("a"));
@@ -149,21 +163,14 @@ TEST_CASE("the region publishes the entities it serves and withdraws them "
   CHECK(local->find("a"));
   // Passivated: withdrawn; the old handle no longer answers, and the next
   // request through the region publishes a fresh entity.
-  caf::anon_send(region, route_atom::value, std::string{"a"},
-                 caf::make_message(idle_atom::value));
+  passivate(region, "a");
   for (int i = 0; i < 200 && local->find("a"); ++i)
     std::this_thread::sleep_for(5ms);
   CHECK_FALSE(local->find("a"));
   auto stale = ask<int>(sys, a, 2s, caf::make_message(get_atom::value));
   REQUIRE_FALSE(stale);
   CHECK(stale.error() == caf::sec::request_receiver_down);
-  int v = 0;
-  for (int i = 0; i < 100 && v != 1; ++i) {
-    v = *ask_get("a");
-    if (v != 1)
-      std::this_thread::sleep_for(10ms);
-  }
-  CHECK(v == 1);
+  CHECK(await_fresh(sys, region, "a") == 1);
   auto fresh = local->find("a");
   REQUIRE(fresh);
   CHECK(fresh != a);
