@@ -104,37 +104,23 @@ std::shared_ptr<const handles> install(runtime::node& n) {
       auto map = clustered ? runtime::shard_map{}
                            : runtime::shard_map{cfg.cluster.shards, n.id()};
       auto lease = clustered ? n.lease() : nullptr;
-      // What each region serves here, for the edge to send to directly.
-      out->devices.local = std::make_shared<runtime::local_entities>(lease);
-      out->sessions.local = std::make_shared<runtime::local_entities>(lease);
-      out->users.local = std::make_shared<runtime::local_entities>(lease);
-      ctx->devices = runtime::spawn_shard_region(
-        sys, "device",
-        [ctx](caf::actor_system& sys, const caf::actor& region,
-              const std::string& key) {
-          return caf::actor_cast<caf::actor>(
-            spawn_device(sys, ctx, region, key));
-        },
-        map, n.id(), clustered, lease, out->devices.local);
-      ctx->sessions = runtime::spawn_shard_region(
-        sys, "session",
-        [ctx](caf::actor_system& sys, const caf::actor& region,
-              const std::string& key) {
-          return caf::actor_cast<caf::actor>(
-            spawn_session(sys, ctx, region, key));
-        },
-        map, n.id(), clustered, lease, out->sessions.local);
-      ctx->users = runtime::spawn_shard_region(
-        sys, "user",
-        [ctx](caf::actor_system& sys, const caf::actor& region,
-              const std::string& key) {
-          return caf::actor_cast<caf::actor>(
-            spawn_user(sys, ctx, region, key));
-        },
-        map, n.id(), clustered, lease, out->users.local);
-      out->devices.handle = ctx->devices;
-      out->sessions.handle = ctx->sessions;
-      out->users.handle = ctx->users;
+      // A region per kind of virtual actor, and what it serves here for the
+      // edge to send to directly.
+      auto region = [&](const char* kind, auto spawn_entity, auto& handles) {
+        handles.local = std::make_shared<runtime::local_entities>(lease);
+        handles.handle = runtime::spawn_shard_region(
+          sys, kind,
+          [ctx, spawn_entity](caf::actor_system& sys, const caf::actor& region,
+                              const std::string& key) {
+            return caf::actor_cast<caf::actor>(
+              spawn_entity(sys, ctx, region, key));
+          },
+          map, n.id(), clustered, lease, handles.local);
+        return handles.handle;
+      };
+      ctx->devices = region("device", &spawn_device, out->devices);
+      ctx->sessions = region("session", &spawn_session, out->sessions);
+      ctx->users = region("user", &spawn_user, out->users);
       out->fleet = spawn_fleet(sys, ctx);
       out->admin = spawn_admin(sys, ctx);
       out->alerts = spawn_alerts(sys, ctx);
