@@ -184,8 +184,6 @@ bool try_replay(importer_actor* self) {
     return false;
   if (st.spool_unreplicated && st.spool_in_pg) {
     auto back = st.writer->standby_has();
-    if (!back)
-      set_writable(self, back.error() != storage::errc::unavailable);
     if (!back || !*back)
       return false;
     set_alone(self, false);
@@ -275,9 +273,8 @@ caf::error write_or_spool(importer_actor* self,
                           const storage::ingest_batch& b) {
   auto& st = self->state;
   // Whether the batch is in PostgreSQL already (committed without a
-  // standby) when it goes to the spool, or may be (its write broke off).
+  // standby) when it goes to the spool.
   bool committed = false;
-  bool unknown = false;
   // Under the spool policy with the primary alone, the spool waits for a
   // standby (the replay timer asks), and new batches still go to the
   // primary so they can be read at once.
@@ -306,7 +303,6 @@ caf::error write_or_spool(importer_actor* self,
     } else {
       log().warn("{} PostgreSQL unavailable, spooling: {}", st.name,
                  config::describe(err));
-      unknown = true;
     }
   }
   if (st.spool->empty()) {
@@ -322,10 +318,7 @@ caf::error write_or_spool(importer_actor* self,
     arm_replay(self);
     return caf::none;
   }
-  log().error("{} cannot spool: {}{}", st.name, config::describe(err),
-             unknown ? "; the batch's write broke off and may have "
-                       "committed, so the devices' retry may store it twice"
-                     : "");
+  log().error("{} cannot spool: {}", st.name, config::describe(err));
   return make_actor_error(errc::unavailable,
                           "cannot store durably right now: "
                             + config::describe(err));
@@ -398,11 +391,6 @@ caf::behavior importer(importer_actor* self, context_ptr ctx,
     url, std::clamp<int64_t>((write_timeout + 999) / 1000, 2, 5),
     ctx->standby_policy != "none");
   st.writer->conn().set_deadline(std::chrono::milliseconds(write_timeout));
-  // Its links end any earlier one of its name (cut off at the deadline, or
-  // left by the importer it restarts) before writing: a replay never races
-  // a commit still in flight.
-  st.writer->conn().set_exclusive("troupe-importer-" + id + "@"
-                                  + ctx->node_id);
   st.spool = std::make_unique<storage::spool>(
     data_dir + "/spool/importer-" + id + ".spool", spool_max_bytes);
   st.probe = std::make_unique<importer_probe>(id);

@@ -119,6 +119,98 @@ bool connection::ok() const {
   return conn_ && PQstatus(conn_) == CONNECTION_OK;
 }
 
+caf::error connection::ensure() {
+  if (ok())
+    return caf::none;
+  reset();
+  auto timeout = std::to_string(connect_timeout_s_);
+  // TCP keepalives and a user timeout come first, so the URL's own win:
+  // a database host that vanishes without a reset (a partition, a machine
+  // gone) fails its connections' statements within about 30 s, where the
+  // kernel's defaults would hold a pool worker for a quarter of an hour.
+  const char* keys[] = {"keepalives",       "keepalives_idle",
+                        "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "dbname",
+                        "connect_timeout",  "application_name",
+                        nullptr};
+  const char* vals[] = {"1",    "10",           "5",
+                        "3",    "30000",        url_.c_str(),
+                        timeout.c_str(), "troupe", nullptr};
+  conn_ = PQconnectdbParams(keys, vals, 1);
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn_);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+      msg.pop_back();
+    reset();
+    return make_storage_error(errc::unavailable,
+                              "cannot connect to PostgreSQL: " + msg);
+  }
+  // Quiet NOTICEs (e.g. "relation already exists, skipping").
+  PQsetNoticeProcessor(
+    conn_, [](void*, const char*) {}, nullptr);
+  // With a deadline nothing may block on the socket: not even sending a
+  // large statement to a server that stopped reading.
+  if (deadline_.count() > 0)
+    PQsetnonblocking(conn_, 1);
+  return end_orphan();
+}
+
+caf::error connection::end_orphan() {
+  if (orphan_pids_.empty())
+    return caf::none;
+  // The backend of a link dropped at the deadline may still run its
+  // statement, and even commit it. Nothing goes out on this link before
+  // that backend is gone: then what the dropped statement did is final,
+  // and a caller that checks for it (a spool replay) sees all of it.
+  std::vector<int64_t> pids(orphan_pids_.begin(), orphan_pids_.end());
+  auto list = array_literal(pids);
+  auto until = std::chrono::steady_clock::now()
+               + std::max(deadline_, std::chrono::milliseconds(1000));
+  auto killed = exec_once(
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE pid = ANY($1::int[])",
+    {list});
+  if (!killed && killed.error() != errc::unavailable) {
+    // Not ours to end (another role, a pooler's numbering): nothing to wait
+    // for that this link could tell.
+    log().warn("cannot end the backends of links dropped at the deadline "
+               "pids={}: {}",
+               list, config::describe(killed.error()));
+    orphan_pids_.clear();
+    return caf::none;
+  }
+  for (auto pause = std::chrono::milliseconds(5); killed;
+       pause = std::min(pause * 2, std::chrono::milliseconds(100))) {
+    auto left = exec_once(
+      "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
+      {list});
+    if (!left)
+      return left.error();
+    if (left->i64(0, 0) == 0) {
+      log().info("the backends of links dropped at the deadline are gone "
+                 "pids={}",
+                 list);
+      orphan_pids_.clear();
+      return caf::none;
+    }
+    if (std::chrono::steady_clock::now() + pause > until)
+      break;
+    std::this_thread::sleep_for(pause);
+  }
+  if (!killed)
+    return killed.error();
+  reset();
+  return make_storage_error(errc::unavailable,
+                            "the backends of links dropped at the deadline ("
+                              + list + ") are still running");
+}
+
+void connection::set_deadline(std::chrono::milliseconds deadline) {
+  deadline_ = std::max(deadline, std::chrono::milliseconds(0));
+  if (conn_)
+    PQsetnonblocking(conn_, deadline_.count() > 0 ? 1 : 0);
+}
+
 namespace {
 
 /// Waits until the socket is ready for `events` or `deadline` passes
@@ -140,122 +232,10 @@ bool wait_socket(PGconn* c, short events,
 
 } // namespace
 
-caf::error connection::ensure() {
-  if (ok())
-    return caf::none;
-  reset();
-  auto timeout = std::to_string(connect_timeout_s_);
-  auto name = exclusive_name_.empty() ? std::string{"troupe"} : exclusive_name_;
-  // TCP keepalives and a user timeout come first, so the URL's own win:
-  // a database host that vanishes without a reset (a partition, a machine
-  // gone) fails its connections' statements within about 30 s, where the
-  // kernel's defaults would hold a pool worker for a quarter of an hour.
-  const char* keys[] = {"keepalives",       "keepalives_idle",
-                        "keepalives_interval", "keepalives_count",
-                        "tcp_user_timeout", "dbname",
-                        "connect_timeout",  "application_name",
-                        nullptr};
-  const char* vals[] = {"1",    "10",           "5",
-                        "3",    "30000",        url_.c_str(),
-                        timeout.c_str(), name.c_str(), nullptr};
-  auto fail = [this](const std::string& why) {
-    std::string msg = conn_ ? PQerrorMessage(conn_) : "out of memory";
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
-      msg.pop_back();
-    reset();
-    return make_storage_error(errc::unavailable,
-                              "cannot connect to PostgreSQL: " + why + msg);
-  };
-  if (deadline_.count() == 0) {
-    conn_ = PQconnectdbParams(keys, vals, 1);
-  } else {
-    // Under the deadline as a whole (libpq's connect_timeout counts per
-    // address, and a server that accepts but never answers waits it out).
-    conn_ = PQconnectStartParams(keys, vals, 1);
-    auto deadline = until_ ? *until_
-                           : std::chrono::steady_clock::now() + deadline_;
-    auto state = PGRES_POLLING_WRITING;
-    while (conn_ && PQstatus(conn_) != CONNECTION_BAD
-           && state != PGRES_POLLING_OK && state != PGRES_POLLING_FAILED) {
-      if (!wait_socket(conn_,
-                       state == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-                       deadline))
-        return fail("no answer within " + std::to_string(deadline_.count())
-                    + " ms ");
-      state = PQconnectPoll(conn_);
-    }
-  }
-  if (!conn_ || PQstatus(conn_) != CONNECTION_OK)
-    return fail("");
-  // Quiet NOTICEs (e.g. "relation already exists, skipping").
-  PQsetNoticeProcessor(
-    conn_, [](void*, const char*) {}, nullptr);
-  // With a deadline nothing may block on the socket: not even sending a
-  // large statement to a server that stopped reading.
-  if (deadline_.count() > 0)
-    PQsetnonblocking(conn_, 1);
-  return end_others();
-}
-
-void connection::set_exclusive(std::string name) {
-  // PostgreSQL keeps the first 63 bytes of an application_name.
-  if (name.size() > 63)
-    name.resize(63);
-  exclusive_name_ = std::move(name);
-}
-
-caf::error connection::end_others() {
-  if (exclusive_name_.empty())
-    return caf::none;
-  // An earlier link of this name (dropped at the deadline, or left by a
-  // restarted importer or node) may still run its statement, and even
-  // commit it. Nothing goes out on this link before those backends are
-  // gone: then what they did is final, and a caller that checks for it (a
-  // spool replay) sees all of it.
-  const std::string others
-    = " FROM pg_stat_activity WHERE application_name = $1"
-      " AND pid <> pg_backend_pid() AND datname = current_database()"
-      " AND usename = current_user AND backend_type = 'client backend'";
-  auto ended = exec_once("SELECT count(pg_terminate_backend(pid))" + others,
-                         {exclusive_name_});
-  if (!ended)
-    return ended.error();
-  if (ended->i64(0, 0) == 0)
-    return caf::none;
-  auto until = std::chrono::steady_clock::now()
-               + std::max(deadline_, std::chrono::milliseconds(1000));
-  for (auto pause = std::chrono::milliseconds(2);;
-       pause = std::min(pause * 2, std::chrono::milliseconds(100))) {
-    auto left = exec_once("SELECT count(*)" + others, {exclusive_name_});
-    if (!left)
-      return left.error();
-    if (left->i64(0, 0) == 0) {
-      log().info("ended {} earlier link(s) named {} before writing",
-                 ended->i64(0, 0), exclusive_name_);
-      return caf::none;
-    }
-    if (std::chrono::steady_clock::now() + pause > until)
-      break;
-    std::this_thread::sleep_for(pause);
-  }
-  reset();
-  return make_storage_error(errc::unavailable,
-                            "an earlier link named " + exclusive_name_
-                              + " is still running");
-}
-
-void connection::set_deadline(std::chrono::milliseconds deadline) {
-  deadline_ = std::max(deadline, std::chrono::milliseconds(0));
-  if (conn_)
-    PQsetnonblocking(conn_, deadline_.count() > 0 ? 1 : 0);
-}
-
-
 PGresult* connection::await_result(const std::function<int(PGconn*)>& send,
                                    bool& timed_out) {
   timed_out = false;
-  auto deadline = until_ ? *until_
-                         : std::chrono::steady_clock::now() + deadline_;
+  auto deadline = std::chrono::steady_clock::now() + deadline_;
   if (send(conn_) == 0)
     return nullptr; // PQerrorMessage says why
   // Everything out first (nonblocking: PQflush answers 1 while data waits).
@@ -289,14 +269,6 @@ PGresult* connection::await_result(const std::function<int(PGconn*)>& send,
     auto* r = PQgetResult(conn_);
     if (r == nullptr)
       return last;
-    // COPY is not for this path (PQgetResult would answer it for ever).
-    if (auto st = PQresultStatus(r); st == PGRES_COPY_IN
-                                     || st == PGRES_COPY_OUT
-                                     || st == PGRES_COPY_BOTH) {
-      if (last)
-        PQclear(last);
-      return r;
-    }
     if (last && PQresultStatus(last) == PGRES_FATAL_ERROR) {
       PQclear(r);
       continue;
@@ -312,6 +284,8 @@ caf::error connection::deadline_error(const std::string& sql) {
              "sql={}",
              deadline_.count(), sql.substr(0, 60));
   timed_out_ = true;
+  if (auto pid = PQbackendPID(conn_); pid > 0 && orphan_pids_.size() < 16)
+    orphan_pids_.push_back(pid);
   reset();
   return make_storage_error(errc::unavailable,
                             "PostgreSQL did not answer within "
@@ -363,14 +337,6 @@ caf::expected<result> connection::exec(const std::string& sql,
   auto was_connected = conn_ != nullptr;
   auto tx = in_tx_;
   timed_out_ = false;
-  // One deadline for all of it: a new link, preparing, running (and a
-  // retry on a new link).
-  struct scoped_deadline {
-    std::optional<std::chrono::steady_clock::time_point>& until;
-    ~scoped_deadline() { until.reset(); }
-  } scope{until_};
-  if (deadline_.count() > 0)
-    until_ = std::chrono::steady_clock::now() + deadline_;
   auto r = exec_once(sql, params);
   if (r) {
     if (starts_with_word(sql, "BEGIN"))

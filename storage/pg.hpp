@@ -101,15 +101,6 @@ public:
   /// link broken mid-statement.
   void set_deadline(std::chrono::milliseconds deadline);
 
-  /// Makes this connection's links exclusive under `name` (their
-  /// application_name, at most 63 bytes): each new link first ends every
-  /// other backend of that name (same database and role) and waits until
-  /// they are gone. So a statement cut off at the deadline, or left running
-  /// by a writer that restarted, has finished or rolled back before this
-  /// one writes: a spool replay then sees whether it committed. Only for a
-  /// name no other live link uses (an importer: node and importer id).
-  void set_exclusive(std::string name);
-
   /// Escapes an identifier.
   std::string quote_ident(const std::string& x);
 
@@ -127,9 +118,9 @@ private:
   PGresult* await_result(const std::function<int(PGconn*)>& send,
                          bool& timed_out);
   caf::error deadline_error(const std::string& sql);
-  /// On a new link with an exclusive name: ends the other backends of that
-  /// name, waiting until they are gone; unavailable (and no link) if not.
-  caf::error end_others();
+  /// On a new link: ends the backend of a link dropped at the deadline,
+  /// waiting until it is gone; unavailable (and no link) if it stays.
+  caf::error end_orphan();
   /// Drops the link if the server closed it since the last statement.
   void check_alive();
   std::string url_;
@@ -149,10 +140,9 @@ private:
   std::chrono::milliseconds deadline_{0};
   /// The last statement ran past the deadline.
   bool timed_out_ = false;
-  /// The deadline of the exec() under way.
-  std::optional<std::chrono::steady_clock::time_point> until_;
-  /// The links' application_name, when they are exclusive (set_exclusive).
-  std::string exclusive_name_;
+  /// The server processes of links dropped at the deadline, until a new
+  /// link has seen them end.
+  std::vector<int> orphan_pids_;
 };
 
 /// Checks that `url` is a libpq connection string (URL or key=value) that

@@ -356,17 +356,8 @@ std::vector<pid_t> pg_server::processes() const {
 }
 
 void pg_server::freeze() {
-  // The postmaster first (it forks no more), then its children until no
-  // new one shows up (one forked while we listed them).
-  std::set<pid_t> stopped;
-  for (bool more = true; more;) {
-    more = false;
-    for (auto pid : processes())
-      if (stopped.insert(pid).second) {
-        ::kill(pid, SIGSTOP);
-        more = true;
-      }
-  }
+  for (auto pid : processes())
+    ::kill(pid, SIGSTOP);
 }
 
 void pg_server::thaw() {

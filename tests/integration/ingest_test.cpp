@@ -170,8 +170,7 @@ TEST_CASE("a statement past the connection's deadline fails unavailable, "
           "[ingest]") {
   database db;
   troupe::storage::connection c{db.url()};
-  // Generous for a busy machine; the slow statement below takes far longer.
-  c.set_deadline(std::chrono::milliseconds(3000));
+  c.set_deadline(std::chrono::milliseconds(300));
   // Statements within the deadline: simple, with parameters (prepared),
   // and a script of several, whose last result counts.
   auto one = c.exec("SELECT 1");
@@ -190,11 +189,11 @@ TEST_CASE("a statement past the connection's deadline fails unavailable, "
   CHECK(bad.error() == troupe::storage::errc::query_failed);
   // A statement that runs past it (prepared, read: no retry either).
   auto t0 = std::chrono::steady_clock::now();
-  auto slow = c.exec("SELECT pg_sleep($1::float8)", {std::string{"60"}});
+  auto slow = c.exec("SELECT pg_sleep($1::float8)", {std::string{"5"}});
   auto took = std::chrono::steady_clock::now() - t0;
   REQUIRE(!slow);
   CHECK(slow.error() == troupe::storage::errc::unavailable);
-  CHECK(took < std::chrono::seconds(30));
+  CHECK(took < std::chrono::seconds(3));
   CHECK(c.retries() == 0);
   CHECK(!c.ok());
   // The next statement runs on a new link.
@@ -205,42 +204,6 @@ TEST_CASE("a statement past the connection's deadline fails unavailable, "
   c.set_deadline(std::chrono::milliseconds(0));
   auto waited = c.exec("SELECT pg_sleep($1::float8)", {std::string{"0.5"}});
   CHECK(waited);
-}
-
-TEST_CASE("an exclusive connection ends the earlier links of its name "
-          "before it writes",
-          "[ingest]") {
-  database db;
-  auto backends = [&](const std::string& name) {
-    return std::stoll(db.query("SELECT count(*) FROM pg_stat_activity WHERE"
-                               " application_name = '" + name + "'")[0][0]);
-  };
-  const std::string name = "troupe-test-exclusive-" + unique_id("x");
-  // A statement still running on an earlier link of the name (as one cut
-  // off at the deadline would be, or one a restarted writer left).
-  troupe::storage::connection earlier{db.url()};
-  earlier.set_exclusive(name);
-  REQUIRE(!earlier.ensure());
-  std::thread busy([&] {
-    (void) earlier.exec("SELECT pg_sleep(60)", {},
-                        troupe::storage::retry::never);
-  });
-  REQUIRE(eventually([&] { return backends(name) == 1; }, 10s, 10ms));
-  troupe::storage::connection later{db.url()};
-  later.set_deadline(std::chrono::milliseconds(5000));
-  later.set_exclusive(name);
-  auto r = later.exec("SELECT pg_backend_pid()");
-  REQUIRE(r);
-  busy.join(); // ended: the earlier statement failed at once
-  CHECK(backends(name) == 1);
-  CHECK(db.query("SELECT pid FROM pg_stat_activity WHERE application_name"
-                 " = '" + name + "'")[0][0]
-        == r->str(0, 0));
-  // A connection of another name is left alone.
-  troupe::storage::connection other{db.url()};
-  other.set_exclusive(name + "-other");
-  REQUIRE(!other.ensure());
-  CHECK(backends(name) == 1);
 }
 
 TEST_CASE("a data shard's copies of devices the catalog no longer has are "
@@ -351,24 +314,4 @@ TEST_CASE("points stored one per row move into chunks, readable as before",
   REQUIRE(h->size() == 5);
   CHECK(h->front().value == 66);
   CHECK(h->back().value == 70);
-  // Ad-hoc SQL reads a range by device id and metric name, through the
-  // chunks of the range's hours only (telemetry_range, migration 10).
-  REQUIRE(c.exec("INSERT INTO tenants (id, name, created_ms) VALUES"
-                 " ('t', 't', 0)"));
-  REQUIRE(c.exec("INSERT INTO devices (key, id, name, tenant, secret_hash,"
-                 " created_ms) VALUES (2, 'dev-2', 'dev-2', 't', 'x', 0)"));
-  auto range = [&](const char* device, int64_t from, int64_t to) {
-    return db.query(
-      "SELECT count(*), min(value), max(value), (array_agg(value))[1]"
-      " FROM telemetry_range('" + std::string{device} + "', 'hum',"
-      " to_timestamp(" + std::to_string(from) + " / 1000.0),"
-      " to_timestamp(" + std::to_string(to) + " / 1000.0))")[0];
-  };
-  CHECK(range("dev-2", q.from_ms, q.to_ms)
-        == std::vector<std::string>{"21", "50", "70", "50"});
-  // Across the hour: points 59 and 60 lie in two chunks.
-  CHECK(range("dev-2", 1764583200000 + 59 * 60000,
-              1764583200000 + 60 * 60000)
-        == std::vector<std::string>{"2", "59", "60", "59"});
-  CHECK(range("no-such-device", q.from_ms, q.to_ms)[0] == "0");
 }
