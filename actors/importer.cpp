@@ -1,6 +1,5 @@
 #include "actors/importer.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -96,13 +95,6 @@ struct importer_state {
   std::string spool_epoch;
   /// Since when writes to PostgreSQL fail (unset while they succeed).
   std::optional<std::chrono::steady_clock::time_point> failing_since;
-  /// While they fail, batches go to the spool without trying PostgreSQL
-  /// until `retry_at`; each failure doubles the wait (up to max_backoff),
-  /// so a server that hangs costs a try now and then, not every flush.
-  std::chrono::steady_clock::time_point retry_at{};
-  std::chrono::milliseconds backoff = min_backoff;
-  static constexpr std::chrono::milliseconds min_backoff{250};
-  static constexpr std::chrono::milliseconds max_backoff{4000};
   /// Group commits so far (fault injection counts them).
   uint64_t flushes = 0;
   std::unique_ptr<importer_probe> probe;
@@ -131,14 +123,10 @@ void merge(storage::ingest_batch& into, const storage::ingest_batch& from) {
 void set_writable(importer_actor* self, bool ok) {
   auto& st = self->state;
   if (!ok) {
-    auto now = std::chrono::steady_clock::now();
     if (!st.failing_since)
-      st.failing_since = now;
-    st.retry_at = now + st.backoff;
-    st.backoff = std::min(st.backoff * 2, importer_state::max_backoff);
+      st.failing_since = std::chrono::steady_clock::now();
     return;
   }
-  st.backoff = importer_state::min_backoff;
   if (!st.failing_since)
     return;
   auto gap = std::chrono::duration<double>(std::chrono::steady_clock::now()
@@ -165,13 +153,6 @@ void set_alone(importer_actor* self, bool alone) {
     log().info("{} a synchronous standby confirms commits again", st.name);
 }
 
-/// False while PostgreSQL failed last and its backoff has not passed.
-bool may_try(importer_actor* self) {
-  auto& st = self->state;
-  return !st.failing_since
-         || std::chrono::steady_clock::now() >= st.retry_at;
-}
-
 /// Replays the spool; true if it is empty afterwards. Under the spool
 /// policy, records stay until a standby has them: while the primary runs
 /// alone the replay waits for one, and a replay that finds none still
@@ -180,8 +161,6 @@ bool try_replay(importer_actor* self) {
   auto& st = self->state;
   if (st.spool->empty())
     return true;
-  if (!may_try(self))
-    return false;
   if (st.spool_unreplicated && st.spool_in_pg) {
     auto back = st.writer->standby_has();
     if (!back || !*back)
@@ -278,8 +257,7 @@ caf::error write_or_spool(importer_actor* self,
   // Under the spool policy with the primary alone, the spool waits for a
   // standby (the replay timer asks), and new batches still go to the
   // primary so they can be read at once.
-  if (may_try(self)
-      && ((st.spool_unreplicated && st.alone) || try_replay(self))) {
+  if ((st.spool_unreplicated && st.alone) || try_replay(self)) {
     // A batch the spool cannot hold must not commit: its 503 would leave it
     // stored, and the device's retry would store it twice.
     if (st.spool_unreplicated && st.alone
@@ -384,13 +362,8 @@ caf::behavior importer(importer_actor* self, context_ptr ctx,
   st.name = "importer-" + id;
   st.ctx = ctx;
   st.spool_unreplicated = ctx->standby_policy == "spool";
-  // A server that hangs costs each try about the write deadline (libpq's
-  // connect timeout is whole seconds, at least 2).
-  auto write_timeout = ctx->ingest.write_timeout_ms;
   st.writer = std::make_unique<storage::ingest_writer>(
-    url, std::clamp<int64_t>((write_timeout + 999) / 1000, 2, 5),
-    ctx->standby_policy != "none");
-  st.writer->conn().set_deadline(std::chrono::milliseconds(write_timeout));
+    url, 5, ctx->standby_policy != "none");
   st.spool = std::make_unique<storage::spool>(
     data_dir + "/spool/importer-" + id + ".spool", spool_max_bytes);
   st.probe = std::make_unique<importer_probe>(id);

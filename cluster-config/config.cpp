@@ -209,8 +209,6 @@ const std::vector<field>& fields() {
      int_member(&nc::ingest, &ingest_config::max_batch_points, 1, 1000000)},
     {"ingest.flush_interval_ms",
      int_member(&nc::ingest, &ingest_config::flush_interval_ms, 0, 10000)},
-    {"ingest.write_timeout_ms",
-     int_member(&nc::ingest, &ingest_config::write_timeout_ms, 100, 600000)},
     {"ingest.max_points_per_request",
      int_member(&nc::ingest, &ingest_config::max_points_per_request, 1,
                 1000000)},

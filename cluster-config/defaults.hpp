@@ -45,7 +45,6 @@ namespace ingest {
 constexpr size_t importers = 1;
 constexpr size_t max_batch_points = 10'000;
 constexpr int64_t flush_interval_ms = 0;
-constexpr int64_t write_timeout_ms = 5'000;
 constexpr size_t max_points_per_request = 10'000;
 constexpr size_t max_queued_points = 500'000;
 constexpr int64_t max_age_days = 30;

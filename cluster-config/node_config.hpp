@@ -112,20 +112,13 @@ struct storage_config {
 
 /// [ingest]: validation limits and the importers' group commit.
 struct ingest_config {
-  /// Importer actors, each with its own connection. Default 1.
+  /// Importer actors, each with its own connection. Default 2.
   size_t importers = defaults::ingest::importers;
   /// Points per COPY before an early flush. Default 10000.
   size_t max_batch_points = defaults::ingest::max_batch_points;
   /// Extra wait before a partial batch is flushed, ms. Default 0: flush as
   /// soon as the queued requests are collected (natural group commit).
   int64_t flush_interval_ms = defaults::ingest::flush_interval_ms;
-  /// How long an importer waits for PostgreSQL to answer one statement of a
-  /// group commit, ms. Past it the importer drops the link and spools the
-  /// batch (a spooled batch that did commit is not stored twice on replay),
-  /// and tries PostgreSQL again after a backoff. Bounds what a database that
-  /// hangs without failing (a stalled disk, a paused host) costs uploads.
-  /// Default 5000.
-  int64_t write_timeout_ms = defaults::ingest::write_timeout_ms;
   /// Points accepted in one request. Default 10000.
   size_t max_points_per_request = defaults::ingest::max_points_per_request;
   /// Points queued for import on this node before 429. Default 500000.

@@ -1,18 +1,13 @@
 #include "storage/pg.hpp"
 
-#include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <climits>
 #include <cstring>
 #include <cstdlib>
 #include <memory>
-#include <thread>
 
 #include <libpq-fe.h>
 #include <poll.h>
 
-#include "cluster-config/errc.hpp"
 #include "storage/logger.hpp"
 
 namespace troupe::storage {
@@ -148,149 +143,7 @@ caf::error connection::ensure() {
   // Quiet NOTICEs (e.g. "relation already exists, skipping").
   PQsetNoticeProcessor(
     conn_, [](void*, const char*) {}, nullptr);
-  // With a deadline nothing may block on the socket: not even sending a
-  // large statement to a server that stopped reading.
-  if (deadline_.count() > 0)
-    PQsetnonblocking(conn_, 1);
-  return end_orphan();
-}
-
-caf::error connection::end_orphan() {
-  if (orphan_pids_.empty())
-    return caf::none;
-  // The backend of a link dropped at the deadline may still run its
-  // statement, and even commit it. Nothing goes out on this link before
-  // that backend is gone: then what the dropped statement did is final,
-  // and a caller that checks for it (a spool replay) sees all of it.
-  std::vector<int64_t> pids(orphan_pids_.begin(), orphan_pids_.end());
-  auto list = array_literal(pids);
-  auto until = std::chrono::steady_clock::now()
-               + std::max(deadline_, std::chrono::milliseconds(1000));
-  auto killed = exec_once(
-    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-    " WHERE pid = ANY($1::int[])",
-    {list});
-  if (!killed && killed.error() != errc::unavailable) {
-    // Not ours to end (another role, a pooler's numbering): nothing to wait
-    // for that this link could tell.
-    log().warn("cannot end the backends of links dropped at the deadline "
-               "pids={}: {}",
-               list, config::describe(killed.error()));
-    orphan_pids_.clear();
-    return caf::none;
-  }
-  for (auto pause = std::chrono::milliseconds(5); killed;
-       pause = std::min(pause * 2, std::chrono::milliseconds(100))) {
-    auto left = exec_once(
-      "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
-      {list});
-    if (!left)
-      return left.error();
-    if (left->i64(0, 0) == 0) {
-      log().info("the backends of links dropped at the deadline are gone "
-                 "pids={}",
-                 list);
-      orphan_pids_.clear();
-      return caf::none;
-    }
-    if (std::chrono::steady_clock::now() + pause > until)
-      break;
-    std::this_thread::sleep_for(pause);
-  }
-  if (!killed)
-    return killed.error();
-  reset();
-  return make_storage_error(errc::unavailable,
-                            "the backends of links dropped at the deadline ("
-                              + list + ") are still running");
-}
-
-void connection::set_deadline(std::chrono::milliseconds deadline) {
-  deadline_ = std::max(deadline, std::chrono::milliseconds(0));
-  if (conn_)
-    PQsetnonblocking(conn_, deadline_.count() > 0 ? 1 : 0);
-}
-
-namespace {
-
-/// Waits until the socket is ready for `events` or `deadline` passes
-/// (false then). A poll error counts as ready: libpq reports it next.
-bool wait_socket(PGconn* c, short events,
-                 std::chrono::steady_clock::time_point deadline) {
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  deadline - std::chrono::steady_clock::now())
-                  .count();
-    if (left <= 0)
-      return false;
-    pollfd p{PQsocket(c), events, 0};
-    auto n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, INT_MAX)));
-    if (n > 0 || (n < 0 && errno != EINTR))
-      return true;
-  }
-}
-
-} // namespace
-
-PGresult* connection::await_result(const std::function<int(PGconn*)>& send,
-                                   bool& timed_out) {
-  timed_out = false;
-  auto deadline = std::chrono::steady_clock::now() + deadline_;
-  if (send(conn_) == 0)
-    return nullptr; // PQerrorMessage says why
-  // Everything out first (nonblocking: PQflush answers 1 while data waits).
-  for (int f; (f = PQflush(conn_)) != 0;) {
-    if (f < 0)
-      return nullptr;
-    if (!wait_socket(conn_, POLLOUT | POLLIN, deadline)) {
-      timed_out = true;
-      return nullptr;
-    }
-    if (PQconsumeInput(conn_) == 0)
-      return nullptr;
-  }
-  // Then every result of the statement: the last one counts, and an error
-  // ends a script (the server skips the rest).
-  PGresult* last = nullptr;
-  for (;;) {
-    while (PQisBusy(conn_)) {
-      if (!wait_socket(conn_, POLLIN, deadline)) {
-        if (last)
-          PQclear(last);
-        timed_out = true;
-        return nullptr;
-      }
-      if (PQconsumeInput(conn_) == 0) {
-        if (last)
-          PQclear(last);
-        return nullptr;
-      }
-    }
-    auto* r = PQgetResult(conn_);
-    if (r == nullptr)
-      return last;
-    if (last && PQresultStatus(last) == PGRES_FATAL_ERROR) {
-      PQclear(r);
-      continue;
-    }
-    if (last)
-      PQclear(last);
-    last = r;
-  }
-}
-
-caf::error connection::deadline_error(const std::string& sql) {
-  log().warn("PostgreSQL did not answer within {} ms; dropping the link "
-             "sql={}",
-             deadline_.count(), sql.substr(0, 60));
-  timed_out_ = true;
-  if (auto pid = PQbackendPID(conn_); pid > 0 && orphan_pids_.size() < 16)
-    orphan_pids_.push_back(pid);
-  reset();
-  return make_storage_error(errc::unavailable,
-                            "PostgreSQL did not answer within "
-                              + std::to_string(deadline_.count())
-                              + " ms; the statement's outcome is unknown");
+  return caf::none;
 }
 
 caf::error connection::to_error(PGresult* res, const std::string& sql) {
@@ -336,7 +189,6 @@ caf::expected<result> connection::exec(const std::string& sql,
   check_alive();
   auto was_connected = conn_ != nullptr;
   auto tx = in_tx_;
-  timed_out_ = false;
   auto r = exec_once(sql, params);
   if (r) {
     if (starts_with_word(sql, "BEGIN"))
@@ -347,12 +199,10 @@ caf::expected<result> connection::exec(const std::string& sql,
     return r;
   }
   // The link broke during the call (to_error reset it): once more on a new
-  // link, if that cannot do harm. Not after the deadline: a server that
-  // hangs would only cost the caller twice as long.
+  // link, if that cannot do harm.
   auto safe = when == retry::idempotent
               || (when == retry::if_read && starts_with_word(sql, "SELECT"));
-  if (was_connected && !tx && !timed_out_ && safe
-      && r.error() == errc::unavailable
+  if (was_connected && !tx && safe && r.error() == errc::unavailable
       && conn_ == nullptr) {
     ++retries_;
     log().info("retrying a statement on a new PostgreSQL link");
@@ -367,19 +217,7 @@ caf::expected<std::string> connection::prepare(const std::string& sql) {
   if (prepared_.size() >= max_prepared)
     return std::string{}; // unnamed: planned each time
   auto name = "troupe_" + std::to_string(next_prepared_++);
-  PGresult* res = nullptr;
-  if (deadline_.count() > 0) {
-    bool timed_out = false;
-    res = await_result(
-      [&](PGconn* c) {
-        return PQsendPrepare(c, name.c_str(), sql.c_str(), 0, nullptr);
-      },
-      timed_out);
-    if (timed_out)
-      return deadline_error(sql);
-  } else {
-    res = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
-  }
+  auto res = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
   auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK) {
     auto err = to_error(res, sql);
@@ -405,41 +243,20 @@ caf::expected<result> connection::exec_once(const std::string& sql,
   // prepared once per link and then only bound and run: planning a
   // statement each time cost PostgreSQL as much CPU as running it (the
   // ingest flush: ~1 ms of 2.5).
-  // With a deadline the same calls go out asynchronously (PQsend*), and
-  // the answer is awaited no longer than that.
   PGresult* res = nullptr;
-  bool timed_out = false;
-  auto run = [&](const std::function<int(PGconn*)>& send) {
-    res = await_result(send, timed_out);
-  };
-  auto n = static_cast<int>(params.size());
   if (params.empty()) {
-    if (deadline_.count() > 0)
-      run([&](PGconn* c) { return PQsendQuery(c, sql.c_str()); });
-    else
-      res = PQexec(conn_, sql.c_str());
+    res = PQexec(conn_, sql.c_str());
   } else if (auto name = prepare(sql)) {
-    if (deadline_.count() == 0 && name->empty())
-      res = PQexecParams(conn_, sql.c_str(), n, nullptr, values.data(),
-                         nullptr, nullptr, 0);
-    else if (deadline_.count() == 0)
-      res = PQexecPrepared(conn_, name->c_str(), n, values.data(), nullptr,
-                           nullptr, 0);
-    else if (name->empty())
-      run([&](PGconn* c) {
-        return PQsendQueryParams(c, sql.c_str(), n, nullptr, values.data(),
-                                 nullptr, nullptr, 0);
-      });
+    if (name->empty())
+      res = PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
+                         nullptr, values.data(), nullptr, nullptr, 0);
     else
-      run([&](PGconn* c) {
-        return PQsendQueryPrepared(c, name->c_str(), n, values.data(),
-                                   nullptr, nullptr, 0);
-      });
+      res = PQexecPrepared(conn_, name->c_str(),
+                           static_cast<int>(params.size()), values.data(),
+                           nullptr, nullptr, 0);
   } else {
     return name.error();
   }
-  if (timed_out)
-    return deadline_error(sql);
   auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
     return result{res};

@@ -1,8 +1,6 @@
 #pragma once
 
-#include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -92,15 +90,6 @@ public:
   /// Statements that found a broken link and ran again on a new one.
   uint64_t retries() const { return retries_; }
 
-  /// A deadline for each statement from now on (0: none, the default). A
-  /// statement without an answer by then drops the link and fails
-  /// `unavailable`, so a server that hangs (a stalled disk, a paused host,
-  /// packets dropped without a reset) costs its caller that long, not until
-  /// TCP gives up. The statement may still have run (even committed) on
-  /// the server: callers treat that error as "outcome unknown", as for any
-  /// link broken mid-statement.
-  void set_deadline(std::chrono::milliseconds deadline);
-
   /// Escapes an identifier.
   std::string quote_ident(const std::string& x);
 
@@ -113,14 +102,6 @@ private:
   caf::error to_error(PGresult* res, const std::string& sql);
   caf::expected<result> exec_once(const std::string& sql,
                                   const std::vector<param>& params);
-  /// Sends a statement with `send` (a PQsend* call) and collects its result
-  /// by the deadline; null (the link dropped, `timed_out` set) past it.
-  PGresult* await_result(const std::function<int(PGconn*)>& send,
-                         bool& timed_out);
-  caf::error deadline_error(const std::string& sql);
-  /// On a new link: ends the backend of a link dropped at the deadline,
-  /// waiting until it is gone; unavailable (and no link) if it stays.
-  caf::error end_orphan();
   /// Drops the link if the server closed it since the last statement.
   void check_alive();
   std::string url_;
@@ -137,12 +118,6 @@ private:
   uint64_t next_prepared_ = 0; // names are never reused on a link
   bool in_tx_ = false;
   uint64_t retries_ = 0;
-  std::chrono::milliseconds deadline_{0};
-  /// The last statement ran past the deadline.
-  bool timed_out_ = false;
-  /// The server processes of links dropped at the deadline, until a new
-  /// link has seen them end.
-  std::vector<int> orphan_pids_;
 };
 
 /// Checks that `url` is a libpq connection string (URL or key=value) that

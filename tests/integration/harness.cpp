@@ -333,38 +333,6 @@ void pg_server::start() {
   running_ = true;
 }
 
-std::vector<pid_t> pg_server::processes() const {
-  std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
-  pid_t postmaster = 0;
-  if (!(pidfile >> postmaster) || postmaster <= 0)
-    throw std::runtime_error("cannot read the postmaster's pid in " + dir_);
-  std::vector<pid_t> out{postmaster};
-  for (auto& e : std::filesystem::directory_iterator("/proc")) {
-    auto name = e.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit))
-      continue;
-    std::ifstream status{e.path() / "status"};
-    std::string line;
-    while (std::getline(status, line))
-      if (line.rfind("PPid:", 0) == 0) {
-        if (std::stol(line.substr(5)) == postmaster)
-          out.push_back(static_cast<pid_t>(std::stol(name)));
-        break;
-      }
-  }
-  return out;
-}
-
-void pg_server::freeze() {
-  for (auto pid : processes())
-    ::kill(pid, SIGSTOP);
-}
-
-void pg_server::thaw() {
-  for (auto pid : processes())
-    ::kill(pid, SIGCONT);
-}
-
 // -- HTTP ----------------------------------------------------------------------
 
 bool response::has_header(const std::string& name) const {

@@ -108,14 +108,8 @@ public:
   /// Starts it again on the port it had; throws on failure.
   void start();
   bool running() const { return running_; }
-  /// Stops every process of the server with SIGSTOP (a host that hangs:
-  /// connections open, nothing answered) and resumes them with SIGCONT.
-  void freeze();
-  void thaw();
 
 private:
-  /// The postmaster and its children.
-  std::vector<pid_t> processes() const;
   std::string pg_ctl(const std::string& args) const;
   std::string dir_;
   std::string bin_;

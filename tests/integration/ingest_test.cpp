@@ -165,47 +165,6 @@ TEST_CASE("connections keep TCP keepalives unless the URL says otherwise",
   CHECK(option(own, "keepalives_count") == "3");
 }
 
-TEST_CASE("a statement past the connection's deadline fails unavailable, "
-          "and the connection works again",
-          "[ingest]") {
-  database db;
-  troupe::storage::connection c{db.url()};
-  c.set_deadline(std::chrono::milliseconds(300));
-  // Statements within the deadline: simple, with parameters (prepared),
-  // and a script of several, whose last result counts.
-  auto one = c.exec("SELECT 1");
-  REQUIRE(one);
-  CHECK(one->i64(0, 0) == 1);
-  auto two = c.exec("SELECT $1::int + 1", {std::string{"41"}});
-  REQUIRE(two);
-  CHECK(two->i64(0, 0) == 42);
-  auto script = c.exec("CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (7);"
-                       " SELECT x FROM t");
-  REQUIRE(script);
-  CHECK(script->i64(0, 0) == 7);
-  // An error in a script is the answer, not a later result.
-  auto bad = c.exec("SELECT 1; SELECT * FROM no_such_table; SELECT 2");
-  REQUIRE(!bad);
-  CHECK(bad.error() == troupe::storage::errc::query_failed);
-  // A statement that runs past it (prepared, read: no retry either).
-  auto t0 = std::chrono::steady_clock::now();
-  auto slow = c.exec("SELECT pg_sleep($1::float8)", {std::string{"5"}});
-  auto took = std::chrono::steady_clock::now() - t0;
-  REQUIRE(!slow);
-  CHECK(slow.error() == troupe::storage::errc::unavailable);
-  CHECK(took < std::chrono::seconds(3));
-  CHECK(c.retries() == 0);
-  CHECK(!c.ok());
-  // The next statement runs on a new link.
-  auto again = c.exec("SELECT $1::int * 2", {std::string{"21"}});
-  REQUIRE(again);
-  CHECK(again->i64(0, 0) == 42);
-  // Without a deadline the same statement waits it out.
-  c.set_deadline(std::chrono::milliseconds(0));
-  auto waited = c.exec("SELECT pg_sleep($1::float8)", {std::string{"0.5"}});
-  CHECK(waited);
-}
-
 TEST_CASE("a data shard's copies of devices the catalog no longer has are "
           "swept, young ones and current ones kept",
           "[ingest]") {
