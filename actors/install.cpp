@@ -110,10 +110,10 @@ std::shared_ptr<const handles> install(runtime::node& n) {
         handles.local = std::make_shared<runtime::local_entities>(lease);
         handles.handle = runtime::spawn_shard_region(
           sys, kind,
-          [ctx, spawn_entity](caf::actor_system& sys, const caf::actor& region,
+          [ctx, spawn_entity](caf::actor_system& sys, const caf::actor& owner,
                               const std::string& key) {
             return caf::actor_cast<caf::actor>(
-              spawn_entity(sys, ctx, region, key));
+              spawn_entity(sys, ctx, owner, key));
           },
           map, n.id(), clustered, lease, handles.local);
         return handles.handle;

@@ -52,10 +52,6 @@ caf::behavior flaky_worker(caf::event_based_actor*, int generation) {
   };
 }
 
-} // namespace
-
-namespace {
-
 /// A region of counter entities on a one-node map.
 caf::actor spawn_counter_region(caf::actor_system& sys,
                                 std::shared_ptr<local_entities> local
@@ -83,12 +79,16 @@ void passivate(const caf::actor& region, const std::string& key) {
                  caf::make_message(idle_atom::value));
 }
 
-/// Asks `key`'s counter until a fresh one answers 1 (bounded).
+/// Asks `key`'s counter until a fresh one answers 1 (bounded); -1 if an
+/// ask fails.
 int await_fresh(caf::actor_system& sys, const caf::actor& region,
                 const std::string& key) {
   int v = 0;
   for (int i = 0; i < 100 && v != 1; ++i) {
-    v = *ask_get(sys, region, key);
+    auto r = ask_get(sys, region, key);
+    if (!r)
+      return -1;
+    v = *r;
     if (v != 1)
       std::this_thread::sleep_for(10ms);
   }
