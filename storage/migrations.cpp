@@ -316,6 +316,30 @@ CREATE VIEW telemetry AS
          p.value
   FROM telemetry_chunks c, unnest(c.ms, c.vals) AS p(ms, value);
 )sql"},
+    {10, "ad-hoc range reads: telemetry_range(device, metric, from, to)",
+     R"sql(
+-- A filter on the view's ts cannot bound the chunks it unnests (ts is
+-- computed per point), so it reads every chunk of the device and metric.
+-- This function takes only the chunks of the range's hours, by their index,
+-- as troupe's own reads do: one device (its id), one metric (its name),
+-- from and to inclusive, oldest first.
+CREATE FUNCTION telemetry_range(device text, metric text,
+                                from_ts timestamptz, to_ts timestamptz)
+  RETURNS TABLE (ts timestamptz, value double precision)
+  LANGUAGE sql STABLE AS $fn$
+  SELECT to_timestamp(p.ms / 1000.0), p.value
+  FROM devices d
+  JOIN metrics m ON m.name = telemetry_range.metric
+  JOIN telemetry_chunks c ON c.device_key = d.key AND c.metric_id = m.id
+  CROSS JOIN LATERAL unnest(c.ms, c.vals) AS p(ms, value)
+  WHERE d.id = telemetry_range.device
+    AND c.hour >= floor(extract(epoch FROM from_ts) / 3600)::bigint
+    AND c.hour <= floor(extract(epoch FROM to_ts) / 3600)::bigint
+    AND p.ms >= (extract(epoch FROM from_ts) * 1000)::bigint
+    AND p.ms <= (extract(epoch FROM to_ts) * 1000)::bigint
+  ORDER BY p.ms
+$fn$;
+)sql"},
   };
   return all;
 }

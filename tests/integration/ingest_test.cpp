@@ -273,4 +273,24 @@ TEST_CASE("points stored one per row move into chunks, readable as before",
   REQUIRE(h->size() == 5);
   CHECK(h->front().value == 66);
   CHECK(h->back().value == 70);
+  // Ad-hoc SQL reads a range by device id and metric name, through the
+  // chunks of the range's hours only (telemetry_range, migration 10).
+  REQUIRE(c.exec("INSERT INTO tenants (id, name, created_ms) VALUES"
+                 " ('t', 't', 0)"));
+  REQUIRE(c.exec("INSERT INTO devices (key, id, name, tenant, secret_hash,"
+                 " created_ms) VALUES (2, 'dev-2', 'dev-2', 't', 'x', 0)"));
+  auto range = [&](const char* device, int64_t from, int64_t to) {
+    return db.query(
+      "SELECT count(*), min(value), max(value), (array_agg(value))[1]"
+      " FROM telemetry_range('" + std::string{device} + "', 'hum',"
+      " to_timestamp(" + std::to_string(from) + " / 1000.0),"
+      " to_timestamp(" + std::to_string(to) + " / 1000.0))")[0];
+  };
+  CHECK(range("dev-2", q.from_ms, q.to_ms)
+        == std::vector<std::string>{"21", "50", "70", "50"});
+  // Across the hour: points 59 and 60 lie in two chunks.
+  CHECK(range("dev-2", 1764583200000 + 59 * 60000,
+              1764583200000 + 60 * 60000)
+        == std::vector<std::string>{"2", "59", "60", "59"});
+  CHECK(range("no-such-device", q.from_ms, q.to_ms)[0] == "0");
 }
