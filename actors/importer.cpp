@@ -163,10 +163,16 @@ bool try_replay(importer_actor* self) {
     return true;
   if (st.spool_unreplicated && st.spool_in_pg) {
     auto back = st.writer->standby_has();
-    if (!back || !*back)
+    if (!back)
       return false;
-    set_alone(self, false);
-    if (st.writer->epoch() == st.spool_epoch) {
+    // standby_has() names the primary it asked: a lone primary other than
+    // the one that committed the spool (a promotion of a standby that
+    // lacked those commits) gets the replay now, so every acknowledged
+    // point is readable again; the records stay until a standby has them.
+    if (!*back && st.writer->epoch() == st.spool_epoch)
+      return false;
+    set_alone(self, !*back);
+    if (*back && st.writer->epoch() == st.spool_epoch) {
       // The same primary, and a standby has flushed all it wrote: it has
       // every spooled batch. No replay needed.
       auto n = st.spool->records();

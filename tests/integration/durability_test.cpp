@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 using namespace troupe::test;
@@ -190,6 +191,20 @@ std::vector<device_state> setup_devices(node& n, size_t count) {
   return out;
 }
 
+/// Starts PostgreSQL again, if a test stopped it, for the tests after it.
+struct restart_guard {
+  pg_server& pg;
+  ~restart_guard() {
+    if (!pg.running()) {
+      try {
+        pg.start();
+      } catch (const std::exception& e) {
+        std::cerr << "error: cannot restart PostgreSQL: " << e.what() << "\n";
+      }
+    }
+  }
+};
+
 } // namespace
 
 TEST_CASE("every point answered 202 survives a SIGKILL of the node",
@@ -252,18 +267,7 @@ TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
   REQUIRE(eventually([&] { return l.acked_batches() >= 100; }, 60s, 10ms));
 
   // Whatever happens below, PostgreSQL comes back for the tests after us.
-  struct restart_guard {
-    pg_server& pg;
-    ~restart_guard() {
-      if (!pg.running()) {
-        try {
-          pg.start();
-        } catch (const std::exception& e) {
-          std::cerr << "error: cannot restart PostgreSQL: " << e.what() << "\n";
-        }
-      }
-    }
-  } guard{pg};
+  restart_guard guard{pg};
 
   pg.stop();
   l.reset_statuses();
@@ -353,4 +357,52 @@ TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
   CHECK(v.wrong_value == 0);
   CHECK(n.log_tail(100000).find("injected importer failure")
         != std::string::npos);
+}
+
+TEST_CASE("points spooled while the primary ran alone are replayed into a "
+          "new primary that lacks them",
+          "[durability][standby]") {
+  // storage.standby_policy=spool on a server without a synchronous standby:
+  // every commit is unreplicated, so each batch is committed and kept in the
+  // spool until a standby has it. Then the primary changes for one that
+  // lacks those commits (a promoted standby that was behind; here the same
+  // server restarted, which gives it a new epoch, with the chunks deleted)
+  // while no device uploads: the importer's replay timer alone must put
+  // every acknowledged point back.
+  pg_server pg;
+  node n{node_options{{{"storage.standby_policy", "spool"}}}};
+  auto metric = [&](const std::string& name) {
+    auto text = n.get("/metrics").raw;
+    double sum = 0;
+    std::istringstream in{text};
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(name + " ", 0) == 0 || line.rfind(name + "{", 0) == 0)
+        sum += std::stod(line.substr(line.rfind(' ') + 1));
+    return sum;
+  };
+  auto devices = setup_devices(n, 8);
+  auto base_ts = now_ms() - 2 * 3'600'000;
+  load l{n, devices, base_ts, 4};
+  REQUIRE(eventually([&] { return l.acked_batches() >= 40; }, 60s, 10ms));
+  l.stop();
+  auto acked = l.acked();
+  auto v = wait_stored({n.db()}, acked, l.devices(), 30s);
+  REQUIRE(v.missing == 0);
+  CHECK(metric("troupe_ingest_primary_alone") >= 1);
+  REQUIRE(metric("troupe_spool_bytes") > 0);
+
+  restart_guard guard{pg};
+  n.db()->query("DELETE FROM telemetry_chunks");
+  REQUIRE(n.db()->query("SELECT count(*) FROM telemetry")[0][0] == "0");
+  pg.stop();
+  pg.start();
+
+  v = wait_stored({n.db()}, acked, l.devices(), 60s);
+  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
+                       << ", first missing: " << v.first_missing << "\n"
+                       << n.log_tail());
+  CHECK(v.missing == 0);
+  CHECK(v.wrong_value == 0);
+  // Still no standby: the records stay spooled until one has them.
+  CHECK(metric("troupe_spool_bytes") > 0);
 }
