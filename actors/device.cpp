@@ -141,6 +141,23 @@ caf::error retired(device_ptr self) {
                                        + " is stopping; retry");
 }
 
+/// A request handler as a live device serves it: once retired it answers
+/// `moved`; otherwise the request counts as activity.
+template <class F, class R, class Req>
+auto serving(device_ptr self, F f, R (F::*)(Req&) const) {
+  return [self, f](Req& req) -> R {
+    if (auto err = retired(self))
+      return err;
+    touch(self);
+    return f(req);
+  };
+}
+
+template <class F>
+auto serving(device_ptr self, F f) {
+  return serving(self, std::move(f), &F::operator());
+}
+
 /// Checks a device token ("<device id>.<random>") against the loaded hashes.
 bool token_ok(device_ptr self, const std::string& token) {
   auto& st = self->state;
@@ -414,11 +431,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       });
   return {
     // -- device side --------------------------------------------------------
-    [=](device_login& req) -> caf::result<device_login_reply> {
+    serving(self, [=](device_login& req) -> caf::result<device_login_reply> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       auto now = std::chrono::steady_clock::now();
       if (auto wait = st.failures->blocked_for(now); wait.count() > 0) {
         login_throttled()->inc();
@@ -464,12 +478,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           log().debug("device={} req={} login", st.id, req.req_id);
         });
       return rp;
-    },
-    [=](telemetry& req) -> caf::result<telemetry_reply> {
+    }),
+    serving(self, [=](telemetry& req) -> caf::result<telemetry_reply> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
       if (req.batch_id >= 0 && req.batch_id <= st.batch_hwm)
@@ -524,12 +535,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
             rp.deliver(err);
           });
       return rp;
-    },
-    [=](poll_commands& req) -> caf::result<commands_reply> {
+    }),
+    serving(self, [=](poll_commands& req) -> caf::result<commands_reply> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
       note_seen(self);
@@ -546,7 +554,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       self->delayed_send(self, std::chrono::milliseconds(req.wait_ms),
                          timeout_atom::value, wid);
       return rp;
-    },
+    }),
     [=](cancel_poll& req) {
       auto& st = self->state;
       for (auto it = st.waiters.begin(); it != st.waiters.end(); ++it) {
@@ -565,11 +573,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       it->second.rp.deliver(commands_reply{});
       st.waiters.erase(it);
     },
-    [=](command_result& req) -> caf::result<done> {
+    serving(self, [=](command_result& req) -> caf::result<done> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!token_ok(self, req.token))
         return unauthorized();
       auto rp = self->make_response_promise<done>();
@@ -601,22 +606,16 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           rp.deliver(done{});
         });
       return rp;
-    },
+    }),
     // -- user side ----------------------------------------------------------
-    [=](get_device& req) -> caf::result<device_view> {
-      if (auto err = retired(self))
-        return err;
-      touch(self);
+    serving(self, [=](get_device& req) -> caf::result<device_view> {
       if (!visible_to(self, req.who))
         return not_found(self->state.id);
       sweep_expired(self);
       return view_of(self);
-    },
-    [=](post_command& req) -> caf::result<command> {
+    }),
+    serving(self, [=](post_command& req) -> caf::result<command> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
       if (!may_operate(req.who))
@@ -651,12 +650,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
             answer_waiters(self, take_pending(self, false));
         });
       return rp;
-    },
-    [=](list_commands& req) -> caf::result<command_page> {
+    }),
+    serving(self, [=](list_commands& req) -> caf::result<command_page> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
       auto rp = self->make_response_promise<command_page>();
@@ -668,12 +664,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       else
         run();
       return rp;
-    },
-    [=](history& req) -> caf::result<history_reply> {
+    }),
+    serving(self, [=](history& req) -> caf::result<history_reply> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
       storage::history_query q;
@@ -720,12 +713,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           });
       }
       return rp;
-    },
-    [=](get_analysis& req) -> caf::result<analysis_reply> {
+    }),
+    serving(self, [=](get_analysis& req) -> caf::result<analysis_reply> {
       auto& st = self->state;
-      if (auto err = retired(self))
-        return err;
-      touch(self);
       if (!visible_to(self, req.who))
         return not_found(st.id);
       auto rp = self->make_response_promise<analysis_reply>();
@@ -754,7 +744,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           rp.deliver(std::move(out));
         });
       return rp;
-    },
+    }),
     // -- lifecycle ----------------------------------------------------------
     [=](reset_atom) -> done {
       // The device changed in PostgreSQL (secret rotated, deleted): drop
