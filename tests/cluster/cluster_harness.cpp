@@ -10,7 +10,6 @@
 #include <fstream>
 #include <iostream>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 
 #include <unistd.h>
@@ -44,32 +43,6 @@ struct failure_listener : Catch::TestEventListenerBase {
 CATCH_REGISTER_LISTENER(failure_listener)
 
 // -- metrics -------------------------------------------------------------------
-
-std::optional<double> metric_value(const std::string& text,
-                                   const std::string& series) {
-  std::istringstream in{text};
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() <= series.size() || line.compare(0, series.size(), series)
-                                          != 0)
-      continue;
-    if (line[series.size()] != ' ')
-      continue;
-    try {
-      return std::stod(line.substr(series.size() + 1));
-    } catch (...) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
-}
-
-std::optional<double> metric(const node& n, const std::string& s) {
-  auto r = n.get("/metrics", "", {}, 10s);
-  if (r.status != 200)
-    return std::nullopt;
-  return metric_value(r.raw, s);
-}
 
 std::string series(const std::string& name, const std::string& kind) {
   return name + "{kind=\"" + kind + "\"}";

@@ -31,14 +31,8 @@ constexpr int lease_ms = 3000;
 
 // -- metrics -------------------------------------------------------------------
 
-/// The value of `series` (e.g. `troupe_shards_served{kind="device"}`, or a
-/// bare name) in Prometheus text `text`; nullopt when absent.
-std::optional<double> metric_value(const std::string& text,
-                                   const std::string& series);
-
-/// GET /metrics on `n` and reads `series`; nullopt when the node does not
-/// answer 200 or lacks the series.
-std::optional<double> metric(const node& n, const std::string& series);
+// metric_value(), metric() and metric_sum() come from the integration
+// harness.
 
 /// `troupe_shards_owned{kind="device"}` etc.
 std::string series(const std::string& name, const std::string& kind);

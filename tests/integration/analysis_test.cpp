@@ -218,11 +218,7 @@ TEST_CASE("analysis: a poison input is quarantined, the others go on",
                                        {{"values", {{"temp", 21.5}}}}),
                         202);
   auto quarantined = [&] {
-    auto m = f.n.get("/metrics");
-    auto pos = m.raw.find("\ntroupe_analysis_quarantined_total ");
-    if (pos == std::string::npos)
-      return 0.0;
-    return std::stod(m.raw.substr(pos + 35));
+    return metric(f.n, "troupe_analysis_quarantined_total").value_or(0);
   };
   CHECK(eventually([&] { return quarantined() >= 1; }, 60s, 500ms));
   // The healthy device's results still come.

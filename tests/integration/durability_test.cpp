@@ -14,7 +14,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 
 using namespace troupe::test;
@@ -343,11 +342,9 @@ TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
     CHECK((status == 202 || status == 503));
   }
   CHECK(statuses[503] > 0);
-  auto metrics = n.get("/metrics").raw;
-  auto restarts = std::string{"troupe_supervisor_restarts_total{worker=\"importer-0\"} "};
-  auto at = metrics.find(restarts);
-  REQUIRE(at != std::string::npos);
-  CHECK(std::stod(metrics.substr(at + restarts.size())) >= 1);
+  CHECK(metric(n, "troupe_supervisor_restarts_total{worker=\"importer-0\"}")
+          .value_or(0)
+        >= 1);
   auto acked = l.acked();
   auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
   INFO("acked points " << v.acked_points << ", stored rows " << v.rows
@@ -371,15 +368,6 @@ TEST_CASE("points spooled while the primary ran alone are replayed into a "
   // every acknowledged point back.
   pg_server pg;
   node n{node_options{{{"storage.standby_policy", "spool"}}}};
-  auto metric = [&](const std::string& name) {
-    auto text = n.get("/metrics").raw;
-    double sum = 0;
-    std::istringstream in{text};
-    for (std::string line; std::getline(in, line);)
-      if (line.rfind(name + " ", 0) == 0 || line.rfind(name + "{", 0) == 0)
-        sum += std::stod(line.substr(line.rfind(' ') + 1));
-    return sum;
-  };
   auto devices = setup_devices(n, 8);
   auto base_ts = now_ms() - 2 * 3'600'000;
   load l{n, devices, base_ts, 4};
@@ -388,8 +376,8 @@ TEST_CASE("points spooled while the primary ran alone are replayed into a "
   auto acked = l.acked();
   auto v = wait_stored({n.db()}, acked, l.devices(), 30s);
   REQUIRE(v.missing == 0);
-  CHECK(metric("troupe_ingest_primary_alone") >= 1);
-  REQUIRE(metric("troupe_spool_bytes") > 0);
+  CHECK(metric_sum(n, "troupe_ingest_primary_alone") >= 1);
+  REQUIRE(metric_sum(n, "troupe_spool_bytes") > 0);
 
   restart_guard guard{pg};
   n.db()->query("DELETE FROM telemetry_chunks");
@@ -404,5 +392,5 @@ TEST_CASE("points spooled while the primary ran alone are replayed into a "
   CHECK(v.missing == 0);
   CHECK(v.wrong_value == 0);
   // Still no standby: the records stay spooled until one has them.
-  CHECK(metric("troupe_spool_bytes") > 0);
+  CHECK(metric_sum(n, "troupe_spool_bytes") > 0);
 }

@@ -96,13 +96,6 @@ std::vector<int> statuses(const std::string& text) {
   return out;
 }
 
-double gauge(node& n, const std::string& name) {
-  auto text = n.get("/metrics").raw;
-  std::regex line{"(^|\n)" + name + " ([0-9.e+-]+)"};
-  std::smatch m;
-  return std::regex_search(text, m, line) ? std::stod(m[2]) : -1;
-}
-
 } // namespace
 
 TEST_CASE("pipelined requests are answered in order", "[edge]") {
@@ -152,19 +145,20 @@ TEST_CASE("a long-poll whose client goes away is released", "[edge]") {
   auto tenant = make_tenant(n);
   auto op = make_user(n, "operator", tenant);
   auto dev = make_device(n, tenant);
-  auto before = gauge(n, "troupe_http_long_polls");
+  auto long_polls = [&] {
+    return metric(n, "troupe_http_long_polls").value_or(-1);
+  };
+  auto before = long_polls();
   {
     raw_socket s{n.port()};
     REQUIRE(s.ok());
     REQUIRE(s.send("GET /api/v1/device/commands?wait=30 HTTP/1.1\r\n"
                    "Host: t\r\nAuthorization: Bearer "
                    + dev.token + "\r\n\r\n"));
-    REQUIRE(eventually(
-      [&] { return gauge(n, "troupe_http_long_polls") == before + 1; }, 5s));
+    REQUIRE(eventually([&] { return long_polls() == before + 1; }, 5s));
   }
   // Gone: its slot is free again well before the 30 s wait.
-  CHECK(eventually(
-    [&] { return gauge(n, "troupe_http_long_polls") == before; }, 3s));
+  CHECK(eventually([&] { return long_polls() == before; }, 3s));
   // A command posted now is not handed to the departed client: it is still
   // pending for the device's next poll.
   auto cmd = n.post("/api/v1/devices/" + dev.id + "/commands",
@@ -226,11 +220,8 @@ TEST_CASE("beyond the connection cap new connections get 503", "[edge]") {
   held.clear();
   // Below the cap again: served.
   CHECK(eventually([&] { return n.get("/healthz").status == 200; }, 10s));
-  CHECK(std::stod(std::regex_replace(
-          n.get("/metrics").raw,
-          std::regex{"[\\s\\S]*troupe_http_refused_total\\{reason=\""
-                     "connection_cap\"\\} ([0-9]+)[\\s\\S]*"},
-          "$1"))
+  CHECK(metric(n, "troupe_http_refused_total{reason=\"connection_cap\"}")
+          .value_or(0)
         >= 1);
 }
 

@@ -938,4 +938,70 @@ std::vector<std::string> ids_of(const json& items) {
   return out;
 }
 
+// -- /metrics -------------------------------------------------------------------
+
+namespace {
+
+/// Calls `on(line)` for each sample line of Prometheus text (not comments).
+template <class F>
+void each_sample(const std::string& text, F on) {
+  std::istringstream in{text};
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] != '#')
+      on(line);
+}
+
+/// The sample's value: what follows the last space.
+std::optional<double> sample_value(const std::string& line) {
+  auto at = line.rfind(' ');
+  if (at == std::string::npos)
+    return std::nullopt;
+  try {
+    return std::stod(line.substr(at + 1));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+} // namespace
+
+std::optional<double> metric_value(const std::string& text,
+                                   const std::string& series) {
+  std::optional<double> out;
+  each_sample(text, [&](const std::string& line) {
+    if (!out && line.size() > series.size()
+        && line.compare(0, series.size(), series) == 0
+        && line[series.size()] == ' ')
+      out = sample_value(line);
+  });
+  return out;
+}
+
+std::optional<double> metric(const node& n, const std::string& series) {
+  auto r = n.get("/metrics", "", {}, 10s);
+  if (r.status != 200)
+    return std::nullopt;
+  return metric_value(r.raw, series);
+}
+
+double metric_sum(const std::string& text, const std::string& prefix) {
+  auto bare = prefix.find('{') == std::string::npos;
+  double sum = 0;
+  each_sample(text, [&](const std::string& line) {
+    if (line.size() <= prefix.size()
+        || line.compare(0, prefix.size(), prefix) != 0)
+      return;
+    auto next = line[prefix.size()];
+    if (bare && next != ' ' && next != '{')
+      return;
+    sum += sample_value(line).value_or(0);
+  });
+  return sum;
+}
+
+double metric_sum(const node& n, const std::string& prefix) {
+  auto r = n.get("/metrics", "", {}, 10s);
+  return r.status == 200 ? metric_sum(r.raw, prefix) : -1;
+}
+
 } // namespace troupe::test

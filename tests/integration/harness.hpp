@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -338,5 +339,28 @@ std::vector<std::string> ids_of(const json& items);
 
 /// URL-encodes a query-parameter value.
 std::string url_encode(const std::string& s);
+
+// -- /metrics ------------------------------------------------------------------
+
+/// The value of one series in Prometheus text: `series` is a bare name
+/// (`troupe_shard_map_version`) or a name with its whole label set
+/// (`troupe_shards_served{kind="device"}`); nullopt when absent.
+std::optional<double> metric_value(const std::string& text,
+                                   const std::string& series);
+
+/// GET /metrics on `n` and reads `series`; nullopt when the node does not
+/// answer 200 or lacks the series.
+std::optional<double> metric(const node& n, const std::string& series);
+
+/// The sum of every sample in Prometheus text whose series starts with
+/// `prefix`: a bare name sums all of its labelled series
+/// (`troupe_spool_bytes`, not `troupe_spool_bytes_total`), a name with a
+/// partial label set narrows that (`troupe_spool_records_total{importer="s1-`).
+/// 0 when none matches.
+double metric_sum(const std::string& text, const std::string& prefix);
+
+/// GET /metrics on `n` and sums `prefix` (see above); -1 when the node does
+/// not answer 200.
+double metric_sum(const node& n, const std::string& prefix);
 
 } // namespace troupe::test

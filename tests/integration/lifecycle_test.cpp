@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <regex>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -21,19 +20,6 @@
 using namespace troupe::test;
 
 namespace {
-
-/// Reads one counter from /metrics (0 when absent).
-int64_t metric_value(node& n, const std::string& series) {
-  auto r = n.get("/metrics");
-  if (r.status != 200)
-    return -1;
-  std::istringstream in{r.raw};
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(series + " ", 0) == 0)
-      return std::stoll(line.substr(series.size() + 1));
-  return 0;
-}
 
 /// Starts the troupe binary with `args`, stdout and stderr into `log`;
 /// `in_child` adjusts the child's environment before the exec.
@@ -83,7 +69,8 @@ TEST_CASE("idle actors passivate and reload their state from PostgreSQL",
                                         {"ts", ts}}}}});
   REQUIRE(r.status == 202);
   auto passivated = [&] {
-    return metric_value(n, "troupe_actor_passivations_total{kind=\"device\"}")
+    return metric(n, "troupe_actor_passivations_total{kind=\"device\"}")
+             .value_or(0)
            >= 1;
   };
   REQUIRE(eventually(passivated, 20s));
@@ -104,8 +91,8 @@ TEST_CASE("idle actors passivate and reload their state from PostgreSQL",
   // The admin session passivated as well and still authenticates.
   REQUIRE(eventually(
     [&] {
-      return metric_value(n,
-                          "troupe_actor_passivations_total{kind=\"session\"}")
+      return metric(n, "troupe_actor_passivations_total{kind=\"session\"}")
+               .value_or(0)
              >= 1;
     },
     20s));

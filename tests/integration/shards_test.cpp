@@ -80,8 +80,6 @@ std::vector<std::string> list_all(const node& n, const std::string& token,
   return out;
 }
 
-bool is_2xx(const response& r) { return r.status >= 200 && r.status < 300; }
-
 } // namespace
 
 TEST_CASE("shards: 1,000 devices spread over two shards, each with its data "
@@ -314,9 +312,7 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
                    " WHERE datname = '" + shard_name + "'");
   CHECK(eventually(
     [&] {
-      auto m = n.get("/metrics");
-      return m.raw.find("troupe_database_up{shard=\"1\"} 0")
-             != std::string::npos;
+      return metric(n, "troupe_database_up{shard=\"1\"}") == 0.0;
     },
     15s, 200ms));
   std::map<int, std::map<int, int>> during;
@@ -333,11 +329,8 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
         == static_cast<int>(3 * std::count_if(
              devs.begin(), devs.end(), [](auto& d) { return d.shard == 1; })));
   // What shard 1's devices had acknowledged went to its importers' spools.
-  auto metrics = n.get("/metrics").raw;
-  int64_t spooled = 0;
-  for (size_t at = 0; (at = metrics.find("troupe_spool_records_total{importer=\"s1-", at)) != std::string::npos; ++at)
-    spooled += std::stoll(metrics.substr(metrics.find(' ', at) + 1));
-  CHECK(spooled == during[1][202]);
+  CHECK(metric_sum(n, "troupe_spool_records_total{importer=\"s1-")
+        == during[1][202]);
   auto on = [&](int sh) {
     return *std::find_if(devs.begin(), devs.end(),
                          [&](auto& d) { return d.shard == sh; });
