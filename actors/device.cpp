@@ -43,6 +43,13 @@ struct waiter {
 /// when another arrives.
 constexpr size_t max_waiters = 4;
 
+/// How often an upload also refreshes devices.last_seen_ms (lists, the
+/// online filter and silence alerts read it there); a quarter of the online
+/// window when that is shorter. The batch mark itself rides on the latest
+/// values every commit, so a busy device costs its devices row one update
+/// per interval instead of one per upload.
+constexpr int64_t upload_seen_interval_ms = 10'000;
+
 struct device_state {
   std::string name = "device";
   context_ptr ctx;
@@ -498,7 +505,10 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       imp.batch.points.reserve(req.points.size());
       for (auto& p : req.points)
         imp.batch.points.push_back({st.key, p.metric, p.ts_ms, p.value});
-      imp.batch.marks.push_back({st.key, req.batch_id, now});
+      auto seen_due = now - st.stored_seen_ms
+                      >= std::min(upload_seen_interval_ms,
+                                  st.ctx->actors.online_window_s * 1000 / 4);
+      imp.batch.marks.push_back({st.key, req.batch_id, seen_due ? now : -1});
       auto& importers = st.ctx->data[st.data_shard].importers;
       auto& importer = importers[static_cast<size_t>(st.key)
                                  % importers.size()];
@@ -517,7 +527,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
               st.batch_hwm = std::max(st.batch_hwm, req.batch_id);
             st.last_seen_ms = std::max(st.last_seen_ms, now);
             // The commit stored it with the points.
-            st.stored_seen_ms = std::max(st.stored_seen_ms, now);
+            if (seen_due)
+              st.stored_seen_ms = std::max(st.stored_seen_ms, now);
             for (auto& p : req.points) {
               auto& l = st.latest[p.metric];
               if (p.ts_ms >= l.ts_ms)

@@ -263,11 +263,12 @@ struct hour_delta {
 using hour_key = std::tuple<int64_t, int32_t, int64_t>;
 
 /// What a batch changes besides the raw points, as array parameters: the
-/// newest point per (device, metric) for `latest`, what it adds to each
-/// hour's rollup (merged by the rollup pass), and the devices' batch marks.
+/// newest point per (device, metric) for `latest` with the device's batch
+/// mark, what it adds to each hour's rollup (merged by the rollup pass), and
+/// the devices rows that need last_seen_ms (or a mark without a point).
 struct side_rows {
   std::map<hour_key, hour_delta> hours;
-  std::vector<int64_t> lkeys, lmetrics, lts;
+  std::vector<int64_t> lkeys, lmetrics, lts, lhwm;
   std::vector<std::string> lvalues;
   std::vector<int64_t> hkeys, hmetrics, hstarts, hn;
   std::vector<std::string> hmean, hmn, hmx;
@@ -292,14 +293,25 @@ struct side_rows {
            ++j)
         d.add(chunks.values[j]);
     }
+    // Each device's batch mark, carried by all of its latest rows.
+    std::map<int64_t, int64_t> hwm;
+    for (auto& m : batch.marks) {
+      auto& h = hwm.emplace(m.device_key, -1).first->second;
+      h = std::max(h, m.batch_hwm);
+    }
     for (auto& [k, i] : newest) {
       lkeys.push_back(k.first);
       lmetrics.push_back(k.second);
       lts.push_back(batch.points[i].ts_ms);
       lvalues.push_back(float_text(batch.points[i].value));
+      auto h = hwm.find(k.first);
+      lhwm.push_back(h == hwm.end() ? -1 : h->second);
     }
     set_hours();
+    std::set<int64_t> with_points(lkeys.begin(), lkeys.end());
     for (auto& m : batch.marks) {
+      if (m.last_seen_ms < 0 && with_points.count(m.device_key) != 0)
+        continue; // the mark is on the latest rows, last_seen is recent
       mkeys.push_back(m.device_key);
       mhwm.push_back(m.batch_hwm);
       mseen.push_back(m.last_seen_ms);
@@ -346,16 +358,23 @@ struct side_rows {
   static std::string ctes(int first) {
     int next = first;
     auto p = [&next] { return "$" + std::to_string(next++); };
+    // An older point keeps the stored value but may still move the mark.
     std::string sql = "lat AS (INSERT INTO latest (device_key, metric_id, ts,"
-                      " value) SELECT k, m, to_timestamp(t / 1000.0), v FROM"
-                      " unnest(";
+                      " value, batch_hwm) SELECT k, m, to_timestamp(t /"
+                      " 1000.0), v, nullif(h, -1) FROM unnest(";
     sql += p() + "::bigint[], ";
     sql += p() + "::int[], ";
     sql += p() + "::bigint[], ";
-    sql += p() + "::float8[]) AS u(k, m, t, v)"
+    sql += p() + "::float8[], ";
+    sql += p() + "::bigint[]) AS u(k, m, t, v, h)"
                  " ON CONFLICT (device_key, metric_id) DO UPDATE"
-                 " SET ts = excluded.ts, value = excluded.value"
-                 " WHERE latest.ts <= excluded.ts),"
+                 " SET ts = CASE WHEN latest.ts <= excluded.ts"
+                 "  THEN excluded.ts ELSE latest.ts END,"
+                 " value = CASE WHEN latest.ts <= excluded.ts"
+                 "  THEN excluded.value ELSE latest.value END,"
+                 " batch_hwm = greatest(latest.batch_hwm, excluded.batch_hwm)"
+                 " WHERE latest.ts <= excluded.ts"
+                 "  OR excluded.batch_hwm > coalesce(latest.batch_hwm, -1)),"
                  " deltas AS (INSERT INTO rollup_deltas (device_key,"
                  " metric_id, hour, n, mean, mn, mx)"
                  " SELECT k, m, to_timestamp(h), n, a, lo, hi FROM unnest(";
@@ -383,6 +402,7 @@ struct side_rows {
     for (auto* v : {&lkeys, &lmetrics, &lts})
       out.push_back(array_literal(*v));
     out.push_back(array_literal(lvalues));
+    out.push_back(array_literal(lhwm));
     for (auto* v : {&hkeys, &hmetrics, &hstarts, &hn})
       out.push_back(array_literal(*v));
     for (auto* v : {&hmean, &hmn, &hmx})

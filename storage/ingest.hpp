@@ -21,10 +21,13 @@ struct point_row {
 
 /// Per-device bookkeeping committed with the points: the batch-id
 /// high-water mark (for deduplication after a reload) and last-seen time.
+/// The mark goes to the device's latest values, which the commit writes
+/// anyway; the devices row is updated only when `last_seen_ms` is set (or
+/// the batch has no point of the device).
 struct device_mark {
   int64_t device_key = 0;
   int64_t batch_hwm = -1; // -1: no batch id in this flush
-  int64_t last_seen_ms = 0;
+  int64_t last_seen_ms = 0; // -1: devices.last_seen_ms is recent enough
 };
 
 /// Everything one group commit writes.

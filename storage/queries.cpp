@@ -70,11 +70,15 @@ caf::error status_of(const caf::expected<result>& r) {
 }
 
 /// The latest value of every metric of the devices `keys`, ordered by
-/// device and metric name: one query for a whole batch or page.
-caf::error for_latest(connection& c, const std::vector<int64_t>& keys,
-                      const std::function<void(int64_t, latest_row)>& each) {
+/// device and metric name, with the batch mark the row carries: one query
+/// for a whole batch or page.
+caf::error
+for_latest(connection& c, const std::vector<int64_t>& keys,
+           const std::function<void(int64_t, latest_row,
+                                    std::optional<int64_t>)>& each) {
   auto l = c.exec("SELECT l.device_key, m.name,"
-                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value"
+                  " (extract(epoch FROM l.ts) * 1000)::bigint, l.value,"
+                  " l.batch_hwm"
                   " FROM latest l JOIN metrics m ON m.id = l.metric_id"
                   " WHERE l.device_key = ANY($1::bigint[])"
                   " ORDER BY l.device_key, m.name",
@@ -82,8 +86,19 @@ caf::error for_latest(connection& c, const std::vector<int64_t>& keys,
   if (!l)
     return l.error();
   for (int i = 0; i < l->rows(); ++i)
-    each(l->i64(i, 0), {l->str(i, 1), l->i64(i, 2), l->f64(i, 3)});
+    each(l->i64(i, 0), {l->str(i, 1), l->i64(i, 2), l->f64(i, 3)},
+         l->opt_i64(i, 4));
   return caf::none;
+}
+
+/// A device's latest rows and its devices row each may hold its batch mark
+/// (migration 11): the greatest is the mark.
+void load_latest_row(device_row& d, latest_row row,
+                     std::optional<int64_t> batch_hwm) {
+  if (batch_hwm && *batch_hwm > d.batch_hwm.value_or(-1))
+    d.batch_hwm = batch_hwm;
+  d.metrics.push_back(row.metric);
+  d.latest.push_back(std::move(row));
 }
 
 } // namespace
@@ -449,11 +464,12 @@ caf::error load_device_data(connection& c, std::vector<device_row*>& rows) {
     d.batch_hwm = marks->opt_i64(i, 1);
     d.last_seen_ms = marks->opt_i64(i, 2);
   }
-  if (auto err = for_latest(c, keys, [&](int64_t key, latest_row row) {
-        auto& d = *by_key.at(key);
-        d.metrics.push_back(row.metric);
-        d.latest.push_back(std::move(row));
-      }))
+  if (auto err = for_latest(c, keys,
+                            [&](int64_t key, latest_row row,
+                                std::optional<int64_t> hwm) {
+                              load_latest_row(*by_key.at(key), std::move(row),
+                                              hwm);
+                            }))
     return err;
   auto cmds = c.exec(std::string{"SELECT "} + command_cols
                        + " FROM commands WHERE device_id = ANY($1::text[])"
@@ -504,11 +520,12 @@ load_devices(connection& c, const std::vector<std::string>& ids,
   }
   if (out.empty())
     return out;
-  if (auto err = for_latest(c, keys, [&](int64_t key, latest_row row) {
-        auto& d = *by_key.at(key);
-        d.metrics.push_back(row.metric);
-        d.latest.push_back(std::move(row));
-      }))
+  if (auto err = for_latest(c, keys,
+                            [&](int64_t key, latest_row row,
+                                std::optional<int64_t> hwm) {
+                              load_latest_row(*by_key.at(key), std::move(row),
+                                              hwm);
+                            }))
     return err;
   auto cmds = c.exec(std::string{"SELECT "} + command_cols
                        + " FROM commands WHERE device_id = ANY($1::text[])"
@@ -585,9 +602,11 @@ list_device_summaries(connection& c, const device_filter& f,
   }
   if (out.empty())
     return out;
-  if (auto err = for_latest(c, keys, [&](int64_t key, latest_row row) {
-        out[at.at(key)].latest.push_back(std::move(row));
-      }))
+  if (auto err = for_latest(c, keys,
+                            [&](int64_t key, latest_row row,
+                                std::optional<int64_t>) {
+                              out[at.at(key)].latest.push_back(std::move(row));
+                            }))
     return err;
   return out;
 }

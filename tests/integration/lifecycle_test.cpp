@@ -99,6 +99,50 @@ TEST_CASE("idle actors passivate and reload their state from PostgreSQL",
   CHECK(n.get("/api/v1/me", admin).status == 200);
 }
 
+TEST_CASE("batch marks reload from the latest values, not only the devices "
+          "row",
+          "[lifecycle][ingest]") {
+  // An upload refreshes its devices row (last_seen_ms) only every few
+  // seconds; its batch mark rides on the latest values it writes. A device
+  // reloaded from PostgreSQL must still know every batch it committed,
+  // also one whose points were older than the stored latest value.
+  node n;
+  auto tenant = make_tenant(n);
+  auto dev = make_device(n, tenant);
+  auto ts = now_ms() - 60'000;
+  auto upload = [&](int batch, const std::string& metric, int64_t at,
+                    double value) {
+    return post_telemetry(n, dev.token,
+                          {{"batch_id", batch},
+                           {"points", {{{"metric", metric},
+                                        {"value", value},
+                                        {"ts", at}}}}});
+  };
+  TROUPE_REQUIRE_STATUS(upload(1, "temp", ts, 21.5), 202);
+  TROUPE_REQUIRE_STATUS(upload(2, "hum", ts, 40.0), 202);
+  // Older than the stored latest temp: the value stays, the mark moves.
+  TROUPE_REQUIRE_STATUS(upload(3, "temp", ts - 30'000, 19.0), 202);
+  // The devices row was refreshed by the first upload only: the later
+  // marks are on the latest rows alone.
+  auto stored = n.db()->query("SELECT coalesce(batch_hwm, -1) FROM devices"
+                              " WHERE id = '" + dev.id + "'");
+  REQUIRE(stored.size() == 1);
+  CHECK(std::stoll(stored[0][0]) < 3);
+  // A restart: the device comes back from PostgreSQL alone.
+  n.restart();
+  for (int batch : {1, 2, 3}) {
+    INFO("batch " << batch);
+    auto r = upload(batch, "temp", now_ms(), 1.0);
+    CHECK(r.status == 200);
+    CHECK(r.body["duplicate"] == true);
+  }
+  TROUPE_CHECK_STATUS(upload(4, "temp", now_ms(), 2.0), 202);
+  auto d = n.get("/api/v1/devices/" + dev.id, n.admin_token());
+  REQUIRE(d.status == 200);
+  CHECK(d.body["latest"]["hum"]["value"] == 40.0);
+  CHECK(d.body["latest"]["temp"]["value"] == 2.0);
+}
+
 TEST_CASE("troupe serve without a database URL runs its own PostgreSQL",
           "[lifecycle][embedded]") {
   namespace fs = std::filesystem;
