@@ -204,6 +204,13 @@ struct restart_guard {
   }
 };
 
+/// Thaws PostgreSQL, if a test froze it, for the node's stop and the tests
+/// after it.
+struct thaw_guard {
+  pg_server& pg;
+  ~thaw_guard() { pg.thaw(); }
+};
+
 } // namespace
 
 TEST_CASE("every point answered 202 survives a SIGKILL of the node",
@@ -315,6 +322,59 @@ TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
     CHECK(r.status == 200);
     TROUPE_CHECK_STATUS(n.get("/api/v1/devices?limit=5", u.token), 200);
   }
+}
+
+TEST_CASE("a PostgreSQL that hangs without failing: uploads are refused in "
+          "time, the node serves on, nothing acknowledged is lost",
+          "[durability][freeze]") {
+  // Every PostgreSQL process SIGSTOPped: its sockets stay open and nothing
+  // answers, as with a stalled disk or a paused VM (no error, no reset, no
+  // TCP timeout). No upload may hang past the request deadline: each is
+  // answered 202 (committed before the freeze) or 503 with Retry-After;
+  // what needs no database is served meanwhile; after the thaw uploads are
+  // acknowledged again and every acknowledged point is stored.
+  pg_server pg;
+  node n{node_options{{{"http.request_timeout_ms", "2000"}}}};
+  auto devices = setup_devices(n, 10);
+  auto base_ts = now_ms() - 2 * 3'600'000;
+  load l{n, devices, base_ts, 4};
+  REQUIRE(eventually([&] { return l.acked_batches() >= 50; }, 60s, 10ms));
+
+  thaw_guard guard{pg};
+  pg.freeze();
+  l.reset_statuses();
+  auto answers_at_freeze = l.answers();
+  // Four uploaders, each answered at the latest at the 2 s deadline: the
+  // answers go on while nothing is committed.
+  CHECK(eventually([&] { return l.answers() >= answers_at_freeze + 8; }, 30s,
+                   50ms));
+  auto health = n.get("/healthz", "", {}, 5s);
+  CHECK(health.status == 200);
+  CHECK(health.elapsed_s < 2.0);
+  TROUPE_CHECK_STATUS(n.get("/metrics", "", {}, 5s), 200);
+  auto during = l.statuses();
+  pg.thaw();
+
+  auto acked_at_thaw = l.acked_batches();
+  CHECK(eventually([&] { return l.acked_batches() >= acked_at_thaw + 50; },
+                   60s, 10ms));
+  l.stop();
+  INFO("statuses while frozen: " << describe(during));
+  for (auto& u : l.unexpected())
+    UNSCOPED_INFO("unexpected answer: " << u);
+  CHECK(l.unexpected().empty());
+  CHECK(during[503] > 0);
+  for (auto& [status, count] : during) {
+    INFO("status " << status << " x " << count);
+    CHECK((status == 202 || status == 503));
+  }
+  auto acked = l.acked();
+  auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
+  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
+                       << ", first missing: " << v.first_missing);
+  CHECK(v.acked_points == acked.size() * points_per_batch);
+  CHECK(v.missing == 0);
+  CHECK(v.wrong_value == 0);
 }
 
 TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",

@@ -333,6 +333,74 @@ void pg_server::start() {
   running_ = true;
 }
 
+pid_t pg_server::postmaster() const {
+  std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
+  std::string line;
+  if (!pidfile || !std::getline(pidfile, line) || line.empty()
+      || !std::all_of(line.begin(), line.end(),
+                      [](char c) { return c >= '0' && c <= '9'; }))
+    throw std::runtime_error("cannot read the postmaster's pid from " + dir_
+                             + "/data/postmaster.pid");
+  return static_cast<pid_t>(std::stol(line));
+}
+
+namespace {
+
+/// The processes whose parent is `parent` (from /proc/PID/stat).
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
+    auto name = e.path().filename().string();
+    if (name.empty()
+        || !std::all_of(name.begin(), name.end(),
+                        [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    std::ifstream in{e.path() / "stat"};
+    std::string stat;
+    if (!std::getline(in, stat))
+      continue;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    auto close = stat.rfind(')');
+    if (close == std::string::npos)
+      continue;
+    std::istringstream rest{stat.substr(close + 1)};
+    std::string state;
+    long ppid = 0;
+    if (rest >> state >> ppid && ppid == parent)
+      out.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return out;
+}
+
+} // namespace
+
+void pg_server::freeze() {
+  auto pm = postmaster();
+  // The postmaster first, so it starts no process we would miss; then its
+  // children until a look finds none that is not stopped yet.
+  if (::kill(pm, SIGSTOP) != 0)
+    throw std::runtime_error("cannot SIGSTOP the postmaster " +
+                             std::to_string(pm) + ": " + std::strerror(errno));
+  frozen_.push_back(pm);
+  for (bool more = true; more;) {
+    more = false;
+    for (auto child : children_of(pm)) {
+      if (std::find(frozen_.begin(), frozen_.end(), child) != frozen_.end())
+        continue;
+      if (::kill(child, SIGSTOP) == 0) {
+        frozen_.push_back(child);
+        more = true;
+      }
+    }
+  }
+}
+
+void pg_server::thaw() {
+  for (auto it = frozen_.rbegin(); it != frozen_.rend(); ++it)
+    ::kill(*it, SIGCONT);
+  frozen_.clear();
+}
+
 // -- HTTP ----------------------------------------------------------------------
 
 bool response::has_header(const std::string& name) const {

@@ -109,9 +109,19 @@ public:
   /// Starts it again on the port it had; throws on failure.
   void start();
   bool running() const { return running_; }
+  /// SIGSTOPs the postmaster and every process it started: a server that
+  /// hangs without failing (its sockets stay open, nothing answers), as a
+  /// stalled disk or a paused VM does. Throws when it cannot.
+  void freeze();
+  /// SIGCONTs what freeze() stopped (and is harmless when nothing is).
+  void thaw();
+  bool frozen() const { return !frozen_.empty(); }
 
 private:
   std::string pg_ctl(const std::string& args) const;
+  /// The postmaster's pid (postmaster.pid, line 1); throws when absent.
+  pid_t postmaster() const;
+  std::vector<pid_t> frozen_;
   std::string dir_;
   std::string bin_;
   std::string port_;
