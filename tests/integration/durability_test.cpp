@@ -190,6 +190,20 @@ std::vector<device_state> setup_devices(node& n, size_t count) {
   return out;
 }
 
+/// Checks (Catch2) that every point of `acked` is stored with its value
+/// within `timeout`; returns the verdict for checks of the caller's own.
+verdict check_stored(node& n, const std::vector<acked_batch>& acked,
+                     const std::vector<device_state>& devices,
+                     std::chrono::seconds timeout) {
+  auto v = wait_stored({n.db()}, acked, devices, timeout);
+  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
+                       << ", first missing: " << v.first_missing);
+  CHECK(v.acked_points == acked.size() * points_per_batch);
+  CHECK(v.missing == 0);
+  CHECK(v.wrong_value == 0);
+  return v;
+}
+
 /// Starts PostgreSQL again, if a test stopped it, for the tests after it.
 struct restart_guard {
   pg_server& pg;
@@ -232,12 +246,7 @@ TEST_CASE("every point answered 202 survives a SIGKILL of the node",
   CHECK(acked.size() >= acked_at_kill);
 
   n.start();
-  auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
-  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
-                       << ", first missing: " << v.first_missing);
-  CHECK(v.acked_points == acked.size() * points_per_batch);
-  CHECK(v.missing == 0);
-  CHECK(v.wrong_value == 0);
+  auto v = check_stored(n, acked, l.devices(), 60s);
   if (v.rows > v.acked_points) {
     // Batches in flight at the kill may be stored without an answer; more
     // rows than acked points is fine, duplicates of acked points are noted.
@@ -302,12 +311,7 @@ TEST_CASE("every point answered 202 while PostgreSQL is down is stored "
     CHECK((status == 202 || status == 503));
   }
 
-  auto v = wait_stored({n.db()}, acked, l.devices(), 120s);
-  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
-                       << ", first missing: " << v.first_missing);
-  CHECK(v.acked_points == acked.size() * points_per_batch);
-  CHECK(v.missing == 0);
-  CHECK(v.wrong_value == 0);
+  check_stored(n, acked, l.devices(), 120s);
 
   // Once PostgreSQL is back and the node says ready, no request fails:
   // every pooled connection notices the restart before its next query.
@@ -369,12 +373,7 @@ TEST_CASE("a PostgreSQL that hangs without failing: uploads are refused in "
     CHECK((status == 202 || status == 503));
   }
   auto acked = l.acked();
-  auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
-  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
-                       << ", first missing: " << v.first_missing);
-  CHECK(v.acked_points == acked.size() * points_per_batch);
-  CHECK(v.missing == 0);
-  CHECK(v.wrong_value == 0);
+  check_stored(n, acked, l.devices(), 60s);
 }
 
 TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
@@ -406,12 +405,7 @@ TEST_CASE("a failing importer is restarted; nothing acknowledged is lost",
           .value_or(0)
         >= 1);
   auto acked = l.acked();
-  auto v = wait_stored({n.db()}, acked, l.devices(), 60s);
-  INFO("acked points " << v.acked_points << ", stored rows " << v.rows
-                       << ", first missing: " << v.first_missing);
-  CHECK(v.acked_points == acked.size() * points_per_batch);
-  CHECK(v.missing == 0);
-  CHECK(v.wrong_value == 0);
+  check_stored(n, acked, l.devices(), 60s);
   CHECK(n.log_tail(100000).find("injected importer failure")
         != std::string::npos);
 }
