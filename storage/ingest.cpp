@@ -308,9 +308,10 @@ struct side_rows {
       lhwm.push_back(h == hwm.end() ? -1 : h->second);
     }
     set_hours();
-    std::set<int64_t> with_points(lkeys.begin(), lkeys.end());
     for (auto& m : batch.marks) {
-      if (m.last_seen_ms < 0 && with_points.count(m.device_key) != 0)
+      // lkeys is sorted (newest is keyed by device first).
+      if (m.last_seen_ms < 0
+          && std::binary_search(lkeys.begin(), lkeys.end(), m.device_key))
         continue; // the mark is on the latest rows, last_seen is recent
       mkeys.push_back(m.device_key);
       mhwm.push_back(m.batch_hwm);

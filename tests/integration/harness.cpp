@@ -111,6 +111,12 @@ std::string truncate(const std::string& s, size_t max) {
   return s.substr(0, max) + "...(" + std::to_string(s.size()) + " bytes)";
 }
 
+bool is_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  });
+}
+
 bool is_snake_case(const std::string& s) {
   static const std::regex re{"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"};
   return std::regex_match(s, re);
@@ -296,20 +302,20 @@ std::string pg_server::pg_ctl(const std::string& args) const {
   return cmd;
 }
 
-void pg_server::stop() {
-  // postmaster.pid line 4 is the port.
-  std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
-  if (!pidfile)
-    throw std::runtime_error("cannot read " + dir_
-                             + "/data/postmaster.pid: is PostgreSQL running?");
+std::string pg_server::pidfile_line(int n) const {
+  auto path = dir_ + "/data/postmaster.pid";
+  std::ifstream pidfile{path};
   std::string line;
-  for (int i = 0; i < 4 && std::getline(pidfile, line); ++i)
+  for (int i = 0; i < n && std::getline(pidfile, line); ++i)
     ;
-  port_ = line;
-  if (port_.empty()
-      || !std::all_of(port_.begin(), port_.end(),
-                      [](char c) { return c >= '0' && c <= '9'; }))
-    throw std::runtime_error("no port on line 4 of postmaster.pid");
+  if (!pidfile || !is_digits(line))
+    throw std::runtime_error("no number on line " + std::to_string(n) + " of "
+                             + path + ": is PostgreSQL running?");
+  return line;
+}
+
+void pg_server::stop() {
+  port_ = pidfile_line(4);
   auto cmd = pg_ctl("stop -w -t 60 -m fast -D " + shell_quote(dir_ + "/data"))
              + " >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0)
@@ -334,14 +340,7 @@ void pg_server::start() {
 }
 
 pid_t pg_server::postmaster() const {
-  std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
-  std::string line;
-  if (!pidfile || !std::getline(pidfile, line) || line.empty()
-      || !std::all_of(line.begin(), line.end(),
-                      [](char c) { return c >= '0' && c <= '9'; }))
-    throw std::runtime_error("cannot read the postmaster's pid from " + dir_
-                             + "/data/postmaster.pid");
-  return static_cast<pid_t>(std::stol(line));
+  return static_cast<pid_t>(std::stol(pidfile_line(1)));
 }
 
 namespace {
@@ -351,9 +350,7 @@ std::vector<pid_t> children_of(pid_t parent) {
   std::vector<pid_t> out;
   for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
     auto name = e.path().filename().string();
-    if (name.empty()
-        || !std::all_of(name.begin(), name.end(),
-                        [](char c) { return c >= '0' && c <= '9'; }))
+    if (!is_digits(name))
       continue;
     std::ifstream in{e.path() / "stat"};
     std::string stat;

@@ -119,7 +119,9 @@ public:
 
 private:
   std::string pg_ctl(const std::string& args) const;
-  /// The postmaster's pid (postmaster.pid, line 1); throws when absent.
+  /// Line `n` (from 1) of postmaster.pid, a number (1: the postmaster's
+  /// pid, 4: the port); throws when the file or the number is absent.
+  std::string pidfile_line(int n) const;
   pid_t postmaster() const;
   std::vector<pid_t> frozen_;
   std::string dir_;
