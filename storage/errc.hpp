@@ -28,6 +28,8 @@ enum class errc : uint8_t {
   embedded_failed,
   /// Committed on the primary, but no standby has confirmed it (yet).
   unreplicated,
+  /// The database was migrated by a newer troupe than this one.
+  schema_too_new,
 };
 
 } // namespace troupe::storage

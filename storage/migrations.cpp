@@ -381,6 +381,18 @@ caf::error migrate(connection& conn, int& version) {
     result = current.error();
   } else {
     version = static_cast<int>(current->i64(0, 0));
+    // A schema newer than this binary means a newer troupe has migrated the
+    // database: this one would read and write it as an older layout (batch
+    // marks in the wrong place, say), so it refuses to start instead.
+    if (auto newest = migrations().back().version; version > newest) {
+      unlock();
+      return make_storage_error(
+        errc::schema_too_new,
+        "the database's schema is version " + std::to_string(version)
+          + ", newer than this troupe binary knows (version "
+          + std::to_string(newest) + "); run a troupe at least as new as the"
+          " one that migrated it");
+    }
     for (auto& m : migrations()) {
       if (m.version <= version)
         continue;

@@ -2,7 +2,7 @@
 // spooled batch replayed after its COMMIT answer was lost, or after an
 // earlier replay stopped half-way, stores none of its points twice), the
 // connections' TCP settings, and the sweep of a data shard's copies of
-// deleted devices.
+// deleted devices; a schema newer than the binary is refused.
 
 #include "tests/integration/harness.hpp"
 
@@ -293,4 +293,28 @@ TEST_CASE("points stored one per row move into chunks, readable as before",
               1764583200000 + 60 * 60000)
         == std::vector<std::string>{"2", "59", "60", "59"});
   CHECK(range("no-such-device", q.from_ms, q.to_ms)[0] == "0");
+}
+
+TEST_CASE("a database migrated by a newer troupe is refused, not reused",
+          "[ingest]") {
+  migrated_db m;
+  troupe::storage::connection c{m.db.url()};
+  auto newest = troupe::storage::migrations().back().version;
+  REQUIRE(c.exec("INSERT INTO schema_migrations VALUES ("
+                 + std::to_string(newest + 1) + ", 'from the future', 0)"));
+  int version = 0;
+  auto err = troupe::storage::migrate(c, version);
+  REQUIRE(err == troupe::storage::errc::schema_too_new);
+  CHECK(version == newest + 1);
+  // The advisory lock was released: another connection migrates (and is
+  // refused) without waiting for this one to close.
+  troupe::storage::connection other{m.db.url()};
+  int seen = 0;
+  CHECK(troupe::storage::migrate(other, seen)
+        == troupe::storage::errc::schema_too_new);
+  // Once the newer row is gone, the same database migrates as before.
+  REQUIRE(c.exec("DELETE FROM schema_migrations WHERE version > "
+                 + std::to_string(newest)));
+  REQUIRE(!troupe::storage::migrate(other, seen));
+  CHECK(seen == newest);
 }
