@@ -310,6 +310,27 @@ void note_seen(device_ptr self) {
     });
 }
 
+/// On stop (passivation, handoff, shutdown): a sighting PostgreSQL has not
+/// heard of yet (uploads refresh it only every few seconds) is written now,
+/// so lists and silence alerts see it. Not awaited: the write is
+/// `greatest()`, so it may land after the next owner has loaded the device,
+/// and the pools stop only after every region has.
+void store_last_seen(device_ptr self) {
+  auto& st = self->state;
+  if (!st.known || st.last_seen_ms <= st.stored_seen_ms)
+    return;
+  st.stored_seen_ms = st.last_seen_ms;
+  caf::anon_send(
+    data_db(self),
+    runtime::db_job{[id = st.id, t = st.last_seen_ms](storage::connection& c) {
+      auto err = storage::touch_device(c, id, t);
+      if (err)
+        log().warn("device={} cannot record last_seen on stop: {}", id,
+                   config::describe(err));
+      return err;
+    }});
+}
+
 void answer_waiters(device_ptr self, const std::vector<command>& cmds) {
   auto& st = self->state;
   for (auto& [id, w] : st.waiters)
@@ -782,6 +803,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     [=](stop_atom) {
       auto& st = self->state;
       answer_waiters(self, {});
+      store_last_seen(self);
       // Delivery marks land first, so the next owner loads them.
       if (st.marks_in_flight > 0)
         st.stop_requested = true;

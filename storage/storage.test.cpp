@@ -40,12 +40,19 @@ TEST_CASE("batches round-trip through their spool encoding") {
   b.points.push_back({1, "temp", 1000, 21.5});
   b.points.push_back({2, "hum", 2000, -3.25});
   b.marks.push_back({1, 17, 1000});
+  // No batch id, and last_seen recent enough: both -1 must survive.
+  b.marks.push_back({2, -1, -1});
   ingest_batch back;
   REQUIRE(decode_batch(encode_batch(b), back));
   REQUIRE(back.points.size() == 2);
   CHECK(back.points[1].metric == "hum");
   CHECK(back.points[1].value == -3.25);
+  REQUIRE(back.marks.size() == 2);
   CHECK(back.marks[0].batch_hwm == 17);
+  CHECK(back.marks[0].last_seen_ms == 1000);
+  CHECK(back.marks[1].device_key == 2);
+  CHECK(back.marks[1].batch_hwm == -1);
+  CHECK(back.marks[1].last_seen_ms == -1);
   auto bytes = encode_batch(b);
   CHECK(!decode_batch(bytes.substr(0, bytes.size() - 1), back));
 }

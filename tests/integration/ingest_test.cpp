@@ -2,7 +2,8 @@
 // spooled batch replayed after its COMMIT answer was lost, or after an
 // earlier replay stopped half-way, stores none of its points twice), the
 // connections' TCP settings, and the sweep of a data shard's copies of
-// deleted devices; a schema newer than the binary is refused.
+// deleted devices; spooled marks replay without moving a device's mark or
+// last sighting back; a schema newer than the binary is refused.
 
 #include "tests/integration/harness.hpp"
 
@@ -12,8 +13,13 @@
 #include "storage/migrations.hpp"
 #include "storage/queries.hpp"
 #include "storage/pg.hpp"
+#include "storage/spool.hpp"
 
 #include <libpq-fe.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 using namespace troupe::test;
 using troupe::storage::ingest_batch;
@@ -317,4 +323,68 @@ TEST_CASE("a database migrated by a newer troupe is refused, not reused",
                  + std::to_string(newest)));
   REQUIRE(!troupe::storage::migrate(other, seen));
   CHECK(seen == newest);
+}
+
+TEST_CASE("spooled marks replay without moving a device's mark or last "
+          "sighting back",
+          "[ingest]") {
+  migrated_db m;
+  troupe::storage::connection c{m.db.url()};
+  REQUIRE(!troupe::storage::insert_tenant(c, {"t1", "T", 0}));
+  auto keys = troupe::storage::reserve_device_keys(c, 1);
+  REQUIRE(keys);
+  auto key = keys->at(0);
+  REQUIRE(!troupe::storage::insert_devices(c, {{"d1", "D", "t1", "h", 0, 0,
+                                                key}}));
+  ingest_writer w{m.db.url()};
+  auto t0 = (now_ms() / 3'600'000 - 1) * 3'600'000 + 60'000;
+  auto stored = [&] {
+    auto d = troupe::storage::load_devices(c, {"d1"}, now_ms());
+    REQUIRE(d);
+    REQUIRE(d->count("d1") == 1);
+    return d->at("d1");
+  };
+  // Batch 20 refreshes last_seen; batch 21's mark says it is recent enough
+  // (-1) and rides on the latest rows alone.
+  auto b20 = points(key, 10, 4, t0);
+  b20.marks = {{key, 20, t0 + 1000}};
+  auto b21 = points(key, 14, 2, t0);
+  b21.marks = {{key, 21, -1}};
+  // Batch 5, older in every way, was spooled long ago and replays last.
+  auto b5 = points(key, 0, 4, t0);
+  b5.marks = {{key, 5, t0 + 500}};
+  REQUIRE(!w.write(b20));
+  // b21 and b5 go through the spool file, as an importer replays them.
+  char path[] = "/tmp/troupe-spool-test.XXXXXX";
+  auto fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  {
+    troupe::storage::spool s{path, 1 << 20};
+    REQUIRE(!s.append(troupe::storage::encode_batch(b21)));
+    REQUIRE(!s.append(troupe::storage::encode_batch(b5)));
+    std::vector<ingest_batch> back;
+    REQUIRE(!s.replay([&](const std::string& rec) -> caf::error {
+      ingest_batch b;
+      REQUIRE(troupe::storage::decode_batch(rec, b));
+      back.push_back(b);
+      return w.write(b, ingest_writer::mode::replay);
+    }));
+    REQUIRE(back.size() == 2);
+    CHECK(back[0].marks.at(0).last_seen_ms == -1);
+    CHECK(back[0].marks.at(0).batch_hwm == 21);
+  }
+  std::remove(path);
+  auto d = stored();
+  CHECK(d.batch_hwm == 21);
+  CHECK(d.last_seen_ms == t0 + 1000);
+  // The older points were stored, but the latest values are batch 21's.
+  CHECK(m.count() == 10);
+  REQUIRE(d.latest.size() == 2);
+  for (auto& l : d.latest)
+    CHECK(l.ts_ms == (l.metric == "temp" ? t0 + 15 : t0 + 14));
+  // Replaying batch 20 again changes nothing either.
+  REQUIRE(!w.write(b20, ingest_writer::mode::replay));
+  CHECK(m.count() == 10);
+  CHECK(stored().batch_hwm == 21);
 }

@@ -1,6 +1,7 @@
 // Virtual-actor lifecycle and the embedded default: device and session
 // actors passivate when idle and come back from PostgreSQL with the same
-// state; `troupe serve` with no database URL manages its own PostgreSQL.
+// state (batch marks, and the last sighting written on the way out);
+// `troupe serve` with no database URL manages its own PostgreSQL.
 
 #include "tests/integration/harness.hpp"
 
@@ -97,6 +98,44 @@ TEST_CASE("idle actors passivate and reload their state from PostgreSQL",
     },
     20s));
   CHECK(n.get("/api/v1/me", admin).status == 200);
+}
+
+TEST_CASE("a device's last sighting is stored when it passivates",
+          "[lifecycle][ingest]") {
+  // Uploads refresh devices.last_seen_ms only every few seconds; what the
+  // actor saw since is written when it stops, so lists, the online filter
+  // and silence alerts do not fall behind an idle device.
+  node_options opts;
+  opts.settings = {{"actors.passivate_after_s", "1"}};
+  node n{opts};
+  auto tenant = make_tenant(n);
+  auto dev = make_device(n, tenant);
+  auto stored = [&] {
+    auto rows = n.db()->query("SELECT coalesce(last_seen_ms, -1) FROM devices"
+                              " WHERE id = '" + dev.id + "'");
+    REQUIRE(rows.size() == 1);
+    return std::stoll(rows[0][0]);
+  };
+  auto upload = [&](int batch) {
+    return post_telemetry(n, dev.token,
+                          {{"batch_id", batch}, {"values", {{"temp", 1.0}}}});
+  };
+  // The login stored a sighting; the first upload is not due to refresh it.
+  std::this_thread::sleep_for(50ms);
+  auto before_upload = now_ms();
+  TROUPE_REQUIRE_STATUS(upload(1), 202);
+  CHECK(stored() < before_upload);
+  REQUIRE(eventually(
+    [&] {
+      return metric(n, "troupe_actor_passivations_total{kind=\"device\"}")
+               .value_or(0)
+             >= 1;
+    },
+    20s));
+  CHECK(eventually([&] { return stored() >= before_upload; }, 5s));
+  auto d = n.get("/api/v1/devices/" + dev.id, n.admin_token());
+  REQUIRE(d.status == 200);
+  CHECK(d.body["last_seen_ms"].get<int64_t>() >= before_upload);
 }
 
 TEST_CASE("batch marks reload from the latest values, not only the devices "
