@@ -44,8 +44,8 @@ struct waiter {
 constexpr size_t max_waiters = 4;
 
 /// How often an upload also refreshes devices.last_seen_ms (lists, the
-/// online filter and silence alerts read it there); a quarter of the online
-/// window when that is shorter. The batch mark itself rides on the latest
+/// online filter and silence alerts read it there); seen_refresh_ms when
+/// that is shorter. The batch mark itself rides on the latest
 /// values every commit, so a busy device costs its devices row one update
 /// per interval instead of one per upload.
 constexpr int64_t upload_seen_interval_ms = 10'000;
@@ -286,13 +286,22 @@ device_view view_of(device_ptr self) {
   return v;
 }
 
+/// How stale devices.last_seen_ms may get while the device keeps logging
+/// in or polling: a quarter of the online window (lists and the online
+/// filter read it there) or of the silence window (silence alerts do),
+/// whichever is shorter, so neither misreads a device that is still there.
+int64_t seen_refresh_ms(device_ptr self) {
+  auto& ctx = *self->state.ctx;
+  return std::min(ctx.actors.online_window_s, ctx.analysis.silence_s) * 1000
+         / 4;
+}
+
 /// A login or a poll: the device is seen now. PostgreSQL hears of it at
-/// most every quarter of the online window (device lists read it there).
+/// most every seen_refresh_ms.
 void note_seen(device_ptr self) {
   auto& st = self->state;
   st.last_seen_ms = now_ms();
-  if (st.last_seen_ms - st.stored_seen_ms
-      < st.ctx->actors.online_window_s * 1000 / 4)
+  if (st.last_seen_ms - st.stored_seen_ms < seen_refresh_ms(self))
     return;
   st.stored_seen_ms = st.last_seen_ms;
   db_call<bool>(
@@ -528,7 +537,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         imp.batch.points.push_back({st.key, p.metric, p.ts_ms, p.value});
       auto seen_due = now - st.stored_seen_ms
                       >= std::min(upload_seen_interval_ms,
-                                  st.ctx->actors.online_window_s * 1000 / 4);
+                                  seen_refresh_ms(self));
       imp.batch.marks.push_back({st.key, req.batch_id, seen_due ? now : -1});
       auto& importers = st.ctx->data[st.data_shard].importers;
       auto& importer = importers[static_cast<size_t>(st.key)

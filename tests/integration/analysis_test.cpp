@@ -1,6 +1,7 @@
 // Analysis, alerts and rules (API.md, user side). The node runs its
 // analysis passes every second (analysis.interval_ms), so results show up
-// quickly; the waits stay generous.
+// quickly; the waits stay generous. Silence alerts run on a node of their
+// own with a 3 s window.
 
 #include "tests/integration/harness.hpp"
 
@@ -352,4 +353,47 @@ TEST_CASE("buckets of whole hours come from rollups and agree with the raw "
     60s, 250ms));
   check(hour, "1h, merged");
   check(2 * hour, "2h, merged");
+}
+
+TEST_CASE("silence: a device that keeps polling stays quiet; one that "
+          "stops opens an alert that closes when it is back",
+          "[alerts]") {
+  // Its own node: a 3 s silence window. A device that only polls is seen
+  // in PostgreSQL (where the silence pass looks) often enough for any
+  // window, not only every quarter of the online window (75 s).
+  node_options opts;
+  opts.settings = {{"analysis.interval_ms", "500"},
+                   {"analysis.silence_s", "3"}};
+  node n{opts};
+  auto tenant = make_tenant(n);
+  auto viewer = make_user(n, "viewer", tenant);
+  auto polling = make_device(n, tenant);
+  auto quiet = make_device(n, tenant);
+  auto silent = [&](const std::string& id) {
+    auto a = n.get("/api/v1/alerts?state=open", viewer.token);
+    REQUIRE(a.status == 200);
+    for (auto& i : list_items(a))
+      if (i["kind"] == "silence" && i["device_id"] == id)
+        return true;
+    return false;
+  };
+  auto poll = [&](const device_login_info& d) {
+    TROUPE_REQUIRE_STATUS(n.get("/api/v1/device/commands?wait=0", d.token),
+                          200);
+  };
+  bool quiet_alerted = false;
+  auto until = std::chrono::steady_clock::now() + 8s;
+  while (std::chrono::steady_clock::now() < until) {
+    poll(polling);
+    CHECK_FALSE(silent(polling.id));
+    quiet_alerted = quiet_alerted || silent(quiet.id);
+    std::this_thread::sleep_for(250ms);
+  }
+  CHECK(quiet_alerted);
+  CHECK(eventually(
+    [&] {
+      poll(quiet);
+      return !silent(quiet.id);
+    },
+    15s, 250ms));
 }
