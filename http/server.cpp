@@ -33,6 +33,8 @@
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "http/tls_socket.hpp"
+
 namespace troupe::http {
 
 namespace {
@@ -49,7 +51,7 @@ using clock_type = std::chrono::steady_clock;
 // type erasure on every operation. A connection never changes io_context.
 using executor = asio::io_context::executor_type;
 using tcp_socket = tcp::socket::rebind_executor<executor>::other;
-using tls_stream = ssl::stream<tcp_socket>;
+using tls_stream = tls_socket<tcp_socket>;
 using timer
   = asio::basic_waitable_timer<clock_type, asio::wait_traits<clock_type>,
                                executor>;
@@ -1427,8 +1429,11 @@ std::string server::impl::load_tls(std::shared_ptr<ssl::context>& out) const {
                      | ssl::context::no_sslv3 | ssl::context::no_tlsv1
                      | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
     SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-    // Idle TLS connections give their record buffers back.
+    // Idle TLS connections give their record buffers back. No
+    // renegotiation (a client could make us do handshakes at will, and a
+    // write would then have to wait for reads).
     SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_RENEGOTIATION);
     ctx->use_certificate_chain_file(cfg_.tls_cert);
     ctx->use_private_key_file(cfg_.tls_key, ssl::context::pem);
     if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
