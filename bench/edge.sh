@@ -23,7 +23,9 @@
 #   settings for the node, space-separated)  BENCH_OUT (a temp dir)
 #   BENCH_DURATION (20)  BENCH_FLEET (5000)  BENCH_FLEET_DURATION (60)
 #   BENCH_IDLE_CONNECTIONS (5000)  BENCH_PARTS (all: ceilings uploads durable
-#   reads idle fleet cold)
+#   reads idle fleet cold)  BENCH_TLS (0; 1: troupe and nginx serve HTTPS
+#   only, with a throwaway certificate, and the parts that speak it run:
+#   ceilings uploads reads idle)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,7 +36,12 @@ duration=${BENCH_DURATION:-20}
 fleet=${BENCH_FLEET:-5000}
 fleet_duration=${BENCH_FLEET_DURATION:-60}
 idle_conns=${BENCH_IDLE_CONNECTIONS:-5000}
-parts=${BENCH_PARTS:-ceilings uploads durable reads idle fleet cold}
+tls=${BENCH_TLS:-0}
+if [ "$tls" = 1 ]; then
+  parts=${BENCH_PARTS:-ceilings uploads reads idle}
+else
+  parts=${BENCH_PARTS:-ceilings uploads durable reads idle fleet cold}
+fi
 admin_user=admin
 admin_password=bench-Admin-Pw-1
 ready_timeout_s=90
@@ -50,6 +57,10 @@ for b in "${bins[@]}"; do
 done
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx_bin" ] || die "nginx is needed: scripts/install-deps --bench (Debian nginx-light)"
+if [ "$tls" = 1 ]; then
+  want fleet && die "BENCH_TLS=1: troupe_fleet speaks plain HTTP only"
+  command -v openssl >/dev/null || die "openssl is needed: scripts/install-deps --bench"
+fi
 for c in curl psql python3 timeout; do
   command -v "$c" >/dev/null || die "$c is needed"
 done
@@ -85,6 +96,18 @@ psql -q "$TROUPE_TEST_DATABASE_URL" -c "create database bench_edge" -c "create d
 read -r http_port nginx_port <<<"$(free_ports 2)"
 nginx_dir=$out/nginx
 mkdir -p "$nginx_dir"
+scheme=http
+nginx_tls=
+troupe_tls=()
+if [ "$tls" = 1 ]; then
+  # The same throwaway certificate (EC P-256) for both servers.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$out/tls.key" -out "$out/tls.crt" -days 2 -subj /CN=127.0.0.1 \
+    2>/dev/null || die "openssl could not make a certificate"
+  scheme=https
+  nginx_tls="ssl; ssl_certificate $out/tls.crt; ssl_certificate_key $out/tls.key"
+  troupe_tls=(--set "http.tls_cert=$out/tls.crt" --set "http.tls_key=$out/tls.key")
+fi
 cat >"$nginx_dir/nginx.conf" <<EOF
 # One worker per core, as troupe has one I/O thread per core.
 worker_processes auto;
@@ -98,25 +121,25 @@ http {
   keepalive_timeout 120s;
   keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$nginx_port backlog=4096;
+    listen 127.0.0.1:$nginx_port backlog=4096 $nginx_tls;
     location / { return 200 '{"ok":true}'; }
   }
 }
 EOF
 "$nginx_bin" -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -e "$nginx_dir/error.log" \
   || die "nginx did not start; see $nginx_dir/error.log"
-nginx_url=http://127.0.0.1:$nginx_port
+nginx_url=$scheme://127.0.0.1:$nginx_port
 for _ in $(seq 1 50); do [ "$(http_code "$nginx_url/")" = 200 ] && break; sleep 0.1; done
 [ "$(http_code "$nginx_url/")" = 200 ] || die "nginx does not answer at $nginx_url"
 nginx_master=$(cat "$nginx_dir/nginx.pid")
 nginx_workers=$(pgrep -P "$nginx_master" | paste -sd,)
 
-url=http://127.0.0.1:$http_port
+url=$scheme://127.0.0.1:$http_port
 TROUPE_DATABASE_URL=$pg_base/bench_edge TROUPE_ADMIN_USER=$admin_user \
 TROUPE_ADMIN_PASSWORD=$admin_password \
   "${TROUPE_BIN:-$build/troupe}" serve --listen "127.0.0.1:$http_port" \
   --data-dir "$out/data" ${TROUPE_SET:+$(printf -- '--set %s ' $TROUPE_SET)} \
-  >"$out/node.log" 2>&1 &
+  "${troupe_tls[@]}" >"$out/node.log" 2>&1 &
 node_pid=$!
 wait_ready "$url" "$node_pid" "$out/node.log"
 note "troupe pid $node_pid at $url; nginx workers $nginx_workers at $nginx_url"
@@ -210,7 +233,7 @@ fi
 
 # -- the table ---------------------------------------------------------------------
 
-python3 - "$out" "$node_pid" <<'EOF'
+python3 - "$out" "$node_pid" "$tls" <<'EOF'
 import glob, json, os, sys
 
 out = sys.argv[1]
@@ -271,6 +294,9 @@ cb, cs = get("cold", "batched_per_s"), get("cold", "single_per_s")
 rows.append(("cold device loads/s, batched vs one by one", num(cb), num(cs),
              ratio(cb, cs, 1)))
 
+if sys.argv[3] == "1":
+    print("Over HTTPS: troupe and nginx both serve TLS only (EC P-256 certificate).")
+    print()
 print("| figure | troupe | ceiling | ratio |")
 print("|---|---:|---:|---:|")
 for r in rows:

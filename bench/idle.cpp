@@ -3,7 +3,7 @@
 // (as a device does before it goes quiet), reads the answer, then holds
 // them all idle for --hold seconds and reports the growth of the resident
 // memory of --pid (one pid or a comma-separated list, summed: nginx's
-// workers) per connection. The same tool measures troupe and nginx, so the
+// workers) per connection; an https --url does a TLS handshake first. The same tool measures troupe and nginx, so the
 // ratio holds on a noisy machine. See bench/README.md.
 
 #include <algorithm>
@@ -20,6 +20,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "bench/common.hpp"
 
@@ -60,31 +62,82 @@ bool readable(int fd, int timeout_ms) {
   return ::poll(&p, 1, timeout_ms) == 1;
 }
 
-/// One GET on a fresh connection; the socket stays open on success.
-int open_one(const sockaddr_in& addr, const std::string& request) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    return -1;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr)
-        != 0
-      || ::send(fd, request.data(), request.size(), MSG_NOSIGNAL)
-           != static_cast<ssize_t>(request.size())) {
-    ::close(fd);
-    return -1;
+/// An open connection: its socket, and its TLS session for https.
+struct conn {
+  int fd = -1;
+  SSL* ssl = nullptr;
+};
+
+void close_conn(conn& c) {
+  if (c.ssl != nullptr)
+    SSL_free(c.ssl);
+  if (c.fd >= 0)
+    ::close(c.fd);
+  c = conn{};
+}
+
+/// One client context for every https connection: no verification (the
+/// benchmarks use throwaway self-signed certificates), and record buffers
+/// given back while idle, so the client's own memory stays small.
+SSL_CTX* client_tls() {
+  static SSL_CTX* ctx = [] {
+    auto c = SSL_CTX_new(TLS_client_method());
+    if (c == nullptr)
+      fail("SSL_CTX_new failed");
+    SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
+    SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+    return c;
+  }();
+  return ctx;
+}
+
+/// One GET on a fresh connection (a TLS handshake first with `tls`); the
+/// connection stays open on success, fd -1 on failure.
+conn open_one(const sockaddr_in& addr, const std::string& request, bool tls) {
+  conn c;
+  c.fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (c.fd < 0)
+    return conn{};
+  if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr)
+      != 0) {
+    close_conn(c);
+    return c;
+  }
+  timeval tv{10, 0}; // bounds the blocking TLS handshake and writes
+  setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (tls) {
+    c.ssl = SSL_new(client_tls());
+    if (c.ssl == nullptr || SSL_set_fd(c.ssl, c.fd) != 1
+        || SSL_connect(c.ssl) != 1) {
+      close_conn(c);
+      return c;
+    }
+  }
+  auto sent = tls ? SSL_write(c.ssl, request.data(),
+                              static_cast<int>(request.size()))
+                  : ::send(c.fd, request.data(), request.size(), MSG_NOSIGNAL);
+  if (sent != static_cast<ssize_t>(request.size())) {
+    close_conn(c);
+    return c;
   }
   // The answer: headers and a small body; read until the header block ends
   // and the body (Content-Length) is in.
   std::string got;
   char buf[4096];
   for (;;) {
-    if (!readable(fd, 10000)) {
-      ::close(fd);
-      return -1;
+    if ((!tls || SSL_pending(c.ssl) == 0) && !readable(c.fd, 10000)) {
+      close_conn(c);
+      return c;
     }
-    auto n = ::recv(fd, buf, sizeof buf, 0);
+    auto n = tls ? SSL_read(c.ssl, buf, sizeof buf)
+                 : ::recv(c.fd, buf, sizeof buf, 0);
     if (n <= 0) {
-      ::close(fd);
-      return -1;
+      if (tls && SSL_get_error(c.ssl, static_cast<int>(n))
+                   == SSL_ERROR_WANT_READ)
+        continue; // a record without application data (a session ticket)
+      close_conn(c);
+      return c;
     }
     got.append(buf, static_cast<size_t>(n));
     auto end = got.find("\r\n\r\n");
@@ -99,11 +152,9 @@ int open_one(const sockaddr_in& addr, const std::string& request) {
     if (got.size() >= end + 4 + body)
       break;
   }
-  if (got.compare(0, 9, "HTTP/1.1 ") != 0 || got[9] != '2') {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  if (got.compare(0, 9, "HTTP/1.1 ") != 0 || got[9] != '2')
+    close_conn(c);
+  return c;
 }
 
 } // namespace
@@ -159,10 +210,13 @@ int main(int argc, char** argv) {
     return exit_usage;
   }
   auto url = opts.get("url");
-  auto hostport = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
+  bool tls = url.rfind("https://", 0) == 0;
+  auto hostport = url.rfind("http://", 0) == 0 ? url.substr(7)
+                  : tls                        ? url.substr(8)
+                                               : url;
   auto colon = hostport.rfind(':');
   if (colon == std::string::npos)
-    fail("--url must look like http://127.0.0.1:port");
+    fail("--url must look like http(s)://127.0.0.1:port");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(
@@ -184,28 +238,29 @@ int main(int argc, char** argv) {
   auto before = rss_kib(pids);
   if (before < 0)
     fail("cannot read /proc/PID/status of --pid");
-  std::vector<int> fds;
+  std::vector<conn> fds;
   fds.reserve(n);
   size_t failed = 0;
   for (size_t i = 0; i < n; ++i) {
-    int fd = open_one(addr, request);
-    if (fd < 0)
+    auto c = open_one(addr, request, tls);
+    if (c.fd < 0)
       ++failed;
     else
-      fds.push_back(fd);
+      fds.push_back(c);
   }
   std::this_thread::sleep_for(std::chrono::seconds{opts.get_int("hold")});
   auto after = rss_kib(pids);
   // Still open? A server that closed them early measured nothing.
   size_t still_open = 0;
-  for (int fd : fds) {
-    char c;
-    auto r = ::recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+  for (auto& c : fds) {
+    char byte;
+    auto r = ::recv(c.fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK);
+    // Bytes waiting (a TLS record the client has not read) are not a close.
+    if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
       ++still_open;
   }
-  for (int fd : fds)
-    ::close(fd);
+  for (auto& c : fds)
+    close_conn(c);
   if (after < 0)
     fail("the server (--pid) went away");
   double per_conn = still_open == 0 ? 0.0
