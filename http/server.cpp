@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <condition_variable>
 #include <cstdlib>
 #include <ctime>
@@ -613,6 +614,15 @@ tcp_socket& lowest(tls_stream& s) {
   return s.next_layer();
 }
 
+/// Cancels the pending reads and waits (TLS: also those about to run).
+void cancel_io(tcp_socket& s, error_code& ec) {
+  s.cancel(ec);
+}
+
+void cancel_io(tls_stream& s, error_code& ec) {
+  s.cancel(ec);
+}
+
 /// One client connection over a plain or TLS stream; owned by the handlers
 /// of its pending operations (shared_ptr), so it dies when the last one
 /// completes after closing. Lives on one io_context: no locks.
@@ -817,7 +827,7 @@ private:
         if (outstanding_.empty() && !writing_) {
           // The read is cancelled first; its completion sees `done`.
           error_code ec;
-          lowest(stream_).cancel(ec);
+          cancel_io(stream_, ec);
           stop_reading();
           queue_error(408, "request_timeout", "request header timed out");
         } else {
@@ -1342,11 +1352,20 @@ private:
     stop_reading();
     cancel_outstanding();
     error_code ec;
-    lowest(stream_).cancel(ec); // an idle wait or a pipelined read
+    cancel_io(stream_, ec); // an idle wait or a pipelined read
     arm(rdl_, linger_time, deadline_kind::linger);
     if constexpr (is_tls) {
-      stream_.async_shutdown(
-        [self = self()](error_code) { self->hard_close(); });
+      // close_notify, then as over plain TCP: our side shut, and what the
+      // client still sends read (ciphertext, dropped) until it closes, so
+      // the answer is not lost to a reset.
+      stream_.async_shutdown([self = self()](error_code ec) {
+        if (ec || self->closed_) {
+          self->hard_close();
+          return;
+        }
+        lowest(self->stream_).shutdown(tcp::socket::shutdown_send, ec);
+        self->linger_read();
+      });
     } else {
       lowest(stream_).shutdown(tcp::socket::shutdown_send, ec);
       linger_read();
@@ -1431,9 +1450,13 @@ std::string server::impl::load_tls(std::shared_ptr<ssl::context>& out) const {
     SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
     // Idle TLS connections give their record buffers back. No
     // renegotiation (a client could make us do handshakes at will, and a
-    // write would then have to wait for reads).
+    // write would then have to wait for reads). A client that ends its side
+    // without close_notify (many do, after their last request) still gets
+    // its answers: OpenSSL 3 would otherwise fail the session for writing
+    // too. HTTP's own framing tells a cut-off request.
     SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_options(ctx->native_handle(),
+                        SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     ctx->use_certificate_chain_file(cfg_.tls_cert);
     ctx->use_private_key_file(cfg_.tls_key, ssl::context::pem);
     if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
@@ -1481,9 +1504,13 @@ std::string server::impl::start() {
     return "invalid host in listen (an IP address): " + cfg_.listen;
   if (cfg_.tls_cert.empty() != cfg_.tls_key.empty())
     return "tls_cert and tls_key must be set together";
-  if (!cfg_.tls_cert.empty())
+  if (!cfg_.tls_cert.empty()) {
     if (auto err = reload_tls(); !err.empty())
       return err;
+    // OpenSSL writes to sockets with write(): a peer that reset must not
+    // kill the process (plain sockets use MSG_NOSIGNAL).
+    std::signal(SIGPIPE, SIG_IGN);
+  }
 
   auto threads = cfg_.io_threads != 0 ? cfg_.io_threads
                                       : std::thread::hardware_concurrency();

@@ -1152,12 +1152,17 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
   };
 
   SECTION("pipelined requests in one TLS record are answered in order") {
-    // All four arrive decrypted at once: the two the server does not read
-    // yet wait in its buffers, with nothing more on the socket to wake it.
+    // One record of ~13 KiB: the server reads it 1 KiB at a time, so what it
+    // has not read yet waits decrypted inside OpenSSL, with nothing more on
+    // the socket to wake it.
     raw_client c{f.port()};
     REQUIRE(c.start_tls());
-    REQUIRE(c.send(get("/hold/1") + get("/hold/2") + get("/hold/3")
-                   + get("/hold/4")));
+    auto padded = [](const std::string& path) {
+      return "GET " + path + " HTTP/1.1\r\nHost: t\r\nX-Pad: "
+             + std::string(3000, 'p') + "\r\n\r\n";
+    };
+    REQUIRE(c.send(padded("/hold/1") + padded("/hold/2") + padded("/hold/3")
+                   + padded("/hold/4")));
     REQUIRE(wait_until([&] { return count() == 2; }));
     CHECK(!wait_until([&] { return count() > 2; }, 200ms));
     answer(1);
@@ -1185,6 +1190,33 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
       CHECK(r->status == 200);
       CHECK(r->body == body);
     }
+  }
+
+  SECTION("a client that shuts its side after its request gets the whole "
+          "answer") {
+    // The TCP end arrives without close_notify: a truncated stream at a
+    // request boundary, read as the client being done, not as an error.
+    raw_client c{f.port()};
+    REQUIRE(c.start_tls());
+    std::string body(512 * 1024, 'y');
+    REQUIRE(c.send(post("/big", body)));
+    c.shutdown_write();
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->body.size() == body.size());
+    CHECK(r->body == body);
+  }
+
+  SECTION("a client that sends an oversized body whole still reads the 413") {
+    // The refusal closes gracefully: close_notify, then what the client
+    // still sends is read and dropped, so the answer is not reset away.
+    raw_client c{f.port()};
+    REQUIRE(c.start_tls());
+    REQUIRE(c.send(post("/up", std::string(3u << 20, 'x'))));
+    auto r = c.read_response(5000ms);
+    REQUIRE(r);
+    CHECK(r->status == 413);
+    CHECK(error_code_of(*r) == "payload_too_large");
   }
 
   SECTION("a client going away cancels what it waits for") {

@@ -12,6 +12,9 @@
 //
 // One io_context thread drives a socket (the edge's model): operations on
 // it never run concurrently, though a read and a write may both be pending.
+// OpenSSL writes to the socket with write(): the process must ignore
+// SIGPIPE (http::server makes sure of it when it serves TLS). The object
+// must not move while an operation is pending.
 
 #include <algorithm>
 #include <cerrno>
@@ -70,6 +73,15 @@ public:
   executor_type get_executor() noexcept { return sock_.get_executor(); }
   Socket& next_layer() noexcept { return sock_; }
 
+  /// Cancels every pending operation: those waiting for the socket, and
+  /// also one whose first step is posted or whose wait has completed but
+  /// not yet run (a socket cancel alone would miss those, and they would
+  /// go on to read or write).
+  void cancel(error_code& ec) {
+    ++generation_;
+    sock_.cancel(ec);
+  }
+
   template <class Handler>
   auto async_handshake(boost::asio::ssl::stream_base::handshake_type,
                        Handler&& handler) {
@@ -121,8 +133,12 @@ private:
   /// with nothing (an empty buffer), -1 wait for reading, -2 for writing;
   /// `ec` set on failure.
   int attempt(kind k, boost::asio::mutable_buffer b, std::size_t& n,
-              error_code& ec) {
+              error_code& ec, unsigned generation) {
     n = 0;
+    if (generation != generation_) {
+      ec = boost::asio::error::operation_aborted;
+      return 1;
+    }
     if (ssl_ == nullptr || !sock_.is_open()) {
       // Closed meanwhile: the descriptor may already belong to another
       // connection, so OpenSSL must not touch it.
@@ -153,6 +169,7 @@ private:
           r = 1; // close_notify sent; the peer's is not awaited
         break;
     }
+    auto err = errno;
     if (r > 0) {
       n = static_cast<std::size_t>(r);
       return 1;
@@ -167,20 +184,25 @@ private:
         return 1;
       case SSL_ERROR_SYSCALL:
         if (ERR_peek_error() == 0) {
-          // The peer closed (or reset) without close_notify.
-          if (errno == 0 || errno == ECONNRESET || errno == EPIPE)
-            ec = boost::asio::ssl::error::stream_truncated;
-          else
-            ec = error_code{errno, boost::asio::error::get_system_category()};
+          ec = err == 0 ? error_code{boost::asio::ssl::error::stream_truncated}
+               : err == ECONNRESET
+                 ? error_code{boost::asio::error::connection_reset}
+                 : error_code{err, boost::asio::error::get_system_category()};
           return 1;
         }
         [[fallthrough]];
       default: {
         auto e = ERR_get_error();
         ERR_clear_error();
-        ec = e != 0 ? error_code{static_cast<int>(e),
-                                 boost::asio::error::get_ssl_category()}
-                    : error_code{boost::asio::ssl::error::stream_truncated};
+        // OpenSSL 3 reports a TCP end without close_notify as this SSL
+        // error; asio::ssl::stream (and so the edge) calls it truncated.
+        if (e == 0
+            || (ERR_GET_LIB(e) == ERR_LIB_SSL
+                && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING))
+          ec = boost::asio::ssl::error::stream_truncated;
+        else
+          ec = error_code{static_cast<int>(e),
+                          boost::asio::error::get_ssl_category()};
         return 1;
       }
     }
@@ -193,6 +215,7 @@ private:
   struct op {
     tls_socket& s;
     Buffer b;
+    unsigned generation = s.generation_;
     bool started = false;
 
     template <class Self>
@@ -204,7 +227,7 @@ private:
       }
       std::size_t n = 0;
       if (!ec) {
-        switch (s.attempt(K, b, n, ec)) {
+        switch (s.attempt(K, b, n, ec, generation)) {
           case -1:
             s.sock_.async_wait(Socket::wait_read, std::move(self));
             return;
@@ -230,6 +253,8 @@ private:
 
   Socket sock_;
   SSL* ssl_;
+  /// Bumped by cancel(): operations started before it end aborted.
+  unsigned generation_ = 0;
 };
 
 } // namespace troupe::http
