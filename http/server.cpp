@@ -61,6 +61,8 @@ using parser_type = bhttp::request_parser<bhttp::string_body>;
 /// Read-side wait for a TLS connection at rest; SSL buffers anyway, so a
 /// readability wait would miss decrypted bytes held inside the engine.
 constexpr size_t tls_idle_read = 1024;
+/// The most plaintext one TLS record carries.
+constexpr size_t tls_record = 16 * 1024;
 /// How long and how much we read and discard after a final response, so the
 /// peer gets it before our close instead of a reset. A client refused with
 /// 413 on its Content-Length still sends the whole body before it reads the
@@ -1219,6 +1221,13 @@ private:
     wclose_ = s.close || s.res->close
               || (rstate_ == rstate::done && outstanding_.size() == 1);
     serialize(s, wclose_);
+    if constexpr (is_tls) {
+      // One TLS record (and one write) instead of two for a small answer.
+      if (!wbody_.empty() && whead_.size() + wbody_.size() <= tls_record) {
+        whead_ += wbody_;
+        wbody_.clear();
+      }
+    }
     writing_ = true;
     arm(wdl_, cfg().write_timeout, deadline_kind::write);
     std::array<asio::const_buffer, 2> bufs{asio::buffer(whead_),
