@@ -1219,6 +1219,28 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
     CHECK(error_code_of(*r) == "payload_too_large");
   }
 
+  SECTION("clients that reset while a large answer is written cost nothing "
+          "but themselves") {
+    // The server's writes meet a reset connection (EPIPE, ECONNRESET):
+    // those connections close, the process lives, others are served.
+    std::string body(512 * 1024, 'z');
+    for (int i = 0; i < 20; ++i) {
+      raw_client c{f.port()};
+      REQUIRE(c.start_tls());
+      REQUIRE(c.send(post("/big", body)));
+      linger hard{1, 0}; // close() sends a reset
+      setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+      c.close();
+    }
+    CHECK(wait_until([&] { return f.srv.open_connections() == 0; }));
+    raw_client after{f.port()};
+    REQUIRE(after.start_tls());
+    REQUIRE(after.send(get("/after")));
+    auto r = after.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
+
   SECTION("a client going away cancels what it waits for") {
     raw_client c{f.port()};
     REQUIRE(c.start_tls());
