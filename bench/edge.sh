@@ -25,7 +25,7 @@
 #   BENCH_IDLE_CONNECTIONS (5000)  BENCH_PARTS (all: ceilings uploads durable
 #   reads idle fleet cold)  BENCH_TLS (0; 1: troupe and nginx serve HTTPS
 #   only, with a throwaway certificate, and the parts that speak it run:
-#   ceilings uploads reads idle)
+#   ceilings uploads reads idle fleet)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +38,7 @@ fleet_duration=${BENCH_FLEET_DURATION:-60}
 idle_conns=${BENCH_IDLE_CONNECTIONS:-5000}
 tls=${BENCH_TLS:-0}
 if [ "$tls" = 1 ]; then
-  parts=${BENCH_PARTS:-ceilings uploads reads idle}
+  parts=${BENCH_PARTS:-ceilings uploads reads idle fleet}
 else
   parts=${BENCH_PARTS:-ceilings uploads durable reads idle fleet cold}
 fi
@@ -58,7 +58,6 @@ done
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx_bin" ] || die "nginx is needed: scripts/install-deps --bench (Debian nginx-light)"
 if [ "$tls" = 1 ]; then
-  want fleet && die "BENCH_TLS=1: troupe_fleet speaks plain HTTP only"
   command -v openssl >/dev/null || die "openssl is needed: scripts/install-deps --bench"
 fi
 for c in curl psql python3 timeout; do

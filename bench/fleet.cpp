@@ -2,7 +2,9 @@
 // keeps a few connections busy, troupe_fleet behaves like a fleet: every
 // simulated device holds ONE TCP connection of its own, mostly idle, and
 // the whole fleet runs on one thread (one Boost.Asio io_context), so that
-// thousands of devices cost the generator little. See bench/README.md.
+// thousands of devices cost the generator little. An https --url gives
+// every device its own TLS session (http/tls_socket.hpp, client side).
+// See bench/README.md.
 //
 // Phases, each request bounded by a deadline:
 //
@@ -43,6 +45,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -52,6 +55,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include "bench/common.hpp"
+#include "http/tls_socket.hpp"
 
 namespace {
 
@@ -78,7 +82,8 @@ constexpr int64_t spare_fds = 64;
 
 /// The run's settings, read once from the command line.
 struct fleet_config {
-  std::string url;  // http://host:port, no trailing slash
+  std::string url;  // http(s)://host:port, no trailing slash
+  bool tls = false; // https
   std::string host; // for the Host header and the resolver
   std::string port;
   std::string admin_user;
@@ -255,12 +260,11 @@ std::optional<fleet_config> parse_args(int argc, char** argv) {
   cfg.url = opts.get("url");
   while (!cfg.url.empty() && cfg.url.back() == '/')
     cfg.url.pop_back();
-  if (cfg.url.rfind("https://", 0) == 0)
-    usage_error("--url: https is not supported by troupe_fleet; use http://");
+  cfg.tls = cfg.url.rfind("https://", 0) == 0;
   if (!troupe::bench::valid_base_url(cfg.url))
-    usage_error("--url must look like http://host:port, got '" + cfg.url
+    usage_error("--url must look like http(s)://host:port, got '" + cfg.url
                 + "'");
-  auto authority = cfg.url.substr(7);
+  auto authority = cfg.url.substr(cfg.tls ? 8 : 7);
   auto colon = authority.rfind(':');
   bool has_port = colon != std::string::npos
                   && authority.find(']', colon) == std::string::npos;
@@ -269,7 +273,7 @@ std::optional<fleet_config> parse_args(int argc, char** argv) {
     cfg.port = authority.substr(colon + 1);
   } else {
     cfg.host = authority;
-    cfg.port = "80";
+    cfg.port = cfg.tls ? "443" : "80";
   }
   if (cfg.host.size() > 2 && cfg.host.front() == '[' && cfg.host.back() == ']')
     cfg.host = cfg.host.substr(1, cfg.host.size() - 2);
@@ -369,6 +373,9 @@ struct net_context {
   asio::io_context io{1};
   tcp::endpoint endpoint;
   std::string host;
+  /// https: the client side of every device's TLS session (no
+  /// verification: the benchmarks use throwaway certificates).
+  std::unique_ptr<asio::ssl::context> tls;
   int64_t open = 0;
   int64_t peak_open = 0;
 };
@@ -489,7 +496,7 @@ public:
     shut_ = true;
     error_code ignored;
     timer_.cancel(ignored);
-    sock_.close(ignored);
+    lowest().close(ignored);
     if (connected_) {
       --counters_.open;
       --net_.open;
@@ -516,7 +523,7 @@ private:
   /// readable EOF, an error, or bytes nobody asked for.
   bool peer_closed() {
     char c;
-    auto n = ::recv(sock_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    auto n = ::recv(lowest().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0)
       return errno != EAGAIN && errno != EWOULDBLOCK;
     return true;
@@ -535,6 +542,7 @@ private:
       ++counters_.reconnects[static_cast<size_t>(last_close_)];
     last_close_ = close_reason::none;
     state_ = state::connecting;
+    tls_.reset(); // the earlier connection's socket and session
     sock_.async_connect(net_.endpoint, [this](const error_code& ec) {
       if (shut_)
         return;
@@ -550,38 +558,68 @@ private:
       ++counters_.open;
       net_.peak_open = std::max(net_.peak_open, ++net_.open);
       reused_ = false;
-      start_write();
+      if (!net_.tls)
+        return start_write();
+      tls_.emplace(std::move(sock_), *net_.tls,
+                   asio::ssl::stream_base::client);
+      tls_->async_handshake(asio::ssl::stream_base::client,
+                            [this](const error_code& ec) {
+                              if (shut_)
+                                return;
+                              if (timed_out_)
+                                return finish_timeout();
+                              if (ec)
+                                return finish_failed("tls handshake", ec);
+                              start_write();
+                            });
     });
+  }
+
+  /// The connection's byte stream: the socket, or its TLS session.
+  template <class F>
+  void with_stream(F f) {
+    if (tls_)
+      f(*tls_);
+    else
+      f(sock_);
+  }
+
+  tcp::socket& lowest() {
+    return tls_ ? tls_->next_layer() : sock_;
   }
 
   void start_write() {
     state_ = state::writing;
-    asio::async_write(sock_, asio::buffer(out_),
-                      [this](const error_code& ec, size_t) {
-                        if (shut_)
-                          return;
-                        if (timed_out_)
-                          return finish_timeout();
-                        if (ec)
-                          return retry_or_fail("write", ec);
-                        start_read();
-                      });
+    with_stream([this](auto& s) {
+      asio::async_write(s, asio::buffer(out_),
+                        [this](const error_code& ec, size_t) {
+                          if (shut_)
+                            return;
+                          if (timed_out_)
+                            return finish_timeout();
+                          if (ec)
+                            return retry_or_fail("write", ec);
+                          start_read();
+                        });
+    });
   }
 
   void start_read() {
     state_ = state::reading;
     parser_ = std::make_unique<parser_t>();
     parser_->body_limit(max_body_bytes);
-    http::async_read(sock_, buf_, *parser_,
-                     [this](const error_code& ec, size_t) {
-                       if (shut_)
-                         return;
-                       if (timed_out_)
-                         return finish_timeout();
-                       if (ec)
-                         return retry_or_fail("read", ec);
-                       on_response();
-                     });
+    with_stream([this](auto& s) {
+      http::async_read(s, buf_, *parser_,
+                       [this](const error_code& ec, size_t) {
+                         if (shut_)
+                           return;
+                         if (timed_out_)
+                           return finish_timeout();
+                         if (ec)
+                           return retry_or_fail("read", ec);
+                         on_response();
+                       });
+    });
   }
 
   /// A reused connection that turns out closed by the server before any
@@ -627,7 +665,7 @@ private:
     // after, sees timed_out_ and reports the timeout.
     timed_out_ = true;
     error_code ignored;
-    sock_.close(ignored);
+    lowest().close(ignored);
   }
 
   void finish_timeout() {
@@ -662,7 +700,7 @@ private:
       connected_ = false;
     }
     error_code ignored;
-    sock_.close(ignored);
+    lowest().close(ignored);
     parser_.reset();
     buf_.clear();
     buf_.shrink_to_fit();
@@ -675,6 +713,8 @@ private:
   conn_owner& owner_;
   conn_counters& counters_;
   tcp::socket sock_;
+  /// https: the session, holding the socket once connected.
+  std::optional<troupe::http::tls_socket<tcp::socket>> tls_;
   asio::steady_timer timer_;
   beast::flat_buffer buf_;
   std::unique_ptr<parser_t> parser_;
@@ -1263,6 +1303,13 @@ void fleet::resolve() {
   if (ec || results.empty())
     fail("cannot resolve " + cfg_.url + " (" + ec.message() + ")");
   net_.endpoint = results.begin()->endpoint();
+  if (cfg_.tls) {
+    net_.tls = std::make_unique<asio::ssl::context>(
+      asio::ssl::context::tls_client);
+    net_.tls->set_verify_mode(asio::ssl::verify_none);
+    // Record buffers given back while idle: the generator's own memory.
+    SSL_CTX_set_mode(net_.tls->native_handle(), SSL_MODE_RELEASE_BUFFERS);
+  }
 }
 
 void fleet::admin_login() {

@@ -44,9 +44,12 @@ public:
   using executor_type = typename Socket::executor_type;
   using error_code = boost::system::error_code;
 
-  /// Takes over `sock` for a server-side TLS session under `ctx`. A failed
-  /// SSL_new shows as an error of the handshake.
-  tls_socket(Socket sock, boost::asio::ssl::context& ctx)
+  /// Takes over `sock` (connected) for a TLS session under `ctx`, the
+  /// server's side unless `side` says client (the benchmarks' devices). A
+  /// failed SSL_new shows as an error of the handshake.
+  tls_socket(Socket sock, boost::asio::ssl::context& ctx,
+             boost::asio::ssl::stream_base::handshake_type side
+             = boost::asio::ssl::stream_base::server)
     : sock_(std::move(sock)), ssl_(SSL_new(ctx.native_handle())) {
     error_code ec;
     sock_.non_blocking(true, ec);
@@ -55,7 +58,10 @@ public:
       free_ssl();
       return;
     }
-    SSL_set_accept_state(ssl_);
+    if (side == boost::asio::ssl::stream_base::server)
+      SSL_set_accept_state(ssl_);
+    else
+      SSL_set_connect_state(ssl_);
     SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE
                          | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   }
