@@ -1099,9 +1099,18 @@ private:
       if (s.ex && !s.res)
         note_cancel(*s.ex);
     if (outstanding_.empty() && !writing_)
-      hard_close();
+      close_after_peer();
     else
       try_write();
+  }
+
+  /// The client ended and has every answer: over TLS our close_notify
+  /// answers its own (RFC 8446 6.1) before the socket closes.
+  void close_after_peer() {
+    if constexpr (is_tls)
+      graceful_close();
+    else
+      hard_close();
   }
 
   void stop_reading() {
@@ -1334,7 +1343,7 @@ private:
     else if (rstate_ == rstate::idle)
       arm_idle_if_quiet();
     else if (rstate_ == rstate::done && outstanding_.empty() && !writing_)
-      hard_close();
+      close_after_peer();
   }
 
   // -- closing --

@@ -193,6 +193,30 @@ public:
     return SSL_connect(ssl_) == 1;
   }
 
+  /// TLS 1.3: new keys for what we send next, asking the server to change
+  /// its own too when `both`; goes out with the next send.
+  bool key_update(bool both) {
+    return SSL_key_update(ssl_, both ? SSL_KEY_UPDATE_REQUESTED
+                                     : SSL_KEY_UPDATE_NOT_REQUESTED)
+           == 1;
+  }
+
+  /// Sends our close_notify (the write side of the session ends).
+  bool close_notify() {
+    return SSL_shutdown(ssl_) >= 0;
+  }
+
+  /// From now on an end of the stream without close_notify is an error,
+  /// not a clean end (the shared client context forgives it).
+  void strict_eof() {
+    SSL_clear_options(ssl_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  }
+
+  /// Whether the server's close_notify has been read.
+  bool got_close_notify() const {
+    return (SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) != 0;
+  }
+
   long peer_serial() const {
     X509* cert = SSL_get1_peer_certificate(ssl_);
     if (cert == nullptr)
@@ -1130,8 +1154,16 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
   cfg.tls_cert = cert;
   cfg.tls_key = key;
   cfg.max_pipelined = 2;
-  // /hold/...: kept until the test answers; anything else: echoed.
+  // /hold/...: kept until the test answers; /huge: 8 MiB; anything else:
+  // echoed.
   fixture f{cfg, [&](exchange_ptr ex) {
+              if (ex->req().path == "/huge") {
+                response r;
+                r.content_type = "application/octet-stream";
+                r.body.assign(8u << 20, 'h');
+                ex->reply(std::move(r));
+                return;
+              }
               if (ex->req().path.rfind("/hold/", 0) != 0) {
                 echo(ex);
                 return;
@@ -1239,6 +1271,51 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
     auto r = after.read_response();
     REQUIRE(r);
     CHECK(r->status == 200);
+  }
+
+  SECTION("key updates while the server's write is blocked") {
+    // The server's answer fills a small client window, so its SSL_write
+    // waits half done; the client meanwhile asks twice for new keys both
+    // ways. OpenSSL must not be made to send its KeyUpdate reply in the
+    // middle of that record. The server keeps reading meanwhile (up to 16
+    // requests ahead), so it meets the key updates while it writes.
+    auto deep = cfg;
+    deep.max_pipelined = 16;
+    fixture g{deep, [](exchange_ptr ex) {
+                if (ex->req().path != "/huge")
+                  return echo(ex);
+                response r;
+                r.body.assign(8u << 20, 'h');
+                ex->reply(std::move(r));
+              }};
+    raw_client c{g.port(), 4096};
+    REQUIRE(c.start_tls());
+    REQUIRE(c.send(get("/huge")));
+    std::this_thread::sleep_for(1500ms);
+    REQUIRE(c.key_update(true));
+    REQUIRE(c.send(get("/after-1")));
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(c.key_update(true));
+    REQUIRE(c.send(get("/after-2")));
+    auto huge = c.read_response(20000ms);
+    REQUIRE(huge);
+    CHECK(huge->body.size() == (8u << 20));
+    for (auto path : {"/after-1", "/after-2"}) {
+      auto r = c.read_response();
+      REQUIRE(r);
+      CHECK(r->header("X-Path") == path);
+    }
+  }
+
+  SECTION("a client's close_notify is answered with the server's") {
+    raw_client c{f.port()};
+    REQUIRE(c.start_tls());
+    REQUIRE(c.send(get("/bye")));
+    REQUIRE(c.read_response());
+    c.strict_eof();
+    REQUIRE(c.close_notify());
+    CHECK(c.wait_closed(3000ms));
+    CHECK(c.got_close_notify());
   }
 
   SECTION("a client going away cancels what it waits for") {

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -154,6 +155,12 @@ private:
     }
     if ((k == kind::read || k == kind::write) && b.size() == 0)
       return 0;
+    // Another operation's output is half sent (it got WANT_WRITE): OpenSSL
+    // cannot interleave a second write with it (a reply to a KeyUpdate
+    // from inside SSL_read would fail the session with bad length), so
+    // this one waits until that one is through.
+    if (writer_ && *writer_ != k)
+      return -2;
     ERR_clear_error();
     errno = 0;
     int r = 0;
@@ -176,11 +183,16 @@ private:
         break;
     }
     auto err = errno;
+    auto status = r > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+    if (status == SSL_ERROR_WANT_WRITE)
+      writer_ = k;
+    else if (writer_ == k)
+      writer_.reset();
     if (r > 0) {
       n = static_cast<std::size_t>(r);
       return 1;
     }
-    switch (SSL_get_error(ssl_, r)) {
+    switch (status) {
       case SSL_ERROR_WANT_READ:
         return -1;
       case SSL_ERROR_WANT_WRITE:
@@ -244,6 +256,8 @@ private:
             break;
         }
       }
+      if (s.writer_ == K && ec)
+        s.writer_.reset(); // cancelled or failed while its output waited
       if constexpr (K == kind::read || K == kind::write)
         self.complete(ec, n);
       else
@@ -261,6 +275,9 @@ private:
   SSL* ssl_;
   /// Bumped by cancel(): operations started before it end aborted.
   unsigned generation_ = 0;
+  /// The operation whose output OpenSSL holds half sent, if any. One
+  /// operation of each kind runs at a time, so the kind names it.
+  std::optional<kind> writer_;
 };
 
 } // namespace troupe::http
