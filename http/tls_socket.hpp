@@ -1,7 +1,7 @@
 #pragma once
 
-// A TLS connection as an Asio AsyncStream, for the edge's server side:
-// OpenSSL works on the socket's file descriptor itself (non-blocking, as
+// A TLS connection as an Asio AsyncStream, for the edge's server side (and
+// the client side of bench/troupe_fleet's devices): OpenSSL works on the socket's file descriptor itself (non-blocking, as
 // nginx does), and an operation that would block waits for readiness with
 // async_wait. asio::ssl::stream instead keeps two 17 KiB staging vectors and
 // a BIO pair of two more 17 KiB rings for every connection, written and so
