@@ -65,6 +65,8 @@ struct device_state {
   size_t data_shard = 0;
   int64_t batch_hwm = -1;
   int64_t last_seen_ms = -1;
+  /// Its own silence window, s; 0: the node's analysis.silence_s.
+  int64_t silence_s = 0;
   /// last_seen as PostgreSQL has it (lists read it from there).
   int64_t stored_seen_ms = -1;
   std::map<std::string, latest_value> latest;
@@ -288,12 +290,13 @@ device_view view_of(device_ptr self) {
 
 /// How stale devices.last_seen_ms may get while the device keeps logging
 /// in or polling: a quarter of the online window (lists and the online
-/// filter read it there) or of the silence window (silence alerts do),
-/// whichever is shorter, so neither misreads a device that is still there.
+/// filter read it there) or of its silence window (silence alerts do; its
+/// own, devices.silence_s, or the node's), whichever is shorter, so neither
+/// misreads a device that is still there.
 int64_t seen_refresh_ms(device_ptr self) {
-  auto& ctx = *self->state.ctx;
-  return std::min(ctx.actors.online_window_s, ctx.analysis.silence_s) * 1000
-         / 4;
+  auto& st = self->state;
+  auto silence = st.silence_s > 0 ? st.silence_s : st.ctx->analysis.silence_s;
+  return std::min(st.ctx->actors.online_window_s, silence) * 1000 / 4;
 }
 
 /// A login or a poll: the device is seen now. PostgreSQL hears of it at
@@ -372,6 +375,7 @@ void load(device_ptr self, storage::device_row row) {
   st.batch_hwm = row.batch_hwm.value_or(-1);
   st.last_seen_ms = row.last_seen_ms.value_or(-1);
   st.stored_seen_ms = st.last_seen_ms;
+  st.silence_s = row.silence_s.value_or(0);
   for (auto& l : row.latest)
     st.latest[l.metric] = latest_value{l.value, l.ts_ms};
   for (auto& c : row.open_commands)

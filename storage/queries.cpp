@@ -493,8 +493,8 @@ load_devices(connection& c, const std::vector<std::string>& ids,
     return out;
   auto id_list = array_literal(ids);
   auto r = c.exec("SELECT key, id, name, tenant, secret_hash, batch_hwm,"
-                  " last_seen_ms, created_ms, shard, data_shard FROM devices"
-                  " WHERE id = ANY($1::text[])",
+                  " last_seen_ms, created_ms, shard, data_shard, silence_s"
+                  " FROM devices WHERE id = ANY($1::text[])",
                   {id_list});
   if (!r)
     return r.error();
@@ -513,6 +513,7 @@ load_devices(connection& c, const std::vector<std::string>& ids,
     if (!r->is_null(i, 8))
       d.shard = static_cast<int32_t>(r->i64(i, 8));
     d.data_shard = static_cast<int32_t>(r->i64(i, 9));
+    d.silence_s = r->opt_i64(i, 10);
     keys.push_back(d.key);
     auto& slot = out[d.id];
     slot = std::move(d);

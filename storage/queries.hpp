@@ -84,6 +84,8 @@ struct device_row {
   int32_t data_shard = 0;
   std::optional<int64_t> batch_hwm;
   std::optional<int64_t> last_seen_ms;
+  /// Its own silence window, s (null: analysis.silence_s).
+  std::optional<int64_t> silence_s;
   int64_t created_ms = 0;
   std::vector<latest_row> latest;
   std::vector<std::string> metrics;

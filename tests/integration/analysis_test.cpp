@@ -355,6 +355,44 @@ TEST_CASE("buckets of whole hours come from rollups and agree with the raw "
   check(2 * hour, "2h, merged");
 }
 
+TEST_CASE("silence: a device's own window counts for how often it is "
+          "seen",
+          "[alerts]") {
+  // The node's window is long (15 min); the device's own (devices.silence_s,
+  // set in SQL before it loads) is 3 s. Polling, it must stay quiet.
+  node_options opts;
+  opts.settings = {{"analysis.interval_ms", "500"}};
+  node n{opts};
+  auto tenant = make_tenant(n);
+  auto viewer = make_user(n, "viewer", tenant);
+  auto polling = make_device(n, tenant);
+  auto quiet = make_device(n, tenant);
+  n.db()->query("UPDATE devices SET silence_s = 3 WHERE id IN ('" + polling.id
+                + "', '" + quiet.id + "')");
+  // The actors loaded before the update: a restart loads them again.
+  n.restart();
+  polling.token = n.device_login(polling.id, polling.secret);
+  quiet.token = n.device_login(quiet.id, quiet.secret);
+  auto silent = [&](const std::string& id) {
+    auto a = n.get("/api/v1/alerts?state=open", viewer.token);
+    REQUIRE(a.status == 200);
+    for (auto& i : list_items(a))
+      if (i["kind"] == "silence" && i["device_id"] == id)
+        return true;
+    return false;
+  };
+  bool quiet_alerted = false;
+  auto until = std::chrono::steady_clock::now() + 8s;
+  while (std::chrono::steady_clock::now() < until) {
+    TROUPE_REQUIRE_STATUS(
+      n.get("/api/v1/device/commands?wait=0", polling.token), 200);
+    CHECK_FALSE(silent(polling.id));
+    quiet_alerted = quiet_alerted || silent(quiet.id);
+    std::this_thread::sleep_for(250ms);
+  }
+  CHECK(quiet_alerted);
+}
+
 TEST_CASE("silence: a device that keeps polling stays quiet; one that "
           "stops opens an alert that closes when it is back",
           "[alerts]") {
