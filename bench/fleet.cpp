@@ -544,10 +544,8 @@ private:
     state_ = state::connecting;
     tls_.reset(); // the earlier connection's socket and session
     sock_.async_connect(net_.endpoint, [this](const error_code& ec) {
-      if (shut_)
+      if (interrupted())
         return;
-      if (timed_out_)
-        return finish_timeout();
       if (ec) {
         ++counters_.connect_failures;
         return finish_failed("connect", ec);
@@ -564,15 +562,25 @@ private:
                    asio::ssl::stream_base::client);
       tls_->async_handshake(asio::ssl::stream_base::client,
                             [this](const error_code& ec) {
-                              if (shut_)
+                              if (interrupted())
                                 return;
-                              if (timed_out_)
-                                return finish_timeout();
                               if (ec)
                                 return finish_failed("tls handshake", ec);
                               start_write();
                             });
     });
+  }
+
+  /// At the end of each step: true (and nothing more to do) once the run
+  /// has shut the connection, or once the deadline closed it, whose
+  /// timeout this reports.
+  bool interrupted() {
+    if (shut_)
+      return true;
+    if (!timed_out_)
+      return false;
+    finish_timeout();
+    return true;
   }
 
   /// The connection's byte stream: the socket, or its TLS session.
@@ -593,10 +601,8 @@ private:
     with_stream([this](auto& s) {
       asio::async_write(s, asio::buffer(out_),
                         [this](const error_code& ec, size_t) {
-                          if (shut_)
+                          if (interrupted())
                             return;
-                          if (timed_out_)
-                            return finish_timeout();
                           if (ec)
                             return retry_or_fail("write", ec);
                           start_read();
@@ -611,10 +617,8 @@ private:
     with_stream([this](auto& s) {
       http::async_read(s, buf_, *parser_,
                        [this](const error_code& ec, size_t) {
-                         if (shut_)
+                         if (interrupted())
                            return;
-                         if (timed_out_)
-                           return finish_timeout();
                          if (ec)
                            return retry_or_fail("read", ec);
                          on_response();

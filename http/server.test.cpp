@@ -403,6 +403,42 @@ void echo(const exchange_ptr& ex) {
   ex->reply(std::move(r));
 }
 
+/// Exchanges a handler keeps unanswered until the test answers them, from
+/// any thread.
+class held_exchanges {
+public:
+  void hold(exchange_ptr ex) {
+    std::lock_guard<std::mutex> guard{m_};
+    held_.push_back(std::move(ex));
+  }
+
+  size_t count() {
+    std::lock_guard<std::mutex> guard{m_};
+    return held_.size();
+  }
+
+  /// Answers the i-th held exchange with its own path as the body.
+  void answer(size_t i) {
+    std::lock_guard<std::mutex> guard{m_};
+    response r;
+    r.body = held_[i]->req().path;
+    held_[i]->reply(std::move(r));
+  }
+
+private:
+  std::mutex m_;
+  std::vector<exchange_ptr> held_;
+};
+
+/// 8 MiB for /huge, the echo otherwise.
+void huge_or_echo(const exchange_ptr& ex) {
+  if (ex->req().path != "/huge")
+    return echo(ex);
+  response r;
+  r.body.assign(8u << 20, 'h');
+  ex->reply(std::move(r));
+}
+
 server_config test_config() {
   server_config cfg;
   cfg.listen = "127.0.0.1:0";
@@ -730,24 +766,12 @@ TEST_CASE("keep-alive, HTTP/1.0, Connection: close and the idle timeout") {
 // -- 4. pipelining ------------------------------------------------------------
 
 TEST_CASE("pipelined requests are answered in order") {
-  std::mutex m;
-  std::vector<exchange_ptr> held;
+  held_exchanges held;
   auto cfg = test_config();
   cfg.max_pipelined = 2;
-  fixture f{cfg, [&](exchange_ptr ex) {
-              std::lock_guard<std::mutex> guard{m};
-              held.push_back(std::move(ex));
-            }};
-  auto count = [&] {
-    std::lock_guard<std::mutex> guard{m};
-    return held.size();
-  };
-  auto answer = [&](size_t i) {
-    std::lock_guard<std::mutex> guard{m};
-    response r;
-    r.body = held[i]->req().path;
-    held[i]->reply(std::move(r));
-  };
+  fixture f{cfg, [&](exchange_ptr ex) { held.hold(std::move(ex)); }};
+  auto count = [&] { return held.count(); };
+  auto answer = [&](size_t i) { held.answer(i); };
   raw_client c{f.port()};
   REQUIRE(c.send(get("/1") + get("/2") + get("/3") + get("/4")));
   REQUIRE(wait_until([&] { return count() == 2; }));
@@ -1147,41 +1171,21 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
   auto cert = dir.path + "/server.crt";
   auto key = dir.path + "/server.key";
   troupe::test::make_cert(cert, key, 1);
-  std::mutex m;
-  std::vector<exchange_ptr> held;
+  held_exchanges held;
   std::atomic<int> cancelled{0};
   auto cfg = test_config();
   cfg.tls_cert = cert;
   cfg.tls_key = key;
   cfg.max_pipelined = 2;
-  // /hold/...: kept until the test answers; /huge: 8 MiB; anything else:
-  // echoed.
+  // /hold/...: kept until the test answers; anything else: echoed.
   fixture f{cfg, [&](exchange_ptr ex) {
-              if (ex->req().path == "/huge") {
-                response r;
-                r.content_type = "application/octet-stream";
-                r.body.assign(8u << 20, 'h');
-                ex->reply(std::move(r));
-                return;
-              }
-              if (ex->req().path.rfind("/hold/", 0) != 0) {
-                echo(ex);
-                return;
-              }
+              if (ex->req().path.rfind("/hold/", 0) != 0)
+                return echo(ex);
               ex->on_cancel([&] { ++cancelled; });
-              std::lock_guard<std::mutex> guard{m};
-              held.push_back(std::move(ex));
+              held.hold(std::move(ex));
             }};
-  auto count = [&] {
-    std::lock_guard<std::mutex> guard{m};
-    return held.size();
-  };
-  auto answer = [&](size_t i) {
-    std::lock_guard<std::mutex> guard{m};
-    response r;
-    r.body = held[i]->req().path;
-    held[i]->reply(std::move(r));
-  };
+  auto count = [&] { return held.count(); };
+  auto answer = [&](size_t i) { held.answer(i); };
 
   SECTION("pipelined requests in one TLS record are answered in order") {
     // One record of ~13 KiB: the server reads it 1 KiB at a time, so what it
@@ -1281,13 +1285,7 @@ TEST_CASE("HTTPS: pipelining, many records, a client going away, and "
     // requests ahead), so it meets the key updates while it writes.
     auto deep = cfg;
     deep.max_pipelined = 16;
-    fixture g{deep, [](exchange_ptr ex) {
-                if (ex->req().path != "/huge")
-                  return echo(ex);
-                response r;
-                r.body.assign(8u << 20, 'h');
-                ex->reply(std::move(r));
-              }};
+    fixture g{deep, huge_or_echo};
     raw_client c{g.port(), 4096};
     REQUIRE(c.start_tls());
     REQUIRE(c.send(get("/huge")));

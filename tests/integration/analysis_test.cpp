@@ -44,6 +44,37 @@ json find_by_id(const json& items, const json& id) {
   return nullptr;
 }
 
+/// Whether an open silence alert names device `id`.
+bool silence_open(node& n, const std::string& token, const std::string& id) {
+  auto a = n.get("/api/v1/alerts?state=open", token);
+  REQUIRE(a.status == 200);
+  for (auto& i : list_items(a))
+    if (i["kind"] == "silence" && i["device_id"] == id)
+      return true;
+  return false;
+}
+
+void poll_once(node& n, const device_login_info& d) {
+  TROUPE_REQUIRE_STATUS(n.get("/api/v1/device/commands?wait=0", d.token),
+                        200);
+}
+
+/// For 8 s `polling` polls every 250 ms and must never be reported silent;
+/// returns whether `quiet`, which sends nothing, was.
+bool poll_beside_quiet(node& n, const std::string& token,
+                       const device_login_info& polling,
+                       const std::string& quiet_id) {
+  bool quiet_alerted = false;
+  auto until = std::chrono::steady_clock::now() + 8s;
+  while (std::chrono::steady_clock::now() < until) {
+    poll_once(n, polling);
+    CHECK_FALSE(silence_open(n, token, polling.id));
+    quiet_alerted = quiet_alerted || silence_open(n, token, quiet_id);
+    std::this_thread::sleep_for(250ms);
+  }
+  return quiet_alerted;
+}
+
 } // namespace
 
 TEST_CASE("analysis: per-metric results for a device", "[analysis]") {
@@ -373,24 +404,7 @@ TEST_CASE("silence: a device's own window counts for how often it is "
   n.restart();
   polling.token = n.device_login(polling.id, polling.secret);
   quiet.token = n.device_login(quiet.id, quiet.secret);
-  auto silent = [&](const std::string& id) {
-    auto a = n.get("/api/v1/alerts?state=open", viewer.token);
-    REQUIRE(a.status == 200);
-    for (auto& i : list_items(a))
-      if (i["kind"] == "silence" && i["device_id"] == id)
-        return true;
-    return false;
-  };
-  bool quiet_alerted = false;
-  auto until = std::chrono::steady_clock::now() + 8s;
-  while (std::chrono::steady_clock::now() < until) {
-    TROUPE_REQUIRE_STATUS(
-      n.get("/api/v1/device/commands?wait=0", polling.token), 200);
-    CHECK_FALSE(silent(polling.id));
-    quiet_alerted = quiet_alerted || silent(quiet.id);
-    std::this_thread::sleep_for(250ms);
-  }
-  CHECK(quiet_alerted);
+  CHECK(poll_beside_quiet(n, viewer.token, polling, quiet.id));
 }
 
 TEST_CASE("silence: a device that keeps polling stays quiet; one that "
@@ -407,31 +421,11 @@ TEST_CASE("silence: a device that keeps polling stays quiet; one that "
   auto viewer = make_user(n, "viewer", tenant);
   auto polling = make_device(n, tenant);
   auto quiet = make_device(n, tenant);
-  auto silent = [&](const std::string& id) {
-    auto a = n.get("/api/v1/alerts?state=open", viewer.token);
-    REQUIRE(a.status == 200);
-    for (auto& i : list_items(a))
-      if (i["kind"] == "silence" && i["device_id"] == id)
-        return true;
-    return false;
-  };
-  auto poll = [&](const device_login_info& d) {
-    TROUPE_REQUIRE_STATUS(n.get("/api/v1/device/commands?wait=0", d.token),
-                          200);
-  };
-  bool quiet_alerted = false;
-  auto until = std::chrono::steady_clock::now() + 8s;
-  while (std::chrono::steady_clock::now() < until) {
-    poll(polling);
-    CHECK_FALSE(silent(polling.id));
-    quiet_alerted = quiet_alerted || silent(quiet.id);
-    std::this_thread::sleep_for(250ms);
-  }
-  CHECK(quiet_alerted);
+  CHECK(poll_beside_quiet(n, viewer.token, polling, quiet.id));
   CHECK(eventually(
     [&] {
-      poll(quiet);
-      return !silent(quiet.id);
+      poll_once(n, quiet);
+      return !silence_open(n, viewer.token, quiet.id);
     },
     15s, 250ms));
 }
