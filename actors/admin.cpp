@@ -375,7 +375,9 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
               {d.id, d.name, d.tenant,
                storage::crypto::keyed_hash(key, secret),
                static_cast<int32_t>(runtime::shard_map::shard_of(d.id, shards)),
-               storage::place_device(d.id, data_shards), (*keys)[i]});
+               storage::place_device(d.id, data_shards), (*keys)[i],
+               d.silence_s > 0 ? std::optional<int64_t>{d.silence_s}
+                               : std::nullopt});
             out.secrets.items.push_back({d.id, d.name, d.tenant, secret});
           }
           return out;
@@ -405,15 +407,27 @@ admin_actor::behavior_type admin(admin_ptr self, context_ptr ctx) {
         device_secret{req.id, "", "", secret},
         "secret rotated by=" + req.who.username);
     },
-    [=](rename_device& req) -> caf::result<done> {
+    [=](update_device& req) -> caf::result<done> {
       if (!is_admin(req.who))
         return forbidden(req.who, "manage devices");
+      storage::device_change change;
+      std::string what;
+      if (req.name) {
+        change.name = *req.name;
+        what = "renamed";
+      }
+      if (req.silence_s) {
+        change.silence_s = *req.silence_s;
+        what += (what.empty() ? "" : ", ") + std::string{"silence window "}
+                + (*req.silence_s > 0 ? std::to_string(*req.silence_s) + " s"
+                                      : "the default");
+      }
       return change_device(
         self, req.id,
-        [id = req.id, name = req.name](storage::connection& c) {
-          return storage::rename_device(c, id, name);
+        [id = req.id, change](storage::connection& c) {
+          return storage::update_device(c, id, change);
         },
-        done{}, "renamed by=" + req.who.username, true);
+        done{}, what + " by=" + req.who.username, true);
     },
     [=](delete_device& req) -> caf::result<done> {
       if (!is_admin(req.who))

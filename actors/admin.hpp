@@ -120,12 +120,14 @@ struct new_device_spec {
   std::string id;
   std::string name;
   std::string tenant;
+  /// Its own silence window, s; 0: the node's analysis.silence_s.
+  int64_t silence_s = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, new_device_spec& x) {
   return f(caf::meta::type_name("troupe.new_device_spec"), x.id, x.name,
-           x.tenant);
+           x.tenant, x.silence_s);
 }
 
 struct register_devices {
@@ -192,15 +194,19 @@ typename Inspector::result_type inspect(Inspector& f, set_user_password& x) {
            x.username, x.password);
 }
 
-struct rename_device {
+/// Changes a device's name and/or its silence window (an absent field stays
+/// as it is; a window of 0 goes back to the node's analysis.silence_s).
+struct update_device {
   caller who;
   std::string id;
-  std::string name;
+  caf::optional<std::string> name;
+  caf::optional<int64_t> silence_s;
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, rename_device& x) {
-  return f(caf::meta::type_name("troupe.rename_device"), x.who, x.id, x.name);
+typename Inspector::result_type inspect(Inspector& f, update_device& x) {
+  return f(caf::meta::type_name("troupe.update_device"), x.who, x.id, x.name,
+           x.silence_s);
 }
 
 // -- interface ------------------------------------------------------------------
@@ -215,12 +221,13 @@ using admin_actor = caf::typed_actor<
   caf::replies_to<set_user_password>::with<done>,
   caf::replies_to<register_devices>::with<device_secrets>,
   caf::replies_to<rotate_secret>::with<device_secret>,
-  caf::replies_to<rename_device>::with<done>,
+  caf::replies_to<update_device>::with<done>,
   caf::replies_to<delete_device>::with<done>>;
 
 /// Spawns the admin actor: tenants, users (argon2id hashes; a deleted
 /// user's sessions end at once; so do they when an admin sets its password),
-/// bulk device registration (secrets shown once), renaming, secret rotation
+/// bulk device registration (secrets shown once), changes of name and
+/// silence window, secret rotation
 /// and deletion (the live device actor drops its copy before the answer). Admin role only (roles.hpp). Stateless apart
 /// from the shared context. Owner: actors::install.
 admin_actor spawn_admin(caf::actor_system& sys, const context_ptr& ctx);

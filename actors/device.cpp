@@ -276,6 +276,7 @@ device_view view_of(device_ptr self) {
   v.name = st.dev_name;
   v.tenant = st.tenant;
   v.last_seen_ms = st.last_seen_ms;
+  v.silence_s = st.silence_s;
   v.online = st.last_seen_ms >= 0
              && st.last_seen_ms
                   >= now_ms() - st.ctx->actors.online_window_s * 1000;

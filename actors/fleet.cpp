@@ -55,6 +55,7 @@ device_page make_page(summaries rows, int64_t window, int64_t limit,
     v.last_seen_ms = d.last_seen_ms.value_or(-1);
     v.online = d.last_seen_ms && *d.last_seen_ms >= now - window;
     v.data_unavailable = unavailable;
+    v.silence_s = d.silence_s.value_or(0);
     for (auto& l : d.latest) {
       v.latest[l.metric] = latest_value{l.value, l.ts_ms};
       v.metrics.push_back(l.metric);

@@ -47,7 +47,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<device_secrets>("troupe.device_secrets");
   cfg.add_message_type<rotate_secret>("troupe.rotate_secret");
   cfg.add_message_type<delete_device>("troupe.delete_device");
-  cfg.add_message_type<rename_device>("troupe.rename_device");
+  cfg.add_message_type<update_device>("troupe.update_device");
   cfg.add_message_type<change_password>("troupe.change_password");
   cfg.add_message_type<set_user_password>("troupe.set_user_password");
   cfg.add_message_type<done>("troupe.done");

@@ -95,13 +95,15 @@ struct device_view {
   /// and tenant come from the catalog; its last_seen is null or old there
   /// and its latest values are missing.
   bool data_unavailable = false;
+  /// Its own silence window, s; 0: the node's analysis.silence_s.
+  int64_t silence_s = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, device_view& x) {
   return f(caf::meta::type_name("troupe.device_view"), x.id, x.name, x.tenant,
            x.online, x.last_seen_ms, x.latest, x.pending_commands, x.metrics,
-           x.data_unavailable);
+           x.data_unavailable, x.silence_s);
 }
 
 struct user_info {

@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     std::vector<st::new_device> ds;
     for (size_t i = at; i < end; ++i)
       ds.push_back({ids[i], ids[i], "coldload-" + prefix, "x", 0, 0,
-                    (*keys)[i - at]});
+                    (*keys)[i - at], {}});
     must(st::insert_devices(c, ds), "inserting devices");
   }
   // Latest values and a token per device, in SQL: the fastest way to make

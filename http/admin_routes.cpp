@@ -158,7 +158,7 @@ void rotate_secret(const call_ptr& c) {
   });
 }
 
-void rename_device(const call_ptr& c) {
+void update_device(const call_ptr& c) {
   as_user(c, [c](const actors::caller& who) {
     auto id = c->id_param();
     if (!id)
@@ -166,13 +166,15 @@ void rename_device(const call_ptr& c) {
     auto body = c->json_body();
     if (!body)
       return;
-    auto name = parse_device_name(*body);
-    if (auto e = std::get_if<api_error>(&name))
+    auto change = parse_device_patch(*body);
+    if (auto e = std::get_if<api_error>(&change))
       return c->fail(*e);
-    c->ask(c->env().admin,
-           actors::rename_device{who, *id, std::get<std::string>(name)},
+    auto& req = std::get<actors::update_device>(change);
+    req.who = who;
+    req.id = *id;
+    c->ask(c->env().admin, std::move(req),
            [c, who, id = *id](actors::done&) {
-             // The live actor reloaded: it answers with the new name.
+             // The live actor reloaded: it answers with the change.
              c->ask_entity(c->env().devices, id, actors::get_device{who},
                            [c](actors::device_view& v) {
                              c->reply(200, device_json(v, true));
@@ -203,7 +205,7 @@ void add_admin_routes(router& r) {
   r.add("POST", "/api/v1/admin/users/{username}/password", set_user_password);
   r.add("POST", "/api/v1/admin/devices", register_devices);
   r.add("POST", "/api/v1/admin/devices/{id}/rotate-secret", rotate_secret);
-  r.add("PATCH", "/api/v1/admin/devices/{id}", rename_device);
+  r.add("PATCH", "/api/v1/admin/devices/{id}", update_device);
   r.add("DELETE", "/api/v1/admin/devices/{id}", delete_device);
 }
 

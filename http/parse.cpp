@@ -1217,6 +1217,33 @@ private:
 /// holds megabytes after a large request.
 constexpr size_t kept_capacity = 64 * 1024;
 
+/// A device's display name: a string of 1..256 bytes, no control
+/// characters.
+parsed<std::string> device_name(const nlohmann::json& name) {
+  if (!name.is_string())
+    return bad("name must be a string");
+  auto& s = name.get_ref<const std::string&>();
+  if (s.empty() || s.size() > 256)
+    return bad("name must be 1 to 256 characters");
+  if (!printable(s))
+    return bad("name must not hold control characters");
+  return s;
+}
+
+/// `silence_s` of a device object: 1..max_silence_s, or 0 when absent or
+/// null (the node's analysis.silence_s).
+parsed<int64_t> silence_window(const nlohmann::json& device) {
+  auto it = device.find("silence_s");
+  if (it == device.end() || it->is_null())
+    return int64_t{0};
+  if (!it->is_number_integer() || it->get<int64_t>() < 1
+      || it->get<int64_t>() > max_silence_s)
+    return bad("silence_s must be an integer from 1 to "
+               + std::to_string(max_silence_s) + ", or null for the "
+               + "node's default");
+  return it->get<int64_t>();
+}
+
 } // namespace
 
 parsed<actors::telemetry> parse_telemetry_json(const std::string& body,
@@ -1340,11 +1367,16 @@ parse_device_specs(const nlohmann::json& body, bool& bulk) {
       return bad(where + "tenant is required");
     std::string nm = id->get<std::string>();
     if (name != d.end() && !name->is_null()) {
-      if (!name->is_string() || name->get<std::string>().size() > 256)
-        return bad(where + "name must be a string (at most 256)");
-      nm = name->get<std::string>();
+      auto checked = device_name(*name);
+      if (auto e = std::get_if<api_error>(&checked))
+        return bad(where + e->message);
+      nm = std::get<std::string>(checked);
     }
-    out.push_back({id->get<std::string>(), nm, tenant->get<std::string>()});
+    auto silence = silence_window(d);
+    if (auto e = std::get_if<api_error>(&silence))
+      return bad(where + e->message);
+    out.push_back({id->get<std::string>(), nm, tenant->get<std::string>(),
+                   std::get<int64_t>(silence)});
     seen.push_back(id->get<std::string>());
   }
   std::sort(seen.begin(), seen.end());
@@ -1400,16 +1432,25 @@ parsed<std::string> parse_password(const nlohmann::json& body,
   return pw;
 }
 
-parsed<std::string> parse_device_name(const nlohmann::json& body) {
-  auto it = body.is_object() ? body.find("name") : body.end();
-  if (it == body.end() || !it->is_string())
-    return bad("name is required (a string)");
-  auto& name = it->get_ref<const std::string&>();
-  if (name.empty() || name.size() > 256)
-    return bad("name must be 1 to 256 characters");
-  if (!printable(name))
-    return bad("name must not hold control characters");
-  return name;
+parsed<actors::update_device> parse_device_patch(const nlohmann::json& body) {
+  if (!body.is_object())
+    return bad("body must be a JSON object");
+  actors::update_device out;
+  if (auto it = body.find("name"); it != body.end()) {
+    auto name = device_name(*it);
+    if (auto e = std::get_if<api_error>(&name))
+      return *e;
+    out.name = std::get<std::string>(name);
+  }
+  if (body.contains("silence_s")) {
+    auto silence = silence_window(body);
+    if (auto e = std::get_if<api_error>(&silence))
+      return *e;
+    out.silence_s = std::get<int64_t>(silence);
+  }
+  if (!out.name && !out.silence_s)
+    return bad("give name or silence_s");
+  return out;
 }
 
 } // namespace troupe::http

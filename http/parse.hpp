@@ -70,8 +70,8 @@ parsed<actors::post_command> parse_post_command(const nlohmann::json& body);
 parsed<actors::rule> parse_rule(const nlohmann::json& body);
 
 /// Validates device registrations (POST /admin/devices): one object or an
-/// array of 1..10,000, each {id, tenant, name?}, ids unique; `bulk` tells
-/// which form it was.
+/// array of 1..10,000, each {id, tenant, name?, silence_s?}, ids unique;
+/// `bulk` tells which form it was.
 parsed<std::vector<actors::new_device_spec>>
 parse_device_specs(const nlohmann::json& body, bool& bulk);
 
@@ -84,9 +84,14 @@ parsed<actors::create_user> parse_create_user(const nlohmann::json& body);
 parsed<std::string> parse_password(const nlohmann::json& body,
                                    const char* key);
 
-/// Validates PATCH /admin/devices/{id}: {"name": 1..256 characters, no
-/// control characters}.
-parsed<std::string> parse_device_name(const nlohmann::json& body);
+/// The longest silence window a device may have, s (a year).
+constexpr int64_t max_silence_s = 365LL * 86400;
+
+/// Validates PATCH /admin/devices/{id}: {"name"?: 1..256 characters, no
+/// control characters, "silence_s"?: 1..max_silence_s, or null for the
+/// node's default}, at least one of them. `who` and `id` are left for the
+/// caller.
+parsed<actors::update_device> parse_device_patch(const nlohmann::json& body);
 
 /// Decodes a MessagePack telemetry body (the same structure as JSON)
 /// straight into the message with msgpack-c, under unpack limits (depth,

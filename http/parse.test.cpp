@@ -632,3 +632,70 @@ TEST_CASE("JSON telemetry: simdjson decodes as the DOM path did") {
   CHECK(bodies.size() >= 90);
   CHECK(errors >= 60);
 }
+
+TEST_CASE("device registrations: name and silence window") {
+  bool bulk = false;
+  auto one = parse_device_specs(
+    json{{"id", "d1"}, {"tenant", "t"}, {"silence_s", 600}}, bulk);
+  REQUIRE(!error_of(one));
+  CHECK(!bulk);
+  auto& d = std::get<std::vector<troupe::actors::new_device_spec>>(one);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].name == "d1");
+  CHECK(d[0].silence_s == 600);
+  auto many = parse_device_specs(
+    json::array({{{"id", "a"}, {"tenant", "t"}, {"silence_s", nullptr}},
+                 {{"id", "b"}, {"tenant", "t"}, {"name", "B"}}}),
+    bulk);
+  REQUIRE(!error_of(many));
+  CHECK(bulk);
+  for (auto& s : std::get<std::vector<troupe::actors::new_device_spec>>(many))
+    CHECK(s.silence_s == 0);
+  for (auto bad : {json(0), json(-1), json(2.5), json("60"), json(true),
+                   json(max_silence_s + 1), json(1e300),
+                   json(18446744073709551615ull)}) {
+    INFO(bad.dump());
+    auto p = parse_device_specs(
+      json::array({{{"id", "a"}, {"tenant", "t"}},
+                   {{"id", "b"}, {"tenant", "t"}, {"silence_s", bad}}}),
+      bulk);
+    auto e = error_of(p);
+    REQUIRE(e);
+    CHECK(e->status == 400);
+    CHECK(e->message.rfind("[1].silence_s", 0) == 0);
+  }
+  // Names follow the rule of a rename.
+  for (auto bad : {json(""), json(std::string(257, 'x')), json("a\tb"),
+                   json(7)}) {
+    INFO(bad.dump());
+    CHECK(error_of(parse_device_specs(
+      json{{"id", "d1"}, {"tenant", "t"}, {"name", bad}}, bulk)));
+  }
+}
+
+TEST_CASE("device changes: name, silence window, or both") {
+  auto both = parse_device_patch(json{{"name", "Pump"}, {"silence_s", 60}});
+  REQUIRE(!error_of(both));
+  auto& b = std::get<troupe::actors::update_device>(both);
+  CHECK(b.name == std::string{"Pump"});
+  CHECK(b.silence_s == int64_t{60});
+  auto reset = parse_device_patch(json{{"silence_s", nullptr}});
+  REQUIRE(!error_of(reset));
+  auto& r = std::get<troupe::actors::update_device>(reset);
+  CHECK(!r.name);
+  CHECK(r.silence_s == int64_t{0});
+  auto name = parse_device_patch(json{{"name", "x"}});
+  REQUIRE(!error_of(name));
+  CHECK(!std::get<troupe::actors::update_device>(name).silence_s);
+  for (auto bad : {json::object(), json::array(), json("x"),
+                   json{{"name", nullptr}}, json{{"name", ""}},
+                   json{{"name", "a\nb"}}, json{{"silence_s", 0}},
+                   json{{"silence_s", max_silence_s + 1}},
+                   json{{"name", "ok"}, {"silence_s", "60"}}}) {
+    INFO(bad.dump());
+    auto p = parse_device_patch(bad);
+    auto e = error_of(p);
+    REQUIRE(e);
+    CHECK(e->status == 400);
+  }
+}

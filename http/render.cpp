@@ -56,6 +56,9 @@ nlohmann::json device_json(const actors::device_view& v, bool detail) {
                       {"tenant", v.tenant},
                       {"online", v.online},
                       {"last_seen_ms", opt_ms(v.last_seen_ms)},
+                      {"silence_s", v.silence_s > 0
+                                      ? nlohmann::json(v.silence_s)
+                                      : nlohmann::json(nullptr)},
                       {"latest", latest}};
   if (detail) {
     j["pending_commands"] = v.pending_commands;

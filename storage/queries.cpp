@@ -289,10 +289,10 @@ first_existing_device(connection& c, const std::vector<std::string>& ids) {
 namespace {
 
 /// The columns of `ds` as array parameters: id, name, tenant, secret hash,
-/// shard, data shard, key.
+/// shard, data shard, key, silence window (0: none).
 std::vector<param> device_arrays(const std::vector<new_device>& ds) {
   std::vector<std::string> ids, names, tenants, hashes;
-  std::vector<int64_t> shards, data_shards, keys;
+  std::vector<int64_t> shards, data_shards, keys, silences;
   for (auto& d : ds) {
     ids.push_back(d.id);
     names.push_back(d.name);
@@ -301,11 +301,12 @@ std::vector<param> device_arrays(const std::vector<new_device>& ds) {
     shards.push_back(d.shard);
     data_shards.push_back(d.data_shard);
     keys.push_back(d.key);
+    silences.push_back(d.silence_s.value_or(0));
   }
   return {array_literal(ids),    array_literal(names),
           array_literal(tenants), array_literal(hashes),
           array_literal(shards), array_literal(data_shards),
-          array_literal(keys)};
+          array_literal(keys),   array_literal(silences)};
 }
 
 int64_t wall_ms() {
@@ -342,9 +343,10 @@ caf::error insert_devices(connection& c, const std::vector<new_device>& ds) {
   ps.push_back(num(wall_ms()));
   return status_of(c.exec(
     "INSERT INTO devices (id, name, tenant, secret_hash, shard, data_shard,"
-    " key, created_ms)"
-    " SELECT * , $8::bigint FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::text[], $5::int[], $6::int[], $7::bigint[])",
+    " key, silence_s, created_ms)"
+    " SELECT i, n, t, h, s, ds, k, nullif(si, 0), $9::bigint FROM"
+    " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],"
+    " $6::int[], $7::bigint[], $8::int[]) AS u(i, n, t, h, s, ds, k, si)",
     ps));
 }
 
@@ -362,19 +364,19 @@ caf::error mirror_devices(connection& c, const std::vector<new_device>& ds) {
   ps.push_back(now);
   return status_of(c.exec(
     "INSERT INTO devices AS d (id, name, tenant, secret_hash, shard,"
-    " data_shard, key, created_ms)"
-    " SELECT i, n, t, '', s, ds, k, $8::bigint FROM unnest($1::text[],"
-    " $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::bigint[])"
-    " AS u(i, n, t, h, s, ds, k)"
+    " data_shard, key, silence_s, created_ms)"
+    " SELECT i, n, t, '', s, ds, k, nullif(si, 0), $9::bigint FROM"
+    " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],"
+    " $6::int[], $7::bigint[], $8::int[]) AS u(i, n, t, h, s, ds, k, si)"
     " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
     " tenant = excluded.tenant, shard = excluded.shard,"
-    " data_shard = excluded.data_shard,"
+    " data_shard = excluded.data_shard, silence_s = excluded.silence_s,"
     " batch_hwm = CASE WHEN d.key = excluded.key THEN d.batch_hwm END,"
     " last_seen_ms = CASE WHEN d.key = excluded.key THEN d.last_seen_ms END,"
     " key = excluded.key"
-    " WHERE (d.key, d.name, d.tenant, d.shard, d.data_shard)"
+    " WHERE (d.key, d.name, d.tenant, d.shard, d.data_shard, d.silence_s)"
     " IS DISTINCT FROM (excluded.key, excluded.name, excluded.tenant,"
-    " excluded.shard, excluded.data_shard)",
+    " excluded.shard, excluded.data_shard, excluded.silence_s)",
     ps, retry::idempotent));
 }
 
@@ -443,7 +445,7 @@ caf::error load_device_data(connection& c, std::vector<device_row*>& rows) {
   std::map<std::string, device_row*> by_id;
   for (auto* d : rows) {
     copies.push_back({d->id, d->name, d->tenant, "", d->shard.value_or(0),
-                      d->data_shard, d->key});
+                      d->data_shard, d->key, d->silence_s});
     ids.push_back(d->id);
     keys.push_back(d->key);
     by_key[d->key] = d;
@@ -556,8 +558,8 @@ list_device_summaries(connection& c, const device_filter& f,
                       int32_t data_shard) {
   // Byte order (COLLATE "C", as devices_data_shard is built), as the
   // merge of the data shards' pages has it, whatever the collation.
-  std::string sql = "SELECT key, id, name, tenant, last_seen_ms FROM devices"
-                    " WHERE data_shard = $2 AND id COLLATE \"C\" > $1";
+  std::string sql = "SELECT key, id, name, tenant, last_seen_ms, silence_s"
+                    " FROM devices WHERE data_shard = $2 AND id COLLATE \"C\" > $1";
   std::vector<param> ps = {f.after, num(data_shard)};
   if (!f.tenant.empty()) {
     ps.push_back(f.tenant);
@@ -597,6 +599,7 @@ list_device_summaries(connection& c, const device_filter& f,
     d.name = r->str(i, 2);
     d.tenant = r->str(i, 3);
     d.last_seen_ms = r->opt_i64(i, 4);
+    d.silence_s = r->opt_i64(i, 5);
     at[d.key] = out.size();
     keys.push_back(d.key);
     out.push_back(std::move(d));
@@ -619,10 +622,15 @@ caf::error touch_device(connection& c, const std::string& id,
                           {id, num(last_seen_ms)}, retry::idempotent));
 }
 
-caf::expected<bool> rename_device(connection& c, const std::string& id,
-                                  const std::string& name) {
-  auto r = c.exec("UPDATE devices SET name = $2 WHERE id = $1", {id, name},
-                  retry::idempotent);
+caf::expected<bool> update_device(connection& c, const std::string& id,
+                                  const device_change& change) {
+  param silence;
+  if (change.silence_s)
+    silence = num(*change.silence_s);
+  auto r = c.exec("UPDATE devices SET name = coalesce($2, name),"
+                  " silence_s = CASE WHEN $3::bigint IS NULL THEN silence_s"
+                  " ELSE nullif($3::bigint, 0) END WHERE id = $1",
+                  {id, change.name, silence}, retry::idempotent);
   if (!r)
     return r.error();
   return r->affected() > 0;

@@ -51,6 +51,8 @@ struct new_device {
   /// devices.key, from reserve_device_keys (the catalog's sequence), so the
   /// catalog and the data shard's copy agree.
   int64_t key = 0;
+  /// Its own silence window, s (null: analysis.silence_s).
+  std::optional<int64_t> silence_s;
 };
 
 struct latest_row {
@@ -185,10 +187,17 @@ device_data_shard(connection& c, const std::string& id);
                                           std::vector<device_row*>& rows);
 [[nodiscard]] caf::expected<bool> delete_device(connection& c,
                                                 const std::string& id);
-/// Sets a device's display name; false if no such device.
-[[nodiscard]] caf::expected<bool> rename_device(connection& c,
+/// What an admin changes of a device; an unset field stays as it is.
+struct device_change {
+  std::optional<std::string> name;
+  /// Its own silence window, s; 0: back to analysis.silence_s.
+  std::optional<int64_t> silence_s;
+};
+
+/// Applies `change` to a device's row; false if no such device.
+[[nodiscard]] caf::expected<bool> update_device(connection& c,
                                                 const std::string& id,
-                                                const std::string& name);
+                                                const device_change& change);
 /// Sets a new secret hash and revokes the device's tokens.
 [[nodiscard]] caf::expected<bool>
 update_device_secret(connection& c, const std::string& id,
@@ -211,6 +220,7 @@ struct device_summary {
   std::string name;
   std::string tenant;
   std::optional<int64_t> last_seen_ms;
+  std::optional<int64_t> silence_s;
   std::vector<latest_row> latest;
 };
 

@@ -179,6 +179,70 @@ TEST_CASE("an admin renames a device", "[console][admin]") {
                      404);
 }
 
+TEST_CASE("an admin sets a device's silence window", "[console][admin]") {
+  auto& n = shared_node();
+  auto admin = n.admin_token();
+  auto tenant = make_tenant(n);
+  auto dev = make_device(n, tenant);
+  auto viewer = make_user(n, "viewer", tenant);
+  auto path = "/api/v1/admin/devices/" + dev.id;
+  auto patch = [&](const json& body) {
+    return n.request("PATCH", path, body.dump(), "application/json", {},
+                     admin);
+  };
+  auto detail = [&] {
+    auto r = n.get("/api/v1/devices/" + dev.id, viewer.token);
+    TROUPE_REQUIRE_STATUS(r, 200);
+    return r.body;
+  };
+  CHECK(detail()["silence_s"].is_null());
+  auto r = patch({{"silence_s", 600}});
+  TROUPE_REQUIRE_STATUS(r, 200);
+  CHECK(r.body["silence_s"] == 600);
+  // Only the window changed; reads and the list show it.
+  CHECK(detail()["silence_s"] == 600);
+  CHECK(detail()["name"] == r.body["name"]);
+  auto listed = n.get("/api/v1/devices?q=" + dev.id, viewer.token);
+  TROUPE_REQUIRE_STATUS(listed, 200);
+  REQUIRE(list_items(listed).size() == 1);
+  CHECK(list_items(listed)[0]["silence_s"] == 600);
+  CHECK(n.db()->query("SELECT silence_s FROM devices WHERE id = '" + dev.id
+                      + "'")[0][0]
+        == "600");
+  // A rename leaves the window; null goes back to the node's default.
+  TROUPE_CHECK_STATUS(patch({{"name", "Quiet pump"}}), 200);
+  CHECK(detail()["silence_s"] == 600);
+  TROUPE_CHECK_STATUS(patch({{"silence_s", nullptr}}), 200);
+  CHECK(detail()["silence_s"].is_null());
+  CHECK(detail()["name"] == "Quiet pump");
+  // A window given at registration.
+  auto id2 = unique_id("sw");
+  auto reg = n.post("/api/v1/admin/devices",
+                    {{"id", id2}, {"tenant", tenant}, {"silence_s", 90}},
+                    admin);
+  TROUPE_REQUIRE_STATUS(reg, 201);
+  auto seen = n.get("/api/v1/devices/" + id2, admin);
+  TROUPE_REQUIRE_STATUS(seen, 200);
+  CHECK(seen.body["silence_s"] == 90);
+  // Errors.
+  for (auto bad : {json(0), json(-5), json(1.5), json("60"),
+                   json(365LL * 86400 + 1), json(1e30), json::array()}) {
+    INFO(bad.dump());
+    TROUPE_CHECK_ERROR(patch({{"silence_s", bad}}), 400);
+    TROUPE_CHECK_ERROR(n.post("/api/v1/admin/devices",
+                              {{"id", unique_id("sw")},
+                               {"tenant", tenant},
+                               {"silence_s", bad}},
+                              admin),
+                       400);
+  }
+  TROUPE_CHECK_ERROR(patch(json::object()), 400);
+  TROUPE_CHECK_ERROR(n.request("PATCH", path, json{{"silence_s", 60}}.dump(),
+                               "application/json", {}, viewer.token),
+                     403);
+  CHECK(detail()["silence_s"].is_null());
+}
+
 TEST_CASE("an admin sets a user's password; its sessions end",
           "[console][admin]") {
   auto& n = shared_node();

@@ -335,7 +335,7 @@ TEST_CASE("spooled marks replay without moving a device's mark or last "
   REQUIRE(keys);
   auto key = keys->at(0);
   REQUIRE(!troupe::storage::insert_devices(c, {{"d1", "D", "t1", "h", 0, 0,
-                                                key}}));
+                                                key, {}}}));
   ingest_writer w{m.db.url()};
   auto t0 = (now_ms() / 3'600'000 - 1) * 3'600'000 + 60'000;
   auto stored = [&] {

@@ -391,16 +391,31 @@ await test('admin manages tenants and users (create, reset password, delete)', a
   await shot(page, 'admin-users');
 }, { allow: [FAILED(409)] });
 
-await test('admin renames a device, rotates its secret and deletes one', async () => {
+await test('admin renames a device, sets its silence window, rotates its secret and deletes one', async () => {
   const page = await open('admin', '/admin/devices');
   const row = `tr[data-device="${DEV}"]`;
   await page.waitForSelector('input[name=q]');
   await page.type('input[name=q]', DEV);
   await page.waitForSelector(row);
-  await clickButton(page, 'Rename', row);
+  await waitText(page, `${row} [data-silence]`, /node default/);
+  await clickButton(page, 'Edit', row);
   await fill(page, `${row} input[name=new-name]`, 'Renamed device');
+  await fill(page, `${row} input[name=silence-min]`, '0');
+  await clickButton(page, 'Save', row);
+  await waitText(page, `${row} [role=alert]`, /silence window/);
+  await shot(page, 'admin-devices-edit');
+  await fill(page, `${row} input[name=silence-min]`, '30');
   await clickButton(page, 'Save', row);
   await waitText(page, row, /Renamed device/);
+  await waitText(page, `${row} [data-silence]`, /30 min/);
+  const seen = await must('GET', `/api/v1/devices/${DEV}`, { token: admin });
+  assert.equal(seen.silence_s, 1800);
+  assert.equal(seen.name, 'Renamed device');
+  // The device page says so too (a page of its own; the list's page comes
+  // back to the front, as waits run on animation frames).
+  const detail = await open('admin', `/devices/${DEV}`);
+  await waitText(detail, '[data-silence]', /30 min/);
+  await page.bringToFront();
   await clickButton(page, 'Rotate secret', row);
   await page.waitForFunction((old) => {
     const e = document.querySelector('[data-secret]');

@@ -75,7 +75,7 @@ export const api = {
   deleteUser: (name) => del(`/api/v1/admin/users/${seg(name)}`),
   resetPassword: (name, password) => post(`/api/v1/admin/users/${seg(name)}/password`, { password }),
   registerDevices: (specs) => post('/api/v1/admin/devices', specs),
-  renameDevice: (id, name) => request('PATCH', `/api/v1/admin/devices/${seg(id)}`, { body: { name } }),
+  updateDevice: (id, change) => request('PATCH', `/api/v1/admin/devices/${seg(id)}`, { body: change }),
   rotateSecret: (id) => post(`/api/v1/admin/devices/${seg(id)}/rotate-secret`),
   deleteDevice: (id) => del(`/api/v1/admin/devices/${seg(id)}`),
 

@@ -21,6 +21,23 @@ export function parseOptionalInt(text, name, min, max) {
   return { value: Number(s) };
 }
 
+/** The longest silence window the API takes, s (a year). */
+export const MAX_SILENCE_S = 365 * 86400;
+
+/**
+ * A silence window typed in minutes (decimals allowed): `{value}` in whole
+ * seconds, null when blank (the node's default), or `{error}`.
+ */
+export function parseSilenceMinutes(text) {
+  const s = String(text ?? '').trim();
+  if (!s) return { value: null };
+  const secs = Math.round(Number(s) * 60);
+  if (!/^\d+(\.\d+)?$/.test(s) || secs < 1 || secs > MAX_SILENCE_S) {
+    return { error: `the silence window must be a number of minutes up to ${MAX_SILENCE_S / 60} (a year), or blank for the node's default` };
+  }
+  return { value: secs };
+}
+
 /** A finite number: `{value}` or `{error}`. */
 export function parseNumber(text, name) {
   const s = String(text ?? '').trim();

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { parseArgs, parseOptionalInt, parseNumber, passwordError } from './validate.js';
+import { parseArgs, parseOptionalInt, parseNumber, parseSilenceMinutes, passwordError } from './validate.js';
 
 describe('parseArgs', () => {
   it('accepts objects and blank input', () => {
@@ -20,6 +20,15 @@ describe('numbers and passwords', () => {
     expect(parseOptionalInt(' 5 ', 'ttl_s', 1, 10)).toEqual({ value: 5 });
     expect(parseOptionalInt('0', 'ttl_s', 1, 10).error).toBe('ttl_s must be an integer from 1 to 10');
     expect(parseOptionalInt('1.5', 'ttl_s', 1, 10).error).toBeTruthy();
+  });
+  it('reads silence windows in minutes', () => {
+    expect(parseSilenceMinutes('')).toEqual({ value: null });
+    expect(parseSilenceMinutes(' 15 ')).toEqual({ value: 900 });
+    expect(parseSilenceMinutes('1.5')).toEqual({ value: 90 });
+    expect(parseSilenceMinutes('525600')).toEqual({ value: 31536000 });
+    for (const bad of ['0', '-5', 'abc', '1e3', '525601', '0.001']) {
+      expect(parseSilenceMinutes(bad).error, bad).toMatch(/silence window/);
+    }
   });
   it('checks numbers', () => {
     expect(parseNumber('-2.5', 'value')).toEqual({ value: -2.5 });

@@ -4,6 +4,8 @@ import { useAction, useResource } from '../components/hooks.js';
 import { Link } from '../components/router.jsx';
 import { Confirm, ErrorText, Field, Secret, Select } from '../components/ui.jsx';
 import { parseDeviceCsv, secretsCsv } from '../lib/csv.js';
+import { formatDuration } from '../lib/format.js';
+import { parseSilenceMinutes } from '../lib/validate.js';
 import { seg } from '../lib/url.js';
 
 export default function AdminDevices() {
@@ -20,7 +22,7 @@ export default function AdminDevices() {
   const list = useResource(() => api.devices({ q, limit: 100, cursor }), [q, cursor], 0);
   const [secret, setSecret] = useState(null);
   const [doomed, setDoomed] = useState(null);
-  const [renaming, setRenaming] = useState(null);
+  const [editing, setEditing] = useState(null);
   const act = useAction();
 
   const rotate = async (d) => {
@@ -48,21 +50,22 @@ export default function AdminDevices() {
       {list.data && (
         <div class="scroll">
           <table>
-            <thead><tr><th>Id</th><th>Name</th><th>Tenant</th><th><span class="sr">Actions</span></th></tr></thead>
+            <thead><tr><th>Id</th><th>Name</th><th>Tenant</th><th>Silence alert after</th><th><span class="sr">Actions</span></th></tr></thead>
             <tbody>
               {list.data.items.map((d) => (
                 <tr key={d.id} data-device={d.id}>
                   <td><Link href={`/devices/${seg(d.id)}`}>{d.id}</Link></td>
-                  <td>{renaming?.id === d.id ? <Rename device={d} onDone={(ok) => { setRenaming(null); if (ok) list.reload(); }} /> : d.name}</td>
+                  <td>{editing?.id === d.id ? <Edit device={d} onDone={(ok) => { setEditing(null); if (ok) list.reload(); }} /> : d.name}</td>
                   <td>{d.tenant}</td>
+                  <td data-silence>{d.silence_s ? formatDuration(d.silence_s * 1000) : <span class="hint">node default</span>}</td>
                   <td class="buttons">
-                    <button type="button" onClick={() => setRenaming(d)}>Rename</button>
+                    <button type="button" onClick={() => setEditing(d)}>Edit</button>
                     <button type="button" onClick={() => rotate(d)}>Rotate secret</button>
                     <button type="button" class="danger" onClick={() => setDoomed(d)}>Delete</button>
                   </td>
                 </tr>
               ))}
-              {list.data.items.length === 0 && <tr><td colSpan={4}>No devices.</td></tr>}
+              {list.data.items.length === 0 && <tr><td colSpan={5}>No devices.</td></tr>}
             </tbody>
           </table>
         </div>
@@ -161,16 +164,21 @@ function Import({ tenants, onImported }) {
   );
 }
 
-function Rename({ device, onDone }) {
+/** Changes a device's name and its silence window (minutes; blank: the node's default). */
+function Edit({ device, onDone }) {
   const [name, setName] = useState(device.name);
+  const [silence, setSilence] = useState(device.silence_s ? String(device.silence_s / 60) : '');
   const act = useAction();
   const submit = async (e) => {
     e.preventDefault();
-    if (await act.run(() => api.renameDevice(device.id, name.trim()))) onDone(true);
+    const s = parseSilenceMinutes(silence);
+    if (s.error) return act.setError(s.error);
+    if (await act.run(() => api.updateDevice(device.id, { name: name.trim(), silence_s: s.value }))) onDone(true);
   };
   return (
     <form class="inline" onSubmit={submit}>
       <Field label={`New name of ${device.id}`} value={name} onInput={setName} name="new-name" required autoFocus />
+      <Field label="Silence alert after, minutes" value={silence} onInput={setSilence} name="silence-min" inputmode="decimal" placeholder="node default" />
       <button type="submit" class="primary" disabled={act.busy}>Save</button>
       <button type="button" onClick={() => onDone(false)}>Cancel</button>
       <ErrorText error={act.error} />
