@@ -857,12 +857,56 @@ private:
     if (closed_ || rstate_ != rstate::handshake)
       return;
     if (ec) {
+      if (plain_http(ec)) {
+        srv_.refused("plain_http");
+        answer_in_clear();
+        return;
+      }
       srv_.refused("tls_handshake");
       hard_close();
       return;
     }
     disarm(rdl_);
     after_handshake();
+  }
+
+  /// OpenSSL found a plain HTTP request ("GET ", "POST", "HEAD", "PUT ")
+  /// where a ClientHello belongs.
+  static bool plain_http(error_code ec) {
+    if (ec.category() != asio::error::get_ssl_category())
+      return false;
+    auto e = static_cast<unsigned long>(static_cast<unsigned>(ec.value()));
+    return ERR_GET_LIB(e) == ERR_LIB_SSL
+           && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
+  }
+
+  /// A plain HTTP request on the TLS port is answered 400 in clear text,
+  /// as nginx does, so whoever wrote http:// learns why; then the close of
+  /// any final answer (FIN, the rest of the request read and dropped).
+  void answer_in_clear() {
+    closing_ = true;
+    rstate_ = rstate::done;
+    slot s;
+    s.res = std::make_unique<response>(
+      srv_.render(400, "invalid_request",
+                  "this port speaks HTTPS only: a plain HTTP request was "
+                  "sent to it; use https://"));
+    serialize(s, true);
+    whead_ += wbody_;
+    std::string{}.swap(wbody_);
+    arm(rdl_, linger_time, deadline_kind::linger);
+    asio::async_write(lowest(stream_), asio::buffer(whead_),
+                      [self = self()](error_code ec, size_t) {
+                        if (self->closed_)
+                          return;
+                        if (ec) {
+                          self->hard_close();
+                          return;
+                        }
+                        lowest(self->stream_)
+                          .shutdown(tcp::socket::shutdown_send, ec);
+                        self->linger_read();
+                      });
   }
 
   void after_handshake() {

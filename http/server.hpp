@@ -140,7 +140,8 @@ struct server_hooks {
   /// One call per refused or timed-out connection or request, with one of:
   /// connection_cap, header_timeout, body_timeout, idle_timeout,
   /// header_too_large, body_too_large, bad_request, unsupported_encoding,
-  /// tls_handshake, write_timeout.
+  /// tls_handshake, plain_http (an HTTP request on the TLS port, answered
+  /// 400 in clear text), write_timeout.
   std::function<void(std::string_view reason)> refused;
   /// level is "info", "warn" or "error".
   std::function<void(std::string_view level, std::string msg)> log;

@@ -1151,10 +1151,22 @@ TEST_CASE("HTTPS, and reloading the certificate") {
   REQUIRE(third.start_tls());
   CHECK(third.peer_serial() == 2);
 
-  // Plain HTTP to the TLS port fails the handshake.
+  // Plain HTTP to the TLS port is told so in clear text, then closed; with
+  // more of the request still coming, the answer is not reset away.
   raw_client plain{f.port()};
-  REQUIRE(plain.send(get("/")));
+  REQUIRE(plain.send(post("/", std::string(100'000, 'x'))));
+  auto told = plain.read_response();
+  REQUIRE(told);
+  CHECK(told->status == 400);
+  CHECK(told->header("Connection") == "close");
+  CHECK(told->body.find("https://") != std::string::npos);
   CHECK(plain.wait_closed(2000ms));
+  CHECK(wait_until([&] { return f.refusals("plain_http") == 1; }));
+  // Other bytes than a TLS record or an HTTP request: just closed.
+  raw_client garbage{f.port()};
+  REQUIRE(garbage.send("\x01\x02\x03\x04\x05\x06\x07\x08\r\n\r\n"));
+  CHECK(!garbage.read_response());
+  CHECK(garbage.wait_closed(2000ms));
   CHECK(wait_until([&] { return f.refusals("tls_handshake") == 1; }));
 
   // A client that never starts the handshake: header_timeout bounds it.
@@ -1163,6 +1175,7 @@ TEST_CASE("HTTPS, and reloading the certificate") {
   CHECK(silent.wait_closed(3000ms));
   CHECK(elapsed_ms(t0) >= 900);
   CHECK(wait_until([&] { return f.refusals("tls_handshake") == 2; }));
+  CHECK(f.refusals("plain_http") == 1);
 }
 
 TEST_CASE("HTTPS: pipelining, many records, a client going away, and "

@@ -268,13 +268,17 @@ TEST_CASE("HTTPS, with the certificate reloaded on SIGHUP", "[edge][tls]") {
   TROUPE_CHECK_STATUS(post_telemetry(n, dev.token, {{"values", {{"t", 1}}}}),
                       202);
   CHECK(peer_serial(n.port()) == 1);
-  // Plain HTTP to the HTTPS port gets no HTTP answer.
+  // Plain HTTP to the HTTPS port is told, in clear text, to use https.
   {
     raw_socket plain{n.port()};
     plain.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
-    CHECK(statuses(plain.read_until(
-            [](const std::string& t) { return !statuses(t).empty(); }, 2s))
-            .empty());
+    auto told = plain.read_until(
+      [](const std::string& t) {
+        return t.find("https://") != std::string::npos;
+      },
+      2s);
+    CHECK(statuses(told) == std::vector<int>{400});
+    CHECK(told.find("\"invalid_request\"") != std::string::npos);
   }
   // A new certificate, SIGHUP: new connections see it, the node serves on.
   make_cert(cert, key, 2);
