@@ -120,6 +120,16 @@ caf::error not_found(const std::string& id) {
   return make_actor_error(errc::not_found, "device " + id + " not found");
 }
 
+/// The in-memory status of a pending command whose cancel is being
+/// recorded: neither delivered nor counted as pending meanwhile.
+const std::string cancelling = "cancelling";
+
+caf::error cannot_cancel(const command& c) {
+  return make_actor_error(errc::conflict,
+                          "command " + c.id + " is " + c.status
+                            + "; only a pending command can be cancelled");
+}
+
 command to_command(const storage::command_row& r) {
   command c;
   c.id = r.id;
@@ -694,6 +704,65 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           // A device waiting in a long-poll gets it at once.
           if (!st.waiters.empty())
             answer_waiters(self, take_pending(self, false));
+        });
+      return rp;
+    }),
+    serving(self, [=](cancel_command& req) -> caf::result<command> {
+      auto& st = self->state;
+      if (!visible_to(self, req.who))
+        return not_found(st.id);
+      if (!may_operate(req.who))
+        return make_actor_error(errc::forbidden,
+                                "role " + req.who.role
+                                  + " may not cancel commands");
+      auto it = std::find_if(st.open.begin(), st.open.end(),
+                             [&](const command& c) {
+                               return c.id == req.command_id;
+                             });
+      if (it != st.open.end() && it->status != "pending")
+        return cannot_cancel(*it);
+      // Held back from delivery while PostgreSQL records the cancel.
+      if (it != st.open.end())
+        it->status = cancelling;
+      auto rp = self->make_response_promise<command>();
+      db_call<storage::cancel_outcome>(
+        self, data_db(self),
+        [id = st.id, cid = req.command_id,
+         by = req.who.username](storage::connection& c) {
+          return storage::cancel_command(c, id, cid, by, now_ms());
+        },
+        [=](caf::expected<storage::cancel_outcome> r) mutable {
+          auto& st = self->state;
+          auto held = std::find_if(st.open.begin(), st.open.end(),
+                                   [&](const command& c) {
+                                     return c.id == req.command_id;
+                                   });
+          if (!r) {
+            if (held != st.open.end() && held->status == cancelling)
+              held->status = "pending";
+            rp.deliver(r.error());
+            return;
+          }
+          if (!r->found) {
+            rp.deliver(make_actor_error(errc::not_found,
+                                        "command " + req.command_id
+                                          + " not found"));
+            return;
+          }
+          auto cmd = to_command(r->row);
+          if (held != st.open.end()) {
+            if (cmd.status == "pending" || cmd.status == "delivered")
+              held->status = cmd.status; // not ours to change after all
+            else
+              st.open.erase(held);
+          }
+          if (!r->cancelled) {
+            rp.deliver(cannot_cancel(cmd));
+            return;
+          }
+          log().info("device={} req={} command={} cancelled by={}", st.id,
+                     req.who.req_id, cmd.id, req.who.username);
+          rp.deliver(std::move(cmd));
         });
       return rp;
     }),

@@ -136,6 +136,19 @@ typename Inspector::result_type inspect(Inspector& f, post_command& x) {
            x.args_json, x.ttl_s);
 }
 
+/// Cancels a command no device has received yet (operator, admin): it is
+/// never delivered. Answers the command; 409 when it is past pending.
+struct cancel_command {
+  caller who;
+  std::string command_id;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cancel_command& x) {
+  return f(caf::meta::type_name("troupe.cancel_command"), x.who,
+           x.command_id);
+}
+
 struct list_commands {
   caller who;
   std::string status; // empty: all
@@ -253,6 +266,7 @@ using device_actor = caf::typed_actor<
   caf::replies_to<command_result>::with<done>,
   caf::replies_to<get_device>::with<device_view>,
   caf::replies_to<post_command>::with<command>,
+  caf::replies_to<cancel_command>::with<command>,
   caf::replies_to<list_commands>::with<command_page>,
   caf::replies_to<history>::with<history_reply>,
   caf::replies_to<get_analysis>::with<analysis_reply>,

@@ -22,6 +22,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<device_view>("troupe.device_view");
   cfg.add_message_type<get_device>("troupe.get_device");
   cfg.add_message_type<post_command>("troupe.post_command");
+  cfg.add_message_type<cancel_command>("troupe.cancel_command");
   cfg.add_message_type<list_commands>("troupe.list_commands");
   cfg.add_message_type<command_page>("troupe.command_page");
   cfg.add_message_type<history>("troupe.history");

@@ -223,6 +223,21 @@ void post_command(const call_ptr& c) {
   });
 }
 
+void cancel_command(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    auto id = c->id_param(0);
+    if (!id)
+      return;
+    auto cid = c->id_param(1);
+    if (!cid)
+      return;
+    c->ask_entity(c->env().devices, *id, actors::cancel_command{who, *cid},
+                  [c](actors::command& cmd) {
+                    c->reply(200, user_command_json(cmd));
+                  });
+  });
+}
+
 void list_commands(const call_ptr& c) {
   c->user([c](const actors::caller& who) {
     auto id = c->id_param();
@@ -232,11 +247,12 @@ void list_commands(const call_ptr& c) {
     lc.who = who;
     lc.status = c->query("status").value_or("");
     static const std::vector<std::string> states
-      = {"", "pending", "delivered", "done", "failed", "expired"};
+      = {"",       "pending", "delivered", "done",
+         "failed", "expired", "cancelled"};
     if (std::find(states.begin(), states.end(), lc.status) == states.end())
       return c->fail(api_error{400, "invalid_request",
                                "status must be pending, delivered, done, "
-                               "failed or expired"});
+                               "failed, expired or cancelled"});
     auto lim = parse_limit(c->query("limit").value_or(""), 100, 1000);
     if (auto e = std::get_if<api_error>(&lim))
       return c->fail(*e);
@@ -304,6 +320,8 @@ void add_user_routes(router& r) {
   r.add("GET", "/api/v1/devices/{id}/telemetry", history);
   r.add("POST", "/api/v1/devices/{id}/commands", post_command);
   r.add("GET", "/api/v1/devices/{id}/commands", list_commands);
+  r.add("POST", "/api/v1/devices/{id}/commands/{command}/cancel",
+        cancel_command);
 }
 
 } // namespace troupe::http

@@ -349,6 +349,13 @@ $fn$;
 -- at most every few seconds per device, instead of at every commit.
 ALTER TABLE latest ADD COLUMN batch_hwm bigint;
 )sql"},
+    {12, "commands can be cancelled while pending", R"sql(
+-- An operator cancels a command that no device has received yet: it is
+-- never delivered, and keeps who cancelled it in its result.
+ALTER TABLE commands DROP CONSTRAINT commands_status_check;
+ALTER TABLE commands ADD CONSTRAINT commands_status_check CHECK (status IN
+  ('pending', 'delivered', 'done', 'failed', 'expired', 'cancelled'));
+)sql"},
   };
   return all;
 }

@@ -781,6 +781,35 @@ caf::error expire_commands(connection& c, const std::vector<std::string>& ids) {
                           {array_literal(ids)}));
 }
 
+caf::expected<cancel_outcome>
+cancel_command(connection& c, const std::string& device_id,
+               const std::string& id, const std::string& by, int64_t now_ms) {
+  auto r = c.exec(std::string{"UPDATE commands SET status = 'cancelled',"
+                              " finished_ms = $3,"
+                              " result = jsonb_build_object('cancelled_by',"
+                              " $4::text)"
+                              " WHERE id = $1 AND device_id = $2"
+                              " AND status = 'pending' RETURNING "}
+                    + command_cols,
+                  {id, device_id, num(now_ms), by},
+                  retry::idempotent);
+  if (!r)
+    return r.error();
+  cancel_outcome out;
+  out.cancelled = r->rows() > 0;
+  if (!out.cancelled) {
+    r = c.exec(std::string{"SELECT "} + command_cols
+                 + " FROM commands WHERE id = $1 AND device_id = $2",
+               {id, device_id});
+    if (!r)
+      return r.error();
+  }
+  out.found = r->rows() > 0;
+  if (out.found)
+    out.row = command_from(*r, 0);
+  return out;
+}
+
 caf::expected<std::vector<command_row>>
 list_commands(connection& c, const std::string& device_id,
               const std::string& status, int64_t after_seq, size_t limit) {

@@ -276,6 +276,20 @@ finish_command(connection& c, const std::string& device_id,
                const std::string& result_json, int64_t now_ms);
 [[nodiscard]] caf::error expire_commands(connection& c,
                                          const std::vector<std::string>& ids);
+/// What cancel_command found.
+struct cancel_outcome {
+  /// False: no such command for this device.
+  bool found = false;
+  /// This call cancelled it (else it was past pending).
+  bool cancelled = false;
+  /// The command after the call.
+  command_row row;
+};
+/// Cancels a pending command of `device_id`: status cancelled, finished
+/// now, result `{"cancelled_by": by}`.
+[[nodiscard]] caf::expected<cancel_outcome>
+cancel_command(connection& c, const std::string& device_id,
+               const std::string& id, const std::string& by, int64_t now_ms);
 [[nodiscard]] caf::expected<std::vector<command_row>>
 list_commands(connection& c, const std::string& device_id,
               const std::string& status, int64_t after_seq, size_t limit);

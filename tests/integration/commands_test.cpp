@@ -415,3 +415,75 @@ TEST_CASE("a command handed to the device reads as delivered at once",
       200);
   }
 }
+
+TEST_CASE("an operator cancels a pending command; it is never delivered",
+          "[commands]") {
+  fixture f;
+  auto cancel = [&](const std::string& token, const std::string& device,
+                    const std::string& id) {
+    return f.n.post("/api/v1/devices/" + device + "/commands/" + id
+                      + "/cancel",
+                    json::object(), token);
+  };
+  auto doomed = must_post_command(f.n, f.op.token, f.dev.id, "wipe");
+  auto kept = must_post_command(f.n, f.op.token, f.dev.id, "ping");
+  auto doomed_id = doomed["id"].get<std::string>();
+  auto kept_id = kept["id"].get<std::string>();
+
+  // Roles and tenants first: the command stays pending.
+  auto viewer = make_user(f.n, "viewer", f.tenant);
+  TROUPE_CHECK_ERROR(cancel(viewer.token, f.dev.id, doomed_id), 403);
+  auto stranger = make_user(f.n, "operator", make_tenant(f.n));
+  TROUPE_CHECK_ERROR(cancel(stranger.token, f.dev.id, doomed_id), 404);
+  TROUPE_CHECK_ERROR(cancel("", f.dev.id, doomed_id), 401);
+  TROUPE_CHECK_ERROR(cancel(f.op.token, f.dev.id, unique_id("nocmd")), 404);
+  TROUPE_CHECK_ERROR(cancel(f.op.token, f.dev.id, "bad%20id"), 404);
+  // Another device's command is not this device's.
+  auto other = make_device(f.n, f.tenant);
+  TROUPE_CHECK_ERROR(cancel(f.op.token, other.id, doomed_id), 404);
+
+  auto r = cancel(f.op.token, f.dev.id, doomed_id);
+  TROUPE_REQUIRE_STATUS(r, 200);
+  CHECK(r.body["id"] == doomed_id);
+  CHECK(r.body["status"] == "cancelled");
+  CHECK(r.body["finished_ms"].is_number());
+  CHECK(r.body["result"] == json{{"cancelled_by", f.op.username}});
+  // Cancelled once only.
+  TROUPE_CHECK_ERROR(cancel(f.op.token, f.dev.id, doomed_id), 409);
+
+  // The device gets the other command only, by every way of delivery.
+  auto poll = f.n.get("/api/v1/device/commands?wait=2", f.dev.token, {}, 15s);
+  TROUPE_REQUIRE_STATUS(poll, 200);
+  CHECK(ids_of(poll.body["commands"]) == std::vector<std::string>{kept_id});
+  auto login = f.n.post("/api/v1/device/login",
+                        {{"device_id", f.dev.id}, {"secret", f.dev.secret}});
+  TROUPE_REQUIRE_STATUS(login, 200);
+  CHECK(ids_of(login.body["commands"]) == std::vector<std::string>{kept_id});
+  // A delivered command can no longer be cancelled.
+  auto late = cancel(f.op.token, f.dev.id, kept_id);
+  TROUPE_CHECK_ERROR(late, 409);
+  CHECK(late.raw.find("delivered") != std::string::npos);
+
+  // The list says so; the device counts no pending command.
+  auto listed = find_by_id(command_list(f.n, f.op.token, f.dev.id), doomed_id);
+  REQUIRE(listed.is_object());
+  CHECK(listed["status"] == "cancelled");
+  CHECK(listed["delivered_ms"].is_null());
+  auto only = command_list(f.n, f.op.token, f.dev.id, "?status=cancelled");
+  CHECK(ids_of(only) == std::vector<std::string>{doomed_id});
+  auto detail = f.n.get("/api/v1/devices/" + f.dev.id, f.op.token);
+  TROUPE_REQUIRE_STATUS(detail, 200);
+  CHECK(detail.body["pending_commands"] == 0);
+
+  // An admin may cancel too; a later login still leaves both out.
+  auto third = must_post_command(f.n, f.op.token, f.dev.id, "reset");
+  auto third_id = third["id"].get<std::string>();
+  auto by_admin = cancel(f.n.admin_token(), f.dev.id, third_id);
+  TROUPE_REQUIRE_STATUS(by_admin, 200);
+  CHECK(by_admin.body["status"] == "cancelled");
+  auto again = f.n.post("/api/v1/device/login",
+                        {{"device_id", f.dev.id}, {"secret", f.dev.secret}});
+  TROUPE_REQUIRE_STATUS(again, 200);
+  CHECK(!contains(ids_of(again.body["commands"]), doomed_id));
+  CHECK(!contains(ids_of(again.body["commands"]), third_id));
+}

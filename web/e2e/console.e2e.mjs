@@ -293,6 +293,20 @@ await test('an operator sends a command and sees it reach done', async () => {
   await page.waitForSelector(`tr[data-command="${cmd.id}"] td[data-status="done"]`, { timeout: 15000 });
   await waitText(page, `tr[data-command="${cmd.id}"]`, /uptime_s/);
   await shot(page, 'device-command-done');
+  // A command sent by mistake is cancelled before the device asks.
+  await fill(page, 'form[aria-label="Send a command"] input[name=name]', 'wipe');
+  await clickButton(page, 'Send command');
+  const wipe = await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll('tr[data-command]')].find((r) => r.cells[0].textContent === 'wipe');
+    return row && row.querySelector('td[data-status="pending"]') && row.dataset.command;
+  }, { timeout: 10000 }).then((h) => h.jsonValue());
+  await clickButton(page, 'Cancel', `tr[data-command="${wipe}"]`);
+  await page.waitForSelector(`tr[data-command="${wipe}"] td[data-status="cancelled"]`, { timeout: 10000 });
+  await waitText(page, `tr[data-command="${wipe}"]`, /cancelled_by/);
+  assert.equal(await page.$(`tr[data-command="${wipe}"] button`), null, 'no Cancel once cancelled');
+  const after = await must('GET', '/api/v1/device/commands', { token: await deviceToken() });
+  assert.ok(!after.commands.some((c) => c.id === wipe), 'a cancelled command is never delivered');
+  await shot(page, 'device-command-cancelled');
 });
 
 await test('a viewer sees no controls and a POST from its session is refused with 403', async () => {

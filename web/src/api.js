@@ -60,6 +60,7 @@ export const api = {
   telemetry: (id, query) => get(`${dev(id)}/telemetry`, query),
   commands: (id) => get(`${dev(id)}/commands`, { limit: 50 }),
   sendCommand: (id, cmd) => post(`${dev(id)}/commands`, cmd),
+  cancelCommand: (id, cid) => post(`${dev(id)}/commands/${seg(cid)}/cancel`, {}),
   analysis: (id) => get(`${dev(id)}/analysis`),
 
   alerts: (query) => get('/api/v1/alerts', query),

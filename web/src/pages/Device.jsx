@@ -72,16 +72,21 @@ function MetricChart({ id, metric, range }) {
 
 function Commands({ id, user }) {
   const list = useResource(() => api.commands(id), [id], (data) => (data?.items.some((c) => LIVE.has(c.status)) ? 2000 : 10000));
+  const act = useAction();
+  const operate = canOperate(user);
+  const cancel = async (c) => {
+    if (await act.run(() => api.cancelCommand(id, c.id))) list.reload();
+  };
   return (
     <>
       <h2>Commands</h2>
-      {canOperate(user) && <SendCommand id={id} onSent={list.reload} />}
-      <ErrorText error={list.error} />
+      {operate && <SendCommand id={id} onSent={list.reload} />}
+      <ErrorText error={list.error || act.error} />
       {list.data && (
         <div class="scroll">
           <table class="commands">
             <thead>
-              <tr><th>Name</th><th>Args</th><th>Status</th><th>Created</th><th>Delivered</th><th>Finished</th><th>Result</th></tr>
+              <tr><th>Name</th><th>Args</th><th>Status</th><th>Created</th><th>Delivered</th><th>Finished</th><th>Result</th>{operate && <th><span class="sr">Actions</span></th>}</tr>
             </thead>
             <tbody>
               {list.data.items.map((c) => (
@@ -93,9 +98,14 @@ function Commands({ id, user }) {
                   <td>{formatTime(c.delivered_ms)}</td>
                   <td>{formatTime(c.finished_ms)}</td>
                   <td class="mono">{c.result == null ? '—' : JSON.stringify(c.result)}</td>
+                  {operate && (
+                    <td class="buttons">
+                      {c.status === 'pending' && <button type="button" disabled={act.busy} onClick={() => cancel(c)}>Cancel</button>}
+                    </td>
+                  )}
                 </tr>
               ))}
-              {list.data.items.length === 0 && <tr><td colSpan={7}>No commands.</td></tr>}
+              {list.data.items.length === 0 && <tr><td colSpan={operate ? 8 : 7}>No commands.</td></tr>}
             </tbody>
           </table>
         </div>
