@@ -74,12 +74,13 @@ struct device_state {
   std::unordered_map<std::string, int64_t> tokens; // hash -> expires_ms
   std::map<uint64_t, waiter> waiters;
   uint64_t next_waiter = 0;
-  /// Delivery marks written to PostgreSQL and not yet confirmed. Reads of
-  /// command status wait for them (read your writes), and so does stop.
-  int64_t marks_in_flight = 0;
+  /// Command writes (delivery marks, cancels) sent to PostgreSQL and not
+  /// yet answered. Reads of command status wait for them (read your
+  /// writes), and so does stop, so the next owner loads what they wrote.
+  int64_t command_writes = 0;
   /// Failed logins of this device id (auth.max_failed_logins).
   std::unique_ptr<runtime::failure_window> failures;
-  std::vector<std::function<void()>> after_marks;
+  std::vector<std::function<void()>> after_writes;
   bool stop_requested = false;
   std::chrono::steady_clock::time_point last_activity;
 };
@@ -128,6 +129,14 @@ caf::error cannot_cancel(const command& c) {
   return make_actor_error(errc::conflict,
                           "command " + c.id + " is " + c.status
                             + "; only a pending command can be cancelled");
+}
+
+/// The open command `id`, or open.end().
+std::vector<command>::iterator find_open(device_ptr self,
+                                         const std::string& id) {
+  auto& open = self->state.open;
+  return std::find_if(open.begin(), open.end(),
+                      [&](const command& c) { return c.id == id; });
 }
 
 command to_command(const storage::command_row& r) {
@@ -233,6 +242,20 @@ void sweep_expired(device_ptr self) {
     });
 }
 
+/// A command write was answered: once none is left, the reads waiting for
+/// them run, and a stop requested meanwhile happens.
+void command_written(device_ptr self) {
+  auto& st = self->state;
+  if (--st.command_writes > 0)
+    return;
+  auto waiting = std::move(st.after_writes);
+  st.after_writes.clear();
+  for (auto& f : waiting)
+    f();
+  if (st.stop_requested)
+    self->quit();
+}
+
 /// Takes the pending commands for delivery: marks them delivered in memory
 /// now and in PostgreSQL in the background (delivery is at least once, so a
 /// lost mark only means one more delivery).
@@ -253,7 +276,7 @@ std::vector<command> take_pending(device_ptr self, bool include_delivered) {
     }
   }
   if (!ids.empty()) {
-    ++st.marks_in_flight;
+    ++st.command_writes;
     db_call<bool>(
       self, data_db(self),
       [ids, now](storage::connection& c) -> caf::expected<bool> {
@@ -262,18 +285,10 @@ std::vector<command> take_pending(device_ptr self, bool include_delivered) {
         return true;
       },
       [self](caf::expected<bool> r) {
-        auto& st = self->state;
         if (!r)
-          log().warn("device={} cannot mark commands delivered: {}", st.id,
-                     config::describe(r.error()));
-        if (--st.marks_in_flight > 0)
-          return;
-        auto waiting = std::move(st.after_marks);
-        st.after_marks.clear();
-        for (auto& f : waiting)
-          f();
-        if (st.stop_requested)
-          self->quit();
+          log().warn("device={} cannot mark commands delivered: {}",
+                     self->state.id, config::describe(r.error()));
+        command_written(self);
       });
   }
   return out;
@@ -715,15 +730,15 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         return make_actor_error(errc::forbidden,
                                 "role " + req.who.role
                                   + " may not cancel commands");
-      auto it = std::find_if(st.open.begin(), st.open.end(),
-                             [&](const command& c) {
-                               return c.id == req.command_id;
-                             });
-      if (it != st.open.end() && it->status != "pending")
-        return cannot_cancel(*it);
-      // Held back from delivery while PostgreSQL records the cancel.
-      if (it != st.open.end())
-        it->status = cancelling;
+      auto held = find_open(self, req.command_id);
+      if (held != st.open.end() && held->status == "delivered")
+        return cannot_cancel(*held);
+      // Held back from delivery from now on: also when PostgreSQL's answer
+      // is lost (the update may still commit), until a cancel succeeds or
+      // the actor loads again from what PostgreSQL has.
+      if (held != st.open.end())
+        held->status = cancelling;
+      ++st.command_writes;
       auto rp = self->make_response_promise<command>();
       db_call<storage::cancel_outcome>(
         self, data_db(self),
@@ -733,36 +748,31 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         },
         [=](caf::expected<storage::cancel_outcome> r) mutable {
           auto& st = self->state;
-          auto held = std::find_if(st.open.begin(), st.open.end(),
-                                   [&](const command& c) {
-                                     return c.id == req.command_id;
-                                   });
-          if (!r) {
-            if (held != st.open.end() && held->status == cancelling)
-              held->status = "pending";
-            rp.deliver(r.error());
-            return;
-          }
-          if (!r->found) {
-            rp.deliver(make_actor_error(errc::not_found,
-                                        "command " + req.command_id
-                                          + " not found"));
-            return;
-          }
-          auto cmd = to_command(r->row);
-          if (held != st.open.end()) {
-            if (cmd.status == "pending" || cmd.status == "delivered")
-              held->status = cmd.status; // not ours to change after all
-            else
-              st.open.erase(held);
-          }
-          if (!r->cancelled) {
-            rp.deliver(cannot_cancel(cmd));
-            return;
-          }
-          log().info("device={} req={} command={} cancelled by={}", st.id,
-                     req.who.req_id, cmd.id, req.who.username);
-          rp.deliver(std::move(cmd));
+          auto answer = [&]() -> caf::expected<command> {
+            if (!r)
+              return std::move(r.error());
+            if (!r->found)
+              return make_actor_error(errc::not_found, "command "
+                                                         + req.command_id
+                                                         + " not found");
+            auto cmd = to_command(r->row);
+            auto it = find_open(self, cmd.id);
+            if (cmd.status == "delivered" && it != st.open.end())
+              it->status = cmd.status; // PostgreSQL knows better
+            else if (it != st.open.end())
+              st.open.erase(it);
+            if (cmd.status != "cancelled")
+              return cannot_cancel(cmd);
+            if (r->cancelled)
+              log().info("device={} req={} command={} cancelled by={}", st.id,
+                         req.who.req_id, cmd.id, req.who.username);
+            return cmd;
+          }();
+          if (answer)
+            rp.deliver(std::move(*answer));
+          else
+            rp.deliver(std::move(answer.error()));
+          command_written(self);
         });
       return rp;
     }),
@@ -774,8 +784,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       // A command handed to the device is `delivered` in every later read:
       // query once our delivery marks are in PostgreSQL.
       auto run = [=]() mutable { list_commands_now(self, req, rp); };
-      if (st.marks_in_flight > 0)
-        st.after_marks.emplace_back(std::move(run));
+      if (st.command_writes > 0)
+        st.after_writes.emplace_back(std::move(run));
       else
         run();
       return rp;
@@ -887,8 +897,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto& st = self->state;
       answer_waiters(self, {});
       store_last_seen(self);
-      // Delivery marks land first, so the next owner loads them.
-      if (st.marks_in_flight > 0)
+      // Delivery marks and cancels land first, so the next owner loads them.
+      if (st.command_writes > 0)
         st.stop_requested = true;
       else
         self->quit();

@@ -21,6 +21,14 @@ export function formatDuration(ms) {
   return `${Math.floor(s / 86400)} d`;
 }
 
+/** A window in seconds, exactly, in its largest whole unit: 90 s, 90 min, 36 h, 2 d. */
+export function formatWindow(s) {
+  for (const [n, unit] of [[86400, 'd'], [3600, 'h'], [60, 'min']]) {
+    if (s >= n && s % n === 0) return `${s / n} ${unit}`;
+  }
+  return `${s} s`;
+}
+
 /** "just now", "5 s ago", "3 min ago", "in 2 h"; "never" for null. */
 export function formatRelative(ms, now = Date.now()) {
   if (ms == null || !Number.isFinite(ms)) return 'never';

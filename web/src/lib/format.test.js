@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { formatTime, formatRelative, formatDuration, formatValue, formatBytes, formatLatest, formatRate } from './format.js';
+import { formatTime, formatRelative, formatDuration, formatValue, formatBytes, formatLatest, formatRate, formatWindow } from './format.js';
 
 describe('times', () => {
   it('formats absolute times', () => {
@@ -21,6 +21,14 @@ describe('times', () => {
   it('formats durations', () => {
     expect(formatDuration(59_400)).toBe('59 s');
     expect(formatDuration(86400e3)).toBe('1 d');
+  });
+  it('formats windows exactly', () => {
+    expect(formatWindow(90)).toBe('90 s');
+    expect(formatWindow(1800)).toBe('30 min');
+    expect(formatWindow(5400)).toBe('90 min');
+    expect(formatWindow(7200)).toBe('2 h');
+    expect(formatWindow(129600)).toBe('36 h');
+    expect(formatWindow(172800)).toBe('2 d');
   });
 });
 

@@ -4,7 +4,7 @@ import { useAction, useResource } from '../components/hooks.js';
 import { Link } from '../components/router.jsx';
 import { Confirm, ErrorText, Field, Secret, Select } from '../components/ui.jsx';
 import { parseDeviceCsv, secretsCsv } from '../lib/csv.js';
-import { formatDuration } from '../lib/format.js';
+import { formatWindow } from '../lib/format.js';
 import { parseSilenceMinutes } from '../lib/validate.js';
 import { seg } from '../lib/url.js';
 
@@ -57,7 +57,7 @@ export default function AdminDevices() {
                   <td><Link href={`/devices/${seg(d.id)}`}>{d.id}</Link></td>
                   <td>{editing?.id === d.id ? <Edit device={d} onDone={(ok) => { setEditing(null); if (ok) list.reload(); }} /> : d.name}</td>
                   <td>{d.tenant}</td>
-                  <td data-silence>{d.silence_s ? formatDuration(d.silence_s * 1000) : <span class="hint">node default</span>}</td>
+                  <td data-silence>{d.silence_s ? formatWindow(d.silence_s) : <span class="hint">node default</span>}</td>
                   <td class="buttons">
                     <button type="button" onClick={() => setEditing(d)}>Edit</button>
                     <button type="button" onClick={() => rotate(d)}>Rotate secret</button>

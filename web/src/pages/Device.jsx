@@ -4,7 +4,7 @@ import { useAction, useResource } from '../components/hooks.js';
 import { navigate } from '../components/router.jsx';
 import { Chart } from '../components/Chart.jsx';
 import { Badge, ErrorText, Field } from '../components/ui.jsx';
-import { formatDuration, formatRelative, formatTime, formatValue } from '../lib/format.js';
+import { formatRelative, formatTime, formatValue, formatWindow } from '../lib/format.js';
 import { RANGES, planRange, rangeByKey, telemetryQuery, toColumns } from '../lib/range.js';
 import { parseArgs, parseOptionalInt } from '../lib/validate.js';
 import { seg, withQuery } from '../lib/url.js';
@@ -29,7 +29,7 @@ export default function Device({ user, params, query }) {
         <div><dt>Last seen</dt><dd title={formatTime(d.last_seen_ms)}>{formatRelative(d.last_seen_ms, now)}</dd></div>
         <div><dt>Tenant</dt><dd>{d.tenant}</dd></div>
         <div><dt>Pending commands</dt><dd data-pending>{d.pending_commands}</dd></div>
-        <div><dt>Silence alert after</dt><dd data-silence>{d.silence_s ? formatDuration(d.silence_s * 1000) : 'node default'}</dd></div>
+        <div><dt>Silence alert after</dt><dd data-silence>{d.silence_s ? formatWindow(d.silence_s) : 'node default'}</dd></div>
         {Object.keys(d.latest).sort().map((m) => (
           <div key={m}><dt>{m}</dt><dd data-latest={m} title={formatTime(d.latest[m].ts)}>{formatValue(d.latest[m].value)}</dd></div>
         ))}
@@ -75,7 +75,8 @@ function Commands({ id, user }) {
   const act = useAction();
   const operate = canOperate(user);
   const cancel = async (c) => {
-    if (await act.run(() => api.cancelCommand(id, c.id))) list.reload();
+    await act.run(() => api.cancelCommand(id, c.id));
+    list.reload(); // cancelled, or why not (delivered meanwhile)
   };
   return (
     <>
