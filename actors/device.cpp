@@ -113,6 +113,47 @@ runtime::counter* login_failed() {
   return c;
 }
 
+/// Commands by what happened to them, and how long they waited for their
+/// device: what an operator asks of a fleet ("are commands getting
+/// through?"), looked up once.
+struct command_probe {
+  runtime::counter* sent;
+  runtime::counter* delivered;
+  runtime::counter* done;
+  runtime::counter* failed;
+  runtime::counter* expired;
+  runtime::counter* cancelled;
+  runtime::histogram* delivery_seconds;
+
+  command_probe() {
+    auto& r = runtime::metrics();
+    auto event = [&](const char* e) {
+      return &r.get_counter("troupe_commands_total",
+                            "Commands sent, first delivered, finished (done "
+                            "or failed), expired or cancelled",
+                            std::string{"event=\""} + e + "\"");
+    };
+    sent = event("sent");
+    delivered = event("delivered");
+    done = event("done");
+    failed = event("failed");
+    expired = event("expired");
+    cancelled = event("cancelled");
+    // A device may be offline for hours: buckets up to a day.
+    static const std::vector<double> waits = {0.01, 0.1, 0.5, 1,    5,
+                                              30,   60,  300, 1800, 3600,
+                                              21600, 86400};
+    delivery_seconds = &r.get_histogram(
+      "troupe_command_delivery_seconds",
+      "From a command's creation to its first delivery", "", waits);
+  }
+};
+
+command_probe& commands_probe() {
+  static command_probe p;
+  return p;
+}
+
 caf::error unauthorized() {
   return make_actor_error(errc::unauthorized, "invalid or expired token");
 }
@@ -228,6 +269,7 @@ void sweep_expired(device_ptr self) {
              open.end());
   if (ids.empty())
     return;
+  commands_probe().expired->inc(ids.size());
   db_call<bool>(
     self, data_db(self),
     [ids](storage::connection& c) -> caf::expected<bool> {
@@ -271,6 +313,10 @@ std::vector<command> take_pending(device_ptr self, bool include_delivered) {
         c.status = "delivered";
         c.delivered_ms = now;
         ids.push_back(c.id);
+        commands_probe().delivered->inc();
+        commands_probe().delivery_seconds->observe(
+          static_cast<double>(std::max<int64_t>(0, now - c.created_ms))
+          / 1000.0);
       }
       out.push_back(c);
     }
@@ -426,6 +472,8 @@ void list_commands_now(device_ptr self, const list_commands& req,
                                  return c.expires_ms <= now;
                                }),
                 st.open.end());
+  if (!overdue.empty())
+    commands_probe().expired->inc(overdue.size());
   db_call<std::vector<storage::command_row>>(
     self, data_db(self),
     [=, id = st.id](storage::connection& c)
@@ -674,6 +722,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
                                          return c.id == req.command_id;
                                        }),
                         st.open.end());
+          (req.status == "done" ? commands_probe().done
+                                : commands_probe().failed)
+            ->inc();
           rp.deliver(done{});
         });
       return rp;
@@ -713,6 +764,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           }
           auto cmd = to_command(*r);
           st.open.push_back(cmd);
+          commands_probe().sent->inc();
           log().info("device={} req={} command={} name={} by={}", st.id,
                      req.who.req_id, cmd.id, cmd.name, req.who.username);
           rp.deliver(cmd);
@@ -763,9 +815,11 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
               st.open.erase(it);
             if (cmd.status != "cancelled")
               return cannot_cancel(cmd);
-            if (r->cancelled)
+            if (r->cancelled) {
+              commands_probe().cancelled->inc();
               log().info("device={} req={} command={} cancelled by={}", st.id,
                          req.who.req_id, cmd.id, req.who.username);
+            }
             return cmd;
           }();
           if (answer)

@@ -488,3 +488,48 @@ TEST_CASE("an operator cancels a pending command; it is never delivered",
   CHECK(!contains(ids_of(again.body["commands"]), doomed_id));
   CHECK(!contains(ids_of(again.body["commands"]), third_id));
 }
+
+TEST_CASE("commands show in /metrics by what happened to them",
+          "[commands][metrics]") {
+  fixture f;
+  auto count = [&](const std::string& series) {
+    return metric_sum(f.n, series);
+  };
+  auto events = {"sent", "delivered", "done", "failed", "expired", "cancelled"};
+  std::map<std::string, double> before;
+  for (auto e : events)
+    before[e] = count(std::string{"troupe_commands_total{event=\""} + e + "\"");
+  auto waited = count("troupe_command_delivery_seconds_count");
+
+  auto ok = must_post_command(f.n, f.op.token, f.dev.id, "a");
+  auto bad = must_post_command(f.n, f.op.token, f.dev.id, "b");
+  auto doomed = must_post_command(f.n, f.op.token, f.dev.id, "c");
+  TROUPE_REQUIRE_STATUS(f.n.post("/api/v1/devices/" + f.dev.id + "/commands/"
+                                   + doomed["id"].get<std::string>()
+                                   + "/cancel",
+                                 json::object(), f.op.token),
+                        200);
+  auto got = f.n.get("/api/v1/device/commands", f.dev.token);
+  TROUPE_REQUIRE_STATUS(got, 200);
+  REQUIRE(got.body["commands"].size() == 2);
+  for (auto& [cmd, status] : {std::pair{ok, "done"}, std::pair{bad, "failed"}})
+    TROUPE_REQUIRE_STATUS(
+      f.n.post("/api/v1/device/commands/" + cmd["id"].get<std::string>()
+                 + "/result",
+               {{"status", status}}, f.dev.token),
+      200);
+  auto late = must_post_command(f.n, f.op.token, f.dev.id, "d", 1);
+  std::this_thread::sleep_for(1500ms);
+  CHECK(find_by_id(command_list(f.n, f.op.token, f.dev.id),
+                   late["id"].get<std::string>())["status"]
+        == "expired");
+
+  std::map<std::string, double> want = {{"sent", 4},   {"delivered", 2},
+                                        {"done", 1},   {"failed", 1},
+                                        {"expired", 1}, {"cancelled", 1}};
+  for (auto& [e, n] : want) {
+    INFO(e);
+    CHECK(count("troupe_commands_total{event=\"" + e + "\"") - before[e] >= n);
+  }
+  CHECK(count("troupe_command_delivery_seconds_count") - waited >= 2);
+}
