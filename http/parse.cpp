@@ -1302,6 +1302,35 @@ parsed<actors::post_command> parse_post_command(const nlohmann::json& body) {
   return pc;
 }
 
+parsed<bulk_command> parse_bulk_command(const nlohmann::json& body) {
+  if (!body.is_object())
+    return bad("body must be a JSON object");
+  auto ids = body.find("device_ids");
+  if (ids == body.end() || !ids->is_array() || ids->empty()
+      || ids->size() > max_bulk_devices)
+    return bad("device_ids must be an array of 1 to "
+               + std::to_string(max_bulk_devices) + " device ids");
+  bulk_command out;
+  out.device_ids.reserve(ids->size());
+  for (size_t i = 0; i < ids->size(); ++i) {
+    auto& id = (*ids)[i];
+    if (!id.is_string() || !valid_id(id.get<std::string>()))
+      return bad("device_ids[" + std::to_string(i)
+                 + "] is not a device id ([A-Za-z0-9_.:-]{1,64})");
+    out.device_ids.push_back(id.get<std::string>());
+  }
+  auto sorted = out.device_ids;
+  std::sort(sorted.begin(), sorted.end());
+  if (auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+      dup != sorted.end())
+    return bad("device " + *dup + " appears twice in device_ids");
+  auto cmd = parse_post_command(body);
+  if (auto e = std::get_if<api_error>(&cmd))
+    return *e;
+  out.command = std::move(std::get<actors::post_command>(cmd));
+  return out;
+}
+
 parsed<actors::rule> parse_rule(const nlohmann::json& body) {
   if (!body.is_object())
     return bad("body must be a JSON object");

@@ -65,6 +65,19 @@ parsed<actors::telemetry> parse_telemetry_json(const std::string& body,
 /// or null), ttl_s (1 s .. 30 days). `who` is left for the caller.
 parsed<actors::post_command> parse_post_command(const nlohmann::json& body);
 
+/// The most devices one POST /commands reaches.
+constexpr size_t max_bulk_devices = 1000;
+
+/// One command for many devices (POST /commands).
+struct bulk_command {
+  std::vector<std::string> device_ids;
+  actors::post_command command;
+};
+
+/// Validates POST /commands: device_ids (1..max_bulk_devices distinct ids)
+/// and the fields of parse_post_command. `who` is left for the caller.
+parsed<bulk_command> parse_bulk_command(const nlohmann::json& body);
+
 /// Validates a rule (POST /rules): metric, op, value, for_s, device_id,
 /// tenant.
 parsed<actors::rule> parse_rule(const nlohmann::json& body);

@@ -699,3 +699,36 @@ TEST_CASE("device changes: name, silence window, or both") {
     CHECK(e->status == 400);
   }
 }
+
+TEST_CASE("one command for many devices") {
+  auto ok = parse_bulk_command(json{{"device_ids", {"a", "b", "c"}},
+                                    {"name", "reboot"},
+                                    {"ttl_s", 60}});
+  REQUIRE(!error_of(ok));
+  auto& b = std::get<bulk_command>(ok);
+  CHECK(b.device_ids == std::vector<std::string>{"a", "b", "c"});
+  CHECK(b.command.name == "reboot");
+  CHECK(b.command.ttl_s == 60);
+  json many = json::array();
+  for (size_t i = 0; i < max_bulk_devices; ++i)
+    many.push_back("d" + std::to_string(i));
+  CHECK(!error_of(parse_bulk_command(json{{"device_ids", many},
+                                          {"name", "x"}})));
+  many.push_back("one-more");
+  for (auto bad :
+       {json{{"name", "x"}}, json{{"device_ids", json::array()}, {"name", "x"}},
+        json{{"device_ids", many}, {"name", "x"}},
+        json{{"device_ids", {"a", "a"}}, {"name", "x"}},
+        json{{"device_ids", {"a", 7}}, {"name", "x"}},
+        json{{"device_ids", {"a", "b/c"}}, {"name", "x"}},
+        json{{"device_ids", "a"}, {"name", "x"}},
+        json{{"device_ids", {"a"}}},
+        json{{"device_ids", {"a"}}, {"name", "x"}, {"ttl_s", 0}},
+        json::array()}) {
+    INFO(bad.dump().substr(0, 200));
+    auto p = parse_bulk_command(bad);
+    auto e = error_of(p);
+    REQUIRE(e);
+    CHECK(e->status == 400);
+  }
+}

@@ -1,11 +1,15 @@
 // The user side of API.md: login, logout, me; the device list, a device's
-// detail, its history and its commands.
+// detail, its history and its commands, one device's or many devices' at
+// once.
 
 #include "http/routes.hpp"
+
+#include <mutex>
 
 #include <caf/all.hpp>
 
 #include "actors/context.hpp"
+#include "actors/roles.hpp"
 #include "actors/errc.hpp"
 #include "http/call.hpp"
 #include "http/client_address.hpp"
@@ -223,6 +227,60 @@ void post_command(const call_ptr& c) {
   });
 }
 
+/// POST /commands: one command to each of up to 1,000 devices, each through
+/// its own device actor (as POST /devices/{id}/commands), at once. Answers
+/// 200 with one item per device, in the order given: 201 and the command,
+/// or the status and error that device's own POST would have had.
+void post_commands(const call_ptr& c) {
+  c->user([c](const actors::caller& who) {
+    if (!actors::may_operate(who))
+      return c->fail(api_error{403, "forbidden",
+                               "role " + who.role + " may not send commands"});
+    auto body = c->json_body();
+    if (!body)
+      return;
+    auto parsed = parse_bulk_command(*body);
+    if (auto e = std::get_if<api_error>(&parsed))
+      return c->fail(*e);
+    auto& bulk = std::get<bulk_command>(parsed);
+    bulk.command.who = who;
+    struct gathered {
+      std::mutex m;
+      std::vector<json> items;
+      size_t left = 0;
+      size_t sent = 0;
+    };
+    auto g = std::make_shared<gathered>();
+    g->items.resize(bulk.device_ids.size());
+    g->left = bulk.device_ids.size();
+    for (size_t i = 0; i < bulk.device_ids.size(); ++i) {
+      auto& id = bulk.device_ids[i];
+      c->ask_entity_result(
+        c->env().devices, id, bulk.command,
+        [c, g, i, id](caf::expected<actors::command> r) {
+          json item = {{"device_id", id}};
+          if (r) {
+            item["status"] = 201;
+            item["command"] = user_command_json(*r);
+          } else {
+            auto e = to_api_error(r.error());
+            item["status"] = e.status;
+            item["error"] = {{"code", e.code}, {"message", e.message}};
+          }
+          std::lock_guard<std::mutex> guard{g->m};
+          g->items[i] = std::move(item);
+          g->sent += r ? 1 : 0;
+          if (--g->left > 0)
+            return;
+          auto n = g->items.size();
+          c->reply(200, {{"items", std::move(g->items)},
+                         {"sent", g->sent},
+                         {"failed", n - g->sent}});
+        });
+    }
+  });
+}
+
 void cancel_command(const call_ptr& c) {
   c->user([c](const actors::caller& who) {
     auto id = c->id_param(0);
@@ -322,6 +380,7 @@ void add_user_routes(router& r) {
   r.add("GET", "/api/v1/devices/{id}/commands", list_commands);
   r.add("POST", "/api/v1/devices/{id}/commands/{command}/cancel",
         cancel_command);
+  r.add("POST", "/api/v1/commands", post_commands);
 }
 
 } // namespace troupe::http

@@ -533,3 +533,84 @@ TEST_CASE("commands show in /metrics by what happened to them",
   }
   CHECK(count("troupe_command_delivery_seconds_count") - waited >= 2);
 }
+
+TEST_CASE("one command for many devices", "[commands][bulk]") {
+  fixture f;
+  auto second = make_device(f.n, f.tenant);
+  auto stranger = make_device(f.n, make_tenant(f.n));
+  auto unknown = unique_id("nodev");
+  auto body = json{{"device_ids", {f.dev.id, unknown, second.id, stranger.id}},
+                   {"name", "update"},
+                   {"args", {{"version", "2.1"}}},
+                   {"ttl_s", 600}};
+  auto r = f.n.post("/api/v1/commands", body, f.op.token);
+  TROUPE_REQUIRE_STATUS(r, 200);
+  INFO(r.body.dump());
+  CHECK(r.body["sent"] == 2);
+  CHECK(r.body["failed"] == 2);
+  auto& items = r.body["items"];
+  REQUIRE(items.size() == 4);
+  std::vector<int> statuses;
+  for (auto& i : items)
+    statuses.push_back(i["status"].get<int>());
+  CHECK(statuses == std::vector<int>{201, 404, 201, 404});
+  CHECK(items[1]["device_id"] == unknown);
+  CHECK(items[1]["error"]["code"] == "not_found");
+  CHECK(items[3]["device_id"] == stranger.id); // another tenant's: unseen
+  // Each device of the tenant gets its own command.
+  for (auto* d : {&f.dev, &second}) {
+    auto idx = d == &f.dev ? 0 : 2;
+    auto id = items[idx]["command"]["id"].get<std::string>();
+    CHECK(items[idx]["command"]["status"] == "pending");
+    auto got = f.n.get("/api/v1/device/commands", d->token);
+    TROUPE_REQUIRE_STATUS(got, 200);
+    auto cmd = find_by_id(got.body["commands"], id);
+    REQUIRE(cmd.is_object());
+    CHECK(cmd["name"] == "update");
+    CHECK(cmd["args"] == json{{"version", "2.1"}});
+  }
+  auto theirs = f.n.get("/api/v1/device/commands", stranger.token);
+  TROUPE_REQUIRE_STATUS(theirs, 200);
+  CHECK(theirs.body["commands"] == json::array());
+  // A viewer is refused as a whole; bad bodies are 400.
+  auto viewer = make_user(f.n, "viewer", f.tenant);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/commands", body, viewer.token), 403);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/commands",
+                              {{"device_ids", {f.dev.id, f.dev.id}},
+                               {"name", "x"}},
+                              f.op.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/commands",
+                              {{"device_ids", json::array()}, {"name", "x"}},
+                              f.op.token),
+                     400);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/commands", body, ""), 401);
+}
+
+TEST_CASE("one command for 1,000 devices", "[commands][bulk]") {
+  auto& n = shared_node();
+  auto tenant = make_tenant(n);
+  auto op = make_user(n, "operator", tenant);
+  std::vector<std::string> wanted;
+  auto prefix = unique_id("bk");
+  for (int i = 0; i < 1000; ++i)
+    wanted.push_back(prefix + "-" + std::to_string(i));
+  auto creds = n.register_devices(n.admin_token(), wanted, tenant);
+  json all = json::array();
+  for (auto& c : creds)
+    all.push_back(c.id);
+  auto r = n.post("/api/v1/commands", {{"device_ids", all}, {"name", "sync"}},
+                  op.token);
+  TROUPE_REQUIRE_STATUS(r, 200);
+  CHECK(r.body["sent"] == 1000);
+  CHECK(r.body["failed"] == 0);
+  REQUIRE(r.body["items"].size() == 1000);
+  for (size_t i = 0; i < creds.size(); i += 97)
+    CHECK(r.body["items"][i]["device_id"] == creds[i].id);
+  // Stored: one pending command per device.
+  CHECK(n.db()->query("SELECT count(DISTINCT device_id) FROM commands c"
+                      " JOIN devices d ON d.id = c.device_id"
+                      " WHERE d.tenant = '" + tenant
+                      + "' AND c.name = 'sync' AND c.status = 'pending'")[0][0]
+        == "1000");
+}

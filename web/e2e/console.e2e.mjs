@@ -309,10 +309,31 @@ await test('an operator sends a command and sees it reach done', async () => {
   await shot(page, 'device-command-cancelled');
 });
 
+await test('an operator sends one command to the devices listed', async () => {
+  const page = await open('op', `/?q=bulk-${RUN}-01`);
+  const form = 'form[aria-label="Send a command to the 10 devices listed"]';
+  await page.waitForSelector(form, { timeout: 10000 });
+  await fill(page, `${form} input[name=name]`, 'sync');
+  await clickButton(page, 'Send to 10 devices', form);
+  await page.waitForSelector('[role=status][data-sent="10"][data-failed="0"]', { timeout: 15000 });
+  await shot(page, 'fleet-command-sent');
+  for (const i of [10, 19]) {
+    const list = await must('GET', `/api/v1/devices/bulk-${RUN}-0${i}/commands`, { token: admin });
+    assert.ok(list.items.some((c) => c.name === 'sync' && c.status === 'pending'), `bulk-${RUN}-0${i} has the command`);
+  }
+  const other = await must('GET', `/api/v1/devices/bulk-${RUN}-020/commands`, { token: admin });
+  assert.ok(!other.items.some((c) => c.name === 'sync'), 'a device not listed does not');
+});
+
 await test('a viewer sees no controls and a POST from its session is refused with 403', async () => {
   const page = await open('viewer', `/devices/${DEV}`);
   await page.waitForSelector('table.commands');
   assert.equal(await page.$('form[aria-label="Send a command"]'), null);
+  await page.goto(UI + '/');
+  await page.waitForSelector('table.devices tbody tr[data-device]');
+  assert.equal(await page.$('form.send'), null, 'no bulk command form for a viewer');
+  await page.goto(UI + `/devices/${DEV}`);
+  await page.waitForSelector('table.commands');
   const status = await page.evaluate((id) => fetch(`/api/v1/devices/${id}/commands`, {
     method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'reboot' }),
   }).then((r) => r.status), DEV);

@@ -60,6 +60,7 @@ export const api = {
   telemetry: (id, query) => get(`${dev(id)}/telemetry`, query),
   commands: (id) => get(`${dev(id)}/commands`, { limit: 50 }),
   sendCommand: (id, cmd) => post(`${dev(id)}/commands`, cmd),
+  sendCommands: (ids, cmd) => post('/api/v1/commands', { device_ids: ids, ...cmd }),
   cancelCommand: (id, cid) => post(`${dev(id)}/commands/${seg(cid)}/cancel`, {}),
   analysis: (id) => get(`${dev(id)}/analysis`),
 

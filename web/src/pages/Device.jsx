@@ -1,12 +1,11 @@
-import { useState } from 'preact/hooks';
 import { api, canOperate } from '../api.js';
 import { useAction, useResource } from '../components/hooks.js';
 import { navigate } from '../components/router.jsx';
 import { Chart } from '../components/Chart.jsx';
-import { Badge, ErrorText, Field } from '../components/ui.jsx';
+import SendCommand from '../components/SendCommand.jsx';
+import { Badge, ErrorText } from '../components/ui.jsx';
 import { formatRelative, formatTime, formatValue, formatWindow } from '../lib/format.js';
 import { RANGES, planRange, rangeByKey, telemetryQuery, toColumns } from '../lib/range.js';
-import { parseArgs, parseOptionalInt } from '../lib/validate.js';
 import { seg, withQuery } from '../lib/url.js';
 import NotFound from './NotFound.jsx';
 
@@ -81,7 +80,7 @@ function Commands({ id, user }) {
   return (
     <>
       <h2>Commands</h2>
-      {operate && <SendCommand id={id} onSent={list.reload} />}
+      {operate && <SendCommand send={(cmd) => api.sendCommand(id, cmd)} onSent={list.reload} />}
       <ErrorText error={list.error || act.error} />
       {list.data && (
         <div class="scroll">
@@ -112,33 +111,6 @@ function Commands({ id, user }) {
         </div>
       )}
     </>
-  );
-}
-
-function SendCommand({ id, onSent }) {
-  const [name, setName] = useState('');
-  const [args, setArgs] = useState('{}');
-  const [ttl, setTtl] = useState('');
-  const act = useAction();
-  const submit = async (e) => {
-    e.preventDefault();
-    const a = parseArgs(args);
-    const t = parseOptionalInt(ttl, 'ttl_s', 1, 2592000);
-    if (a.error || t.error) return act.setError(a.error || t.error);
-    const r = await act.run(() => api.sendCommand(id, { name: name.trim(), args: a.value, ttl_s: t.value }));
-    if (r) { setName(''); onSent(); }
-  };
-  return (
-    <form class="card send" onSubmit={submit} aria-label="Send a command">
-      <Field label="Command" value={name} onInput={setName} name="name" required pattern="[A-Za-z0-9_.:\-]{1,64}" placeholder="reboot" />
-      <label class="field grow">
-        <span>Args (JSON object)</span>
-        <textarea name="args" rows={2} value={args} onInput={(e) => setArgs(e.currentTarget.value)} class="mono" />
-      </label>
-      <Field label="TTL (s, optional)" value={ttl} onInput={setTtl} name="ttl_s" inputMode="numeric" placeholder="86400" />
-      <ErrorText error={act.error} />
-      <button type="submit" class="primary" disabled={act.busy}>Send command</button>
-    </form>
   );
 }
 

@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api } from '../api.js';
+import { api, canOperate } from '../api.js';
 import { useResource } from '../components/hooks.js';
+import SendCommand from '../components/SendCommand.jsx';
 import { Link, navigate } from '../components/router.jsx';
 import { ErrorText, Select, Badge } from '../components/ui.jsx';
 import { formatLatest, formatRelative, formatTime } from '../lib/format.js';
@@ -9,12 +10,13 @@ import { withQuery, seg } from '../lib/url.js';
 export const PAGE_SIZE = 50;
 
 /** The device list: search, online filter, cursor paging; all in the URL. */
-export default function Fleet({ query, state }) {
+export default function Fleet({ user, query, state }) {
   const q = query.q || '';
   const online = query.online || '';
   const cursor = query.cursor || '';
   const back = state?.back || []; // cursors of the pages before this one
   const [text, setText] = useState(q);
+  const [sent, setSent] = useState(null);
 
   const go = (params, opts) => navigate(withQuery('/', { q, online, ...params }), opts);
   useEffect(() => {
@@ -84,6 +86,21 @@ export default function Fleet({ query, state }) {
             {(!cursor || back.length > 0) && <span>Page {back.length + 1}</span>}
             <button type="button" onClick={next} disabled={!data.next_cursor}>Next</button>
           </div>
+          {canOperate(user) && data.items.length > 0 && (
+            <>
+              <h2>Send a command to the {data.items.length} devices listed</h2>
+              <SendCommand key={`${q}|${online}|${cursor}`}
+                label={`Send a command to the ${data.items.length} devices listed`}
+                button={`Send to ${data.items.length} devices`}
+                send={(cmd) => api.sendCommands(data.items.map((d) => d.id), cmd)}
+                onSent={setSent} />
+              {sent && (
+                <p class={sent.failed ? 'error' : 'ok'} role="status" data-sent={sent.sent} data-failed={sent.failed}>
+                  Sent to {sent.sent} devices{sent.failed > 0 && `; ${sent.failed} failed: ${sent.items.filter((i) => i.status !== 201).slice(0, 5).map((i) => `${i.device_id} (${i.error?.message || i.status})`).join(', ')}`}
+                </p>
+              )}
+            </>
+          )}
         </>
       )}
     </section>
