@@ -57,6 +57,8 @@ struct device_state {
   std::string id;
   bool known = false;
   bool passivating = false;
+  /// Reset (changed in PostgreSQL): the copy is stale and about to go.
+  bool resetting = false;
   int64_t key = 0;
   std::string dev_name;
   std::string tenant;
@@ -198,12 +200,13 @@ void touch(device_ptr self) {
   self->state.last_activity = std::chrono::steady_clock::now();
 }
 
-/// Once told to stop, the actor only finishes its delivery marks. A request
-/// that still reaches it (sent past the region by the edge, which found it
+/// Once told to stop, the actor only finishes its delivery marks; once
+/// reset, its copy is stale. A request that still reaches it (in its
+/// mailbox already, or sent past the region by the edge, which found it
 /// just before the region withdrew it) answers `moved`, and the edge asks
-/// the region again, which holds it for the next owner.
+/// the region again, which holds it for the next owner or a fresh load.
 caf::error retired(device_ptr self) {
-  if (!self->state.stop_requested)
+  if (!self->state.stop_requested && !self->state.resetting)
     return caf::none;
   return runtime::make_runtime_error(runtime::errc::moved,
                                      "device " + self->state.id
@@ -782,6 +785,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         return make_actor_error(errc::forbidden,
                                 "role " + req.who.role
                                   + " may not cancel commands");
+      sweep_expired(self); // an expired command is expired, not cancelled
       auto held = find_open(self, req.command_id);
       if (held != st.open.end() && held->status == "delivered")
         return cannot_cancel(*held);
@@ -930,6 +934,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       // this copy; the next message loads a fresh one.
       answer_waiters(self, {});
       self->state.known = false;
+      self->state.resetting = true;
       passivate(self);
       return done{};
     },

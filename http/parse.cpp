@@ -1217,15 +1217,25 @@ private:
 /// holds megabytes after a large request.
 constexpr size_t kept_capacity = 64 * 1024;
 
-/// A device's display name: a string of 1..256 bytes, no control
-/// characters.
+/// A device's display name: a string of 1..256 characters (code points;
+/// the JSON parser has checked the UTF-8), no control characters (C0, DEL
+/// or C1).
 parsed<std::string> device_name(const nlohmann::json& name) {
   if (!name.is_string())
     return bad("name must be a string");
   auto& s = name.get_ref<const std::string&>();
-  if (s.empty() || s.size() > 256)
+  size_t chars = 0;
+  bool control = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto b = static_cast<unsigned char>(s[i]);
+    chars += (b & 0xC0) != 0x80;
+    control = control || b < 0x20 || b == 0x7F
+              || (b == 0xC2 && i + 1 < s.size()
+                  && static_cast<unsigned char>(s[i + 1]) < 0xA0);
+  }
+  if (chars == 0 || chars > 256)
     return bad("name must be 1 to 256 characters");
-  if (!printable(s))
+  if (control)
     return bad("name must not hold control characters");
   return s;
 }
@@ -1328,6 +1338,13 @@ parsed<bulk_command> parse_bulk_command(const nlohmann::json& body) {
   if (auto e = std::get_if<api_error>(&cmd))
     return *e;
   out.command = std::move(std::get<actors::post_command>(cmd));
+  // Every device keeps its own copy of the args until the command is
+  // finished, and the answer carries each: bounded in all.
+  if (out.command.args_json.size() * out.device_ids.size() > max_bulk_args)
+    return bad("args of " + std::to_string(out.command.args_json.size())
+               + " bytes for " + std::to_string(out.device_ids.size())
+               + " devices: at most " + std::to_string(max_bulk_args)
+               + " bytes of args in all");
   return out;
 }
 

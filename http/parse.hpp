@@ -67,6 +67,8 @@ parsed<actors::post_command> parse_post_command(const nlohmann::json& body);
 
 /// The most devices one POST /commands reaches.
 constexpr size_t max_bulk_devices = 1000;
+/// The most bytes of args one POST /commands stores (args x devices).
+constexpr size_t max_bulk_args = 8u << 20;
 
 /// One command for many devices (POST /commands).
 struct bulk_command {
@@ -75,7 +77,8 @@ struct bulk_command {
 };
 
 /// Validates POST /commands: device_ids (1..max_bulk_devices distinct ids)
-/// and the fields of parse_post_command. `who` is left for the caller.
+/// and the fields of parse_post_command, args times devices at most
+/// max_bulk_args bytes. `who` is left for the caller.
 parsed<bulk_command> parse_bulk_command(const nlohmann::json& body);
 
 /// Validates a rule (POST /rules): metric, op, value, for_s, device_id,

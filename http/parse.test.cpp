@@ -664,8 +664,18 @@ TEST_CASE("device registrations: name and silence window") {
     CHECK(e->status == 400);
     CHECK(e->message.rfind("[1].silence_s", 0) == 0);
   }
-  // Names follow the rule of a rename.
+  // Names follow the rule of a rename: characters, not bytes, count.
+  std::string e256, e257 = "\xc3\xa9";
+  for (int i = 0; i < 256; ++i)
+    e256 += "\xc3\xa9"; // é
+  e257 += e256;
+  auto wide = parse_device_specs(
+    json{{"id", "d1"}, {"tenant", "t"}, {"name", e256}}, bulk);
+  REQUIRE(!error_of(wide));
+  CHECK(std::get<std::vector<troupe::actors::new_device_spec>>(wide)[0].name
+        == e256);
   for (auto bad : {json(""), json(std::string(257, 'x')), json("a\tb"),
+                   json(e257), json("a\xc2\x85" "b"), json("a\x7f"),
                    json(7)}) {
     INFO(bad.dump());
     CHECK(error_of(parse_device_specs(
@@ -724,6 +734,9 @@ TEST_CASE("one command for many devices") {
         json{{"device_ids", "a"}, {"name", "x"}},
         json{{"device_ids", {"a"}}},
         json{{"device_ids", {"a"}}, {"name", "x"}, {"ttl_s", 0}},
+        json{{"device_ids", {"a", "b", "c"}},
+             {"name", "x"},
+             {"args", {{"blob", std::string(max_bulk_args / 2, 'x')}}}},
         json::array()}) {
     INFO(bad.dump().substr(0, 200));
     auto p = parse_bulk_command(bad);

@@ -789,7 +789,8 @@ cancel_command(connection& c, const std::string& device_id,
                               " result = jsonb_build_object('cancelled_by',"
                               " $4::text)"
                               " WHERE id = $1 AND device_id = $2"
-                              " AND status = 'pending' RETURNING "}
+                              " AND status = 'pending' AND expires_ms > $3"
+                              " RETURNING "}
                     + command_cols,
                   {id, device_id, num(now_ms), by},
                   retry::idempotent);
@@ -805,8 +806,15 @@ cancel_command(connection& c, const std::string& device_id,
       return r.error();
   }
   out.found = r->rows() > 0;
-  if (out.found)
-    out.row = command_from(*r, 0);
+  if (!out.found)
+    return out;
+  out.row = command_from(*r, 0);
+  // Past its time to live, an open command is expired, whether or not the
+  // device actor has recorded that yet.
+  auto& s = out.row.status;
+  if (!out.cancelled && (s == "pending" || s == "delivered")
+      && out.row.expires_ms <= now_ms)
+    s = "expired";
   return out;
 }
 

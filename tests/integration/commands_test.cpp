@@ -476,6 +476,17 @@ TEST_CASE("an operator cancels a pending command; it is never delivered",
   TROUPE_REQUIRE_STATUS(detail, 200);
   CHECK(detail.body["pending_commands"] == 0);
 
+  // Past its time to live a command is expired, not cancellable, even
+  // before anything has marked it so.
+  auto brief = must_post_command(f.n, f.op.token, f.dev.id, "brief", 1);
+  std::this_thread::sleep_for(1200ms);
+  auto too_late = cancel(f.op.token, f.dev.id, brief["id"].get<std::string>());
+  TROUPE_CHECK_ERROR(too_late, 409);
+  CHECK(too_late.raw.find("expired") != std::string::npos);
+  CHECK(find_by_id(command_list(f.n, f.op.token, f.dev.id),
+                   brief["id"].get<std::string>())["status"]
+        == "expired");
+
   // An admin may cancel too; a later login still leaves both out.
   auto third = must_post_command(f.n, f.op.token, f.dev.id, "reset");
   auto third_id = third["id"].get<std::string>();

@@ -8,7 +8,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <map>
 #include <regex>
+#include <thread>
 
 using namespace troupe::test;
 
@@ -235,6 +238,31 @@ TEST_CASE("an admin sets a device's silence window", "[console][admin]") {
                                {"silence_s", bad}},
                               admin),
                        400);
+  }
+  // Changes while the device is busy: every upload and read is answered
+  // as usual (the reloading actor hands requests to the fresh copy, never
+  // "not found" or a refused token).
+  {
+    std::atomic<bool> stop{false};
+    std::map<int, int> uploads, reads;
+    std::thread busy{[&] {
+      while (!stop) {
+        ++uploads[post_telemetry(n, dev.token, {{"values", {{"t", 1}}}})
+                    .status];
+        ++reads[n.get("/api/v1/devices/" + dev.id, viewer.token).status];
+      }
+    }};
+    for (int i = 0; i < 40; ++i)
+      TROUPE_CHECK_STATUS(patch({{"silence_s", 60 + i}}), 200);
+    stop = true;
+    busy.join();
+    INFO("uploads " << uploads[202] << " reads " << reads[200]);
+    CHECK(uploads.size() == 1);
+    CHECK(uploads.count(202) == 1);
+    CHECK(reads.size() == 1);
+    CHECK(reads.count(200) == 1);
+    CHECK(detail()["silence_s"] == 99);
+    TROUPE_CHECK_STATUS(patch({{"silence_s", nullptr}}), 200);
   }
   TROUPE_CHECK_ERROR(patch(json::object()), 400);
   TROUPE_CHECK_ERROR(n.request("PATCH", path, json{{"silence_s", 60}}.dump(),
