@@ -256,6 +256,20 @@ bool visible_to(device_ptr self, const caller& who) {
   return st.known && sees(who, st.tenant);
 }
 
+/// A command write was answered: once none is left, the reads waiting for
+/// them run, and a stop requested meanwhile happens.
+void command_written(device_ptr self) {
+  auto& st = self->state;
+  if (--st.command_writes > 0)
+    return;
+  auto waiting = std::move(st.after_writes);
+  st.after_writes.clear();
+  for (auto& f : waiting)
+    f();
+  if (st.stop_requested)
+    self->quit();
+}
+
 /// Moves commands past their time to live to `expired`.
 void sweep_expired(device_ptr self) {
   auto& st = self->state;
@@ -273,6 +287,8 @@ void sweep_expired(device_ptr self) {
   if (ids.empty())
     return;
   commands_probe().expired->inc(ids.size());
+  // A command write: reads of command status wait for it.
+  ++st.command_writes;
   db_call<bool>(
     self, data_db(self),
     [ids](storage::connection& c) -> caf::expected<bool> {
@@ -284,21 +300,8 @@ void sweep_expired(device_ptr self) {
       if (!r)
         log().warn("device={} cannot expire {} commands: {}",
                    self->state.id, n, config::describe(r.error()));
+      command_written(self);
     });
-}
-
-/// A command write was answered: once none is left, the reads waiting for
-/// them run, and a stop requested meanwhile happens.
-void command_written(device_ptr self) {
-  auto& st = self->state;
-  if (--st.command_writes > 0)
-    return;
-  auto waiting = std::move(st.after_writes);
-  st.after_writes.clear();
-  for (auto& f : waiting)
-    f();
-  if (st.stop_requested)
-    self->quit();
 }
 
 /// Takes the pending commands for delivery: marks them delivered in memory
