@@ -270,6 +270,17 @@ void command_written(device_ptr self) {
     self->quit();
 }
 
+/// Whether `who` may `verb` (send, cancel) commands of this device: 404 for
+/// a device it cannot see, 403 for a role that does not operate.
+caf::error may_command(device_ptr self, const caller& who, const char* verb) {
+  if (!visible_to(self, who))
+    return not_found(self->state.id);
+  if (!may_operate(who))
+    return make_actor_error(errc::forbidden, "role " + who.role + " may not "
+                                               + verb + " commands");
+  return caf::none;
+}
+
 /// Moves commands past their time to live to `expired`.
 void sweep_expired(device_ptr self) {
   auto& st = self->state;
@@ -744,12 +755,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     }),
     serving(self, [=](post_command& req) -> caf::result<command> {
       auto& st = self->state;
-      if (!visible_to(self, req.who))
-        return not_found(st.id);
-      if (!may_operate(req.who))
-        return make_actor_error(errc::forbidden,
-                                "role " + req.who.role
-                                  + " may not send commands");
+      if (auto err = may_command(self, req.who, "send"))
+        return err;
       storage::command_row row;
       row.id = storage::crypto::random_token(16);
       row.device_id = st.id;
@@ -782,12 +789,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     }),
     serving(self, [=](cancel_command& req) -> caf::result<command> {
       auto& st = self->state;
-      if (!visible_to(self, req.who))
-        return not_found(st.id);
-      if (!may_operate(req.who))
-        return make_actor_error(errc::forbidden,
-                                "role " + req.who.role
-                                  + " may not cancel commands");
+      if (auto err = may_command(self, req.who, "cancel"))
+        return err;
       sweep_expired(self); // an expired command is expired, not cancelled
       auto held = find_open(self, req.command_id);
       if (held != st.open.end() && held->status == "delivered")

@@ -400,9 +400,8 @@ TEST_CASE("silence: a device's own window counts for how often it is "
   auto quiet = make_device(n, tenant);
   for (auto* d : {&polling, &quiet}) {
     d->token = n.device_login(d->id, d->secret);
-    TROUPE_REQUIRE_STATUS(n.request("PATCH", "/api/v1/admin/devices/" + d->id,
-                                    json{{"silence_s", 3}}.dump(),
-                                    "application/json", {}, n.admin_token()),
+    TROUPE_REQUIRE_STATUS(n.patch("/api/v1/admin/devices/" + d->id,
+                                  json{{"silence_s", 3}}, n.admin_token()),
                           200);
   }
   CHECK(poll_beside_quiet(n, viewer.token, polling, quiet.id));

@@ -148,8 +148,7 @@ TEST_CASE("an admin renames a device", "[console][admin]") {
   auto dev = make_device(n, tenant);
   auto viewer = make_user(n, "viewer", tenant);
   auto path = "/api/v1/admin/devices/" + dev.id;
-  auto r = n.request("PATCH", path, json{{"name", "Pump 7 (north)"}}.dump(),
-                     "application/json", {}, admin);
+  auto r = n.patch(path, json{{"name", "Pump 7 (north)"}}, admin);
   TROUPE_REQUIRE_STATUS(r, 200);
   CHECK(r.body["id"] == dev.id);
   CHECK(r.body["name"] == "Pump 7 (north)");
@@ -162,23 +161,13 @@ TEST_CASE("an admin renames a device", "[console][admin]") {
   REQUIRE(list_items(listed).size() == 1);
   CHECK(list_items(listed)[0]["name"] == "Pump 7 (north)");
   // Errors.
-  TROUPE_CHECK_ERROR(n.request("PATCH", path, json{{"name", "x"}}.dump(),
-                               "application/json", {}, viewer.token),
-                     403);
-  TROUPE_CHECK_ERROR(n.request("PATCH", path, json{{"name", ""}}.dump(),
-                               "application/json", {}, admin),
+  TROUPE_CHECK_ERROR(n.patch(path, json{{"name", "x"}}, viewer.token), 403);
+  TROUPE_CHECK_ERROR(n.patch(path, json{{"name", ""}}, admin), 400);
+  TROUPE_CHECK_ERROR(n.patch(path, json{{"name", 7}}, admin), 400);
+  TROUPE_CHECK_ERROR(n.patch(path, json{{"name", std::string("a\nb")}}, admin),
                      400);
-  TROUPE_CHECK_ERROR(n.request("PATCH", path, json{{"name", 7}}.dump(),
-                               "application/json", {}, admin),
-                     400);
-  TROUPE_CHECK_ERROR(n.request("PATCH", path,
-                               json{{"name", std::string("a\nb")}}.dump(),
-                               "application/json", {}, admin),
-                     400);
-  TROUPE_CHECK_ERROR(n.request("PATCH",
-                               "/api/v1/admin/devices/" + unique_id("nodev"),
-                               json{{"name", "x"}}.dump(), "application/json",
-                               {}, admin),
+  TROUPE_CHECK_ERROR(n.patch("/api/v1/admin/devices/" + unique_id("nodev"),
+                             json{{"name", "x"}}, admin),
                      404);
 }
 
@@ -190,8 +179,7 @@ TEST_CASE("an admin sets a device's silence window", "[console][admin]") {
   auto viewer = make_user(n, "viewer", tenant);
   auto path = "/api/v1/admin/devices/" + dev.id;
   auto patch = [&](const json& body) {
-    return n.request("PATCH", path, body.dump(), "application/json", {},
-                     admin);
+    return n.patch(path, body, admin);
   };
   auto detail = [&] {
     auto r = n.get("/api/v1/devices/" + dev.id, viewer.token);
@@ -265,9 +253,7 @@ TEST_CASE("an admin sets a device's silence window", "[console][admin]") {
     TROUPE_CHECK_STATUS(patch({{"silence_s", nullptr}}), 200);
   }
   TROUPE_CHECK_ERROR(patch(json::object()), 400);
-  TROUPE_CHECK_ERROR(n.request("PATCH", path, json{{"silence_s", 60}}.dump(),
-                               "application/json", {}, viewer.token),
-                     403);
+  TROUPE_CHECK_ERROR(n.patch(path, json{{"silence_s", 60}}, viewer.token), 403);
   CHECK(detail()["silence_s"].is_null());
 }
 

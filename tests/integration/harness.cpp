@@ -791,6 +791,11 @@ response node::post(const std::string& path, const json& body,
   return request("POST", path, body.dump(), "application/json", extra, token);
 }
 
+response node::patch(const std::string& path, const json& body,
+                     const std::string& token) const {
+  return request("PATCH", path, body.dump(), "application/json", {}, token);
+}
+
 response node::del(const std::string& path, const std::string& token) const {
   return request("DELETE", path, "", "", {}, token);
 }

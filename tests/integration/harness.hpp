@@ -255,6 +255,8 @@ public:
                std::chrono::seconds read_timeout = 30s) const;
   response post(const std::string& path, const json& body,
                 const std::string& token = "", const headers& extra = {}) const;
+  response patch(const std::string& path, const json& body,
+                 const std::string& token = "") const;
   response del(const std::string& path, const std::string& token = "") const;
 
   // -- API helpers (throw unless the call succeeds) -------------------------

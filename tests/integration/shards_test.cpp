@@ -248,10 +248,8 @@ TEST_CASE("shards: 1,000 devices spread over two shards, each with its data "
     return s.shard->query("SELECT coalesce(silence_s, 0) FROM devices"
                           " WHERE id = '" + far.id + "'")[0][0];
   };
-  auto renamed = n.request("PATCH", "/api/v1/admin/devices/" + far.id,
-                           json{{"name", "Renamed far"}, {"silence_s", 7}}
-                             .dump(),
-                           "application/json", {}, admin);
+  auto renamed = n.patch("/api/v1/admin/devices/" + far.id,
+                         {{"name", "Renamed far"}, {"silence_s", 7}}, admin);
   TROUPE_CHECK_STATUS(renamed, 200);
   CHECK(renamed.body["silence_s"] == 7);
   CHECK(copy_silence() == "7");
