@@ -112,7 +112,7 @@ struct storage_config {
 
 /// [ingest]: validation limits and the importers' group commit.
 struct ingest_config {
-  /// Importer actors, each with its own connection. Default 2.
+  /// Importer actors, each with its own connection. Default 1.
   size_t importers = defaults::ingest::importers;
   /// Points per COPY before an early flush. Default 10000.
   size_t max_batch_points = defaults::ingest::max_batch_points;
