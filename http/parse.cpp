@@ -1312,11 +1312,67 @@ parsed<actors::post_command> parse_post_command(const nlohmann::json& body) {
   return pc;
 }
 
+std::optional<api_error> bulk_args_error(size_t args_bytes, size_t devices) {
+  // Every device keeps its own copy of the args until the command is
+  // finished, and the answer carries each: bounded in all.
+  if (args_bytes * devices <= max_bulk_args)
+    return std::nullopt;
+  return api_error{400, "invalid_request",
+                   "args of " + std::to_string(args_bytes) + " bytes for "
+                     + std::to_string(devices) + " devices: at most "
+                     + std::to_string(max_bulk_args)
+                     + " bytes of args in all"};
+}
+
+namespace {
+
+parsed<device_filter> parse_device_filter(const nlohmann::json& f) {
+  if (!f.is_object())
+    return bad("filter must be an object: {\"q\"?, \"online\"?}");
+  device_filter out;
+  for (auto& [k, v] : f.items()) {
+    if (k == "q") {
+      if (!v.is_string() || v.get<std::string>().size() > 128
+          || !printable(v.get<std::string>()))
+        return bad("filter.q must be at most 128 printable characters");
+      out.q = v.get<std::string>();
+    } else if (k == "online") {
+      if (!v.is_boolean() && !v.is_null())
+        return bad("filter.online must be true, false or null");
+      out.online = v.is_null() ? -1 : v.get<bool>() ? 1 : 0;
+    } else {
+      return bad("filter." + k.substr(0, 64)
+                 + " is not a filter field (q, online)");
+    }
+  }
+  return out;
+}
+
+} // namespace
+
 parsed<bulk_command> parse_bulk_command(const nlohmann::json& body) {
   if (!body.is_object())
     return bad("body must be a JSON object");
   auto ids = body.find("device_ids");
-  if (ids == body.end() || !ids->is_array() || ids->empty()
+  auto filter = body.find("filter");
+  if ((ids == body.end()) == (filter == body.end()))
+    return bad("give either device_ids or filter");
+  if (filter != body.end()) {
+    auto f = parse_device_filter(*filter);
+    if (auto e = std::get_if<api_error>(&f))
+      return *e;
+    auto cmd = parse_post_command(body);
+    if (auto e = std::get_if<api_error>(&cmd))
+      return *e;
+    bulk_command out;
+    out.filter = std::get<device_filter>(f);
+    out.command = std::move(std::get<actors::post_command>(cmd));
+    // At least one device: its args alone must fit.
+    if (auto e = bulk_args_error(out.command.args_json.size(), 1))
+      return *e;
+    return out;
+  }
+  if (!ids->is_array() || ids->empty()
       || ids->size() > max_bulk_devices)
     return bad("device_ids must be an array of 1 to "
                + std::to_string(max_bulk_devices) + " device ids");
@@ -1338,13 +1394,9 @@ parsed<bulk_command> parse_bulk_command(const nlohmann::json& body) {
   if (auto e = std::get_if<api_error>(&cmd))
     return *e;
   out.command = std::move(std::get<actors::post_command>(cmd));
-  // Every device keeps its own copy of the args until the command is
-  // finished, and the answer carries each: bounded in all.
-  if (out.command.args_json.size() * out.device_ids.size() > max_bulk_args)
-    return bad("args of " + std::to_string(out.command.args_json.size())
-               + " bytes for " + std::to_string(out.device_ids.size())
-               + " devices: at most " + std::to_string(max_bulk_args)
-               + " bytes of args in all");
+  if (auto e = bulk_args_error(out.command.args_json.size(),
+                               out.device_ids.size()))
+    return *e;
   return out;
 }
 

@@ -67,19 +67,35 @@ parsed<actors::post_command> parse_post_command(const nlohmann::json& body);
 
 /// The most devices one POST /commands reaches.
 constexpr size_t max_bulk_devices = 1000;
+/// The most devices one POST /commands with a filter reaches.
+constexpr size_t max_filter_devices = 10'000;
 /// The most bytes of args one POST /commands stores (args x devices).
 constexpr size_t max_bulk_args = 8u << 20;
 
-/// One command for many devices (POST /commands).
+/// The devices of a fleet search (GET /devices' q and online).
+struct device_filter {
+  std::string q;
+  int8_t online = -1; // -1: any, 0: offline, 1: online
+};
+
+/// One command for many devices (POST /commands): the ids given, or every
+/// device the caller sees that matches `filter`.
 struct bulk_command {
   std::vector<std::string> device_ids;
+  std::optional<device_filter> filter;
   actors::post_command command;
 };
 
-/// Validates POST /commands: device_ids (1..max_bulk_devices distinct ids)
+/// Validates POST /commands: either device_ids (1..max_bulk_devices
+/// distinct ids) or filter ({q?, online?}, as GET /devices takes them),
 /// and the fields of parse_post_command, args times devices at most
-/// max_bulk_args bytes. `who` is left for the caller.
+/// max_bulk_args bytes (for a filter: checked by bulk_args_error once its
+/// devices are known). `who` is left for the caller.
 parsed<bulk_command> parse_bulk_command(const nlohmann::json& body);
+
+/// The 400 for args that, copied to `devices` devices, exceed
+/// max_bulk_args bytes; none when they fit.
+std::optional<api_error> bulk_args_error(size_t args_bytes, size_t devices);
 
 /// Validates a rule (POST /rules): metric, op, value, for_s, device_id,
 /// tenant.

@@ -745,3 +745,44 @@ TEST_CASE("one command for many devices") {
     CHECK(e->status == 400);
   }
 }
+
+TEST_CASE("one command for every device a filter matches") {
+  auto ok = parse_bulk_command(
+    json{{"filter", {{"q", "pump"}, {"online", true}}}, {"name", "reboot"}});
+  REQUIRE(!error_of(ok));
+  auto& b = std::get<bulk_command>(ok);
+  REQUIRE(b.filter);
+  CHECK(b.filter->q == "pump");
+  CHECK(b.filter->online == 1);
+  CHECK(b.device_ids.empty());
+  auto all = parse_bulk_command(json{{"filter", json::object()}, {"name", "x"}});
+  REQUIRE(!error_of(all));
+  CHECK(std::get<bulk_command>(all).filter->online == -1);
+  auto off = parse_bulk_command(
+    json{{"filter", {{"online", false}}}, {"name", "x"}});
+  REQUIRE(!error_of(off));
+  CHECK(std::get<bulk_command>(off).filter->online == 0);
+  for (auto bad :
+       {json{{"filter", {{"q", "a"}}}, {"device_ids", {"a"}}, {"name", "x"}},
+        json{{"filter", nullptr}, {"name", "x"}},
+        json{{"filter", {{"q", 1}}}, {"name", "x"}},
+        json{{"filter", {{"q", std::string(129, 'a')}}}, {"name", "x"}},
+        json{{"filter", {{"q", "a\x01"}}}, {"name", "x"}},
+        json{{"filter", {{"online", 1}}}, {"name", "x"}},
+        json{{"filter", {{"tenant", "t"}}}, {"name", "x"}},
+        json{{"filter", json::object()}},
+        json{{"filter", json::object()},
+             {"name", "x"},
+             {"args", {{"blob", std::string(max_bulk_args + 1, 'x')}}}}}) {
+    INFO(bad.dump().substr(0, 200));
+    auto p = parse_bulk_command(bad);
+    auto e = error_of(p);
+    REQUIRE(e);
+    CHECK(e->status == 400);
+  }
+  // The args limit counts the devices a filter found.
+  CHECK(!bulk_args_error(1000, max_bulk_args / 1000));
+  auto e = bulk_args_error(1000, max_bulk_args / 1000 + 1);
+  REQUIRE(e);
+  CHECK(e->status == 400);
+}

@@ -227,10 +227,94 @@ void post_command(const call_ptr& c) {
   });
 }
 
-/// POST /commands: one command to each of up to 1,000 devices, each through
-/// its own device actor (as POST /devices/{id}/commands), at once. Answers
-/// 200 with one item per device, in the order given: 201 and the command,
-/// or the status and error that device's own POST would have had.
+/// Sends `cmd` to each device of `ids` through its own device actor (as
+/// POST /devices/{id}/commands), all at once, and answers 200 with
+/// {sent, failed, items}: per device 201 and the command, or the status and
+/// error its own POST would have had. `every` keeps an item per device, in
+/// the order given; otherwise only the failed ones (the first 100), and
+/// `matched` says how many devices there were.
+void send_to_devices(const call_ptr& c, std::vector<std::string> ids,
+                     const actors::post_command& cmd, bool every) {
+  struct gathered {
+    std::mutex m;
+    std::vector<json> items;
+    size_t left = 0;
+    size_t sent = 0;
+  };
+  constexpr size_t max_failed_items = 100;
+  auto g = std::make_shared<gathered>();
+  g->items.resize(every ? ids.size() : 0);
+  g->left = ids.size();
+  auto total = ids.size();
+  auto finish = [c, every, total](gathered& g) {
+    json body = {{"sent", g.sent}, {"failed", total - g.sent}};
+    if (!every)
+      body["matched"] = total;
+    body["items"] = std::move(g.items);
+    c->reply(200, std::move(body));
+  };
+  if (ids.empty())
+    return finish(*g);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto& id = ids[i];
+    c->ask_entity_result(
+      c->env().devices, id, cmd,
+      [g, i, id, every, finish](caf::expected<actors::command> r) {
+        json item = {{"device_id", id}};
+        if (r) {
+          item["status"] = 201;
+          item["command"] = user_command_json(*r);
+        } else {
+          auto e = to_api_error(r.error());
+          item["status"] = e.status;
+          item["error"] = {{"code", e.code}, {"message", e.message}};
+        }
+        std::lock_guard<std::mutex> guard{g->m};
+        g->sent += r ? 1 : 0;
+        if (every)
+          g->items[i] = std::move(item);
+        else if (!r && g->items.size() < max_failed_items)
+          g->items.push_back(std::move(item));
+        if (--g->left == 0)
+          finish(*g);
+      });
+  }
+}
+
+/// The ids of every device the caller sees that matches `f`, page by page
+/// through the fleet actor (as GET /devices lists them), then `k(ids)`.
+/// More than max_filter_devices is 400; with `online` set, a data shard
+/// that does not answer is 503 (which of its devices are online is not
+/// known).
+void select_devices(const call_ptr& c, actors::list_devices req,
+                    std::shared_ptr<std::vector<std::string>> ids,
+                    std::function<void(std::vector<std::string>)> k) {
+  c->ask(c->env().fleet, req,
+         [c, req, ids, k](actors::device_page& page) mutable {
+           if (page.partial && req.online >= 0)
+             return c->fail(api_error{503, "unavailable",
+                                      "a data shard does not answer: which "
+                                      "of its devices are online is not "
+                                      "known; retry",
+                                      5});
+           for (auto& v : page.items)
+             ids->push_back(std::move(v.id));
+           if (ids->size() > max_filter_devices)
+             return c->fail(api_error{
+               400, "invalid_request",
+               "the filter matches more than "
+                 + std::to_string(max_filter_devices)
+                 + " devices: narrow it (q, online) or name device_ids"});
+           if (page.next.empty())
+             return k(std::move(*ids));
+           req.after = std::move(page.next);
+           select_devices(c, std::move(req), ids, std::move(k));
+         });
+}
+
+/// POST /commands: one command to each of up to 1,000 devices named by
+/// device_ids, or to every device (up to 10,000) the caller sees that
+/// matches a filter, each through its own device actor, at once.
 void post_commands(const call_ptr& c) {
   c->user([c](const actors::caller& who) {
     if (!actors::may_operate(who))
@@ -244,40 +328,22 @@ void post_commands(const call_ptr& c) {
       return c->fail(*e);
     auto& bulk = std::get<bulk_command>(parsed);
     bulk.command.who = who;
-    struct gathered {
-      std::mutex m;
-      std::vector<json> items;
-      size_t left = 0;
-      size_t sent = 0;
-    };
-    auto g = std::make_shared<gathered>();
-    g->items.resize(bulk.device_ids.size());
-    g->left = bulk.device_ids.size();
-    for (size_t i = 0; i < bulk.device_ids.size(); ++i) {
-      auto& id = bulk.device_ids[i];
-      c->ask_entity_result(
-        c->env().devices, id, bulk.command,
-        [c, g, i, id](caf::expected<actors::command> r) {
-          json item = {{"device_id", id}};
-          if (r) {
-            item["status"] = 201;
-            item["command"] = user_command_json(*r);
-          } else {
-            auto e = to_api_error(r.error());
-            item["status"] = e.status;
-            item["error"] = {{"code", e.code}, {"message", e.message}};
-          }
-          std::lock_guard<std::mutex> guard{g->m};
-          g->items[i] = std::move(item);
-          g->sent += r ? 1 : 0;
-          if (--g->left > 0)
-            return;
-          auto n = g->items.size();
-          c->reply(200, {{"items", std::move(g->items)},
-                         {"sent", g->sent},
-                         {"failed", n - g->sent}});
-        });
-    }
+    if (!bulk.filter)
+      return send_to_devices(c, std::move(bulk.device_ids), bulk.command,
+                             true);
+    actors::list_devices req;
+    req.who = who;
+    req.q = bulk.filter->q;
+    req.online = bulk.filter->online;
+    req.limit = 1000;
+    select_devices(c, std::move(req),
+                   std::make_shared<std::vector<std::string>>(),
+                   [c, cmd = bulk.command](std::vector<std::string> ids) {
+                     if (auto e
+                         = bulk_args_error(cmd.args_json.size(), ids.size()))
+                       return c->fail(*e);
+                     send_to_devices(c, std::move(ids), cmd, false);
+                   });
   });
 }
 

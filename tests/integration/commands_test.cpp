@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <set>
 #include <thread>
 
 using namespace troupe::test;
@@ -624,4 +625,116 @@ TEST_CASE("one command for 1,000 devices", "[commands][bulk]") {
                       " WHERE d.tenant = '" + tenant
                       + "' AND c.name = 'sync' AND c.status = 'pending'")[0][0]
         == "1000");
+}
+
+namespace {
+
+/// Devices of `tenant` with a pending command `name`, sorted.
+std::vector<std::string> pending_with(node& n, const std::string& tenant,
+                                      const std::string& name) {
+  std::vector<std::string> out;
+  for (auto& row :
+       n.db()->query("SELECT c.device_id FROM commands c"
+                     " JOIN devices d ON d.id = c.device_id WHERE d.tenant = '"
+                     + tenant + "' AND c.name = '" + name
+                     + "' AND c.status = 'pending' ORDER BY 1"))
+    out.push_back(row[0]);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("one command for every device a filter matches", "[commands][bulk]") {
+  fixture f;
+  auto prefix = unique_id("flt");
+  std::vector<std::string> ids = {prefix + "-a", prefix + "-b", prefix + "-c"};
+  auto creds = f.n.register_devices(f.n.admin_token(), ids, f.tenant);
+  // Another tenant's device under the same prefix is never reached.
+  auto other = make_tenant(f.n);
+  f.n.register_devices(f.n.admin_token(), {prefix + "-x"}, other);
+  auto token = f.n.device_login(creds[0].id, creds[0].secret);
+  TROUPE_REQUIRE_STATUS(post_telemetry(f.n, token, {{"values", {{"t", 1}}}}),
+                        202);
+  REQUIRE(eventually(
+    [&] {
+      auto r = f.n.get("/api/v1/devices?online=true&q=" + prefix, f.op.token);
+      return r.status == 200 && list_items(r).size() == 1;
+    },
+    10s));
+
+  auto send = [&](const json& filter, const std::string& name) {
+    auto r = f.n.post("/api/v1/commands",
+                      {{"filter", filter}, {"name", name}, {"ttl_s", 600}},
+                      f.op.token);
+    TROUPE_REQUIRE_STATUS(r, 200);
+    INFO(r.body.dump());
+    CHECK(r.body["failed"] == 0);
+    CHECK(r.body["items"] == json::array()); // only failures are listed
+    CHECK(r.body["sent"] == r.body["matched"]);
+    return r.body["matched"].get<int>();
+  };
+  CHECK(send({{"q", prefix}}, "update") == 3);
+  CHECK(pending_with(f.n, f.tenant, "update") == ids);
+  CHECK(pending_with(f.n, other, "update").empty());
+  CHECK(send({{"q", prefix}, {"online", true}}, "wake") == 1);
+  CHECK(pending_with(f.n, f.tenant, "wake")
+        == std::vector<std::string>{ids[0]});
+  CHECK(send({{"q", prefix}, {"online", false}}, "sleep") == 2);
+  CHECK(pending_with(f.n, f.tenant, "sleep")
+        == std::vector<std::string>(ids.begin() + 1, ids.end()));
+  CHECK(send({{"q", unique_id("none")}}, "nothing") == 0);
+  // The device that is on line has its command at once.
+  auto got = f.n.get("/api/v1/device/commands", token);
+  TROUPE_REQUIRE_STATUS(got, 200);
+  std::set<std::string> names;
+  for (auto& c : got.body["commands"])
+    names.insert(c["name"].get<std::string>());
+  CHECK(names == std::set<std::string>{"update", "wake"});
+
+  auto viewer = make_user(f.n, "viewer", f.tenant);
+  TROUPE_CHECK_ERROR(f.n.post("/api/v1/commands",
+                              {{"filter", {{"q", prefix}}}, {"name", "x"}},
+                              viewer.token),
+                     403);
+  for (auto bad : {json{{"filter", {{"q", prefix}}},
+                        {"device_ids", {ids[0]}},
+                        {"name", "x"}},
+                   json{{"filter", {{"q", 5}}}, {"name", "x"}},
+                   json{{"filter", {{"online", "yes"}}}, {"name", "x"}},
+                   json{{"filter", {{"tenant", other}}}, {"name", "x"}},
+                   json{{"filter", "all"}, {"name", "x"}}}) {
+    INFO(bad.dump());
+    TROUPE_CHECK_ERROR(f.n.post("/api/v1/commands", bad, f.op.token), 400);
+  }
+}
+
+TEST_CASE("a filter that matches more than 10,000 devices is refused",
+          "[commands][bulk]") {
+  auto& n = shared_node();
+  auto tenant = make_tenant(n);
+  auto op = make_user(n, "operator", tenant);
+  auto prefix = unique_id("many");
+  std::vector<std::string> ids;
+  for (int i = 0; i <= 10'000; ++i)
+    ids.push_back(prefix + "-" + std::to_string(i));
+  n.register_devices(n.admin_token(),
+                     std::vector<std::string>(ids.begin(), ids.end() - 1),
+                     tenant);
+  n.register_devices(n.admin_token(), {ids.back()}, tenant);
+  auto r = n.post("/api/v1/commands",
+                  {{"filter", json::object()}, {"name", "sync"}}, op.token);
+  TROUPE_CHECK_ERROR(r, 400);
+  CHECK(r.body["error"]["message"].get<std::string>().find("10000")
+        != std::string::npos);
+  CHECK(pending_with(n, tenant, "sync").empty()); // nothing was sent
+  // Narrowed to 10,000, it goes.
+  r = n.post("/api/v1/commands",
+             {{"filter", {{"q", prefix + "-"}}}, {"name", "sync"}}, op.token);
+  CHECK(r.status == 400); // still 10,001: every id starts so
+  r = n.post("/api/v1/commands",
+             {{"filter", {{"q", prefix + "-1"}}}, {"name", "sync"}}, op.token);
+  TROUPE_REQUIRE_STATUS(r, 200);
+  CHECK(r.body["matched"] == 1 + 10 + 100 + 1000 + 1); // -1, -1x ... -10000
+  CHECK(r.body["sent"] == r.body["matched"]);
+  CHECK(pending_with(n, tenant, "sync").size() == 1112);
 }

@@ -311,6 +311,9 @@ await test('an operator sends a command and sees it reach done', async () => {
 
 await test('an operator sends one command to the devices listed', async () => {
   const page = await open('op', `/?q=bulk-${RUN}-01`);
+  await page.waitForSelector('details.bulk summary', { timeout: 10000 });
+  await shot(page, 'fleet-command-folded');
+  await page.click('details.bulk summary');
   const form = 'form[aria-label="Send a command to the 10 devices listed"]';
   await page.waitForSelector(form, { timeout: 10000 });
   await fill(page, `${form} input[name=name]`, 'sync');
@@ -325,6 +328,28 @@ await test('an operator sends one command to the devices listed', async () => {
   assert.ok(!other.items.some((c) => c.name === 'sync'), 'a device not listed does not');
 });
 
+await test('an operator sends one command to every device a search matches', async () => {
+  const all = await must('GET', `/api/v1/devices?q=bulk-${RUN}&limit=1000`, { token: admin });
+  assert.ok(all.items.length > 50, 'more devices match than one page lists');
+  const page = await open('op', `/?q=bulk-${RUN}`);
+  await page.waitForSelector('details.bulk summary', { timeout: 10000 });
+  await page.click('details.bulk summary');
+  await page.click('details.bulk input[name=scope][value=all]');
+  const form = 'form[aria-label="Send a command to every device matching this search"]';
+  await page.waitForSelector(form, { timeout: 10000 });
+  await fill(page, `${form} input[name=name]`, 'update-all');
+  await clickButton(page, 'Send to every device matching this search', form);
+  const n = all.items.length;
+  await page.waitForSelector(`[role=status][data-sent="${n}"][data-failed="0"][data-matched="${n}"]`, { timeout: 15000 });
+  await shot(page, 'fleet-command-sent-to-all');
+  for (const d of [all.items[0], all.items[n - 1]]) {
+    const list = await must('GET', `/api/v1/devices/${d.id}/commands`, { token: admin });
+    assert.ok(list.items.some((c) => c.name === 'update-all' && c.status === 'pending'), `${d.id} has the command`);
+  }
+  const dev = await must('GET', `/api/v1/devices/${DEV}/commands`, { token: admin });
+  assert.ok(!dev.items.some((c) => c.name === 'update-all'), 'a device the search does not match does not');
+});
+
 await test('a viewer sees no controls and a POST from its session is refused with 403', async () => {
   const page = await open('viewer', `/devices/${DEV}`);
   await page.waitForSelector('table.commands');
@@ -332,6 +357,7 @@ await test('a viewer sees no controls and a POST from its session is refused wit
   await page.goto(UI + '/');
   await page.waitForSelector('table.devices tbody tr[data-device]');
   assert.equal(await page.$('form.send'), null, 'no bulk command form for a viewer');
+  assert.equal(await page.$('details.bulk'), null, 'no bulk command section for a viewer');
   await page.goto(UI + `/devices/${DEV}`);
   await page.waitForSelector('table.commands');
   const status = await page.evaluate((id) => fetch(`/api/v1/devices/${id}/commands`, {

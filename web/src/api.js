@@ -61,6 +61,7 @@ export const api = {
   commands: (id) => get(`${dev(id)}/commands`, { limit: 50 }),
   sendCommand: (id, cmd) => post(`${dev(id)}/commands`, cmd),
   sendCommands: (ids, cmd) => post('/api/v1/commands', { device_ids: ids, ...cmd }),
+  sendCommandsWhere: (filter, cmd) => post('/api/v1/commands', { filter, ...cmd }),
   cancelCommand: (id, cid) => post(`${dev(id)}/commands/${seg(cid)}/cancel`, {}),
   analysis: (id) => get(`${dev(id)}/analysis`),
 

@@ -16,7 +16,6 @@ export default function Fleet({ user, query, state }) {
   const cursor = query.cursor || '';
   const back = state?.back || []; // cursors of the pages before this one
   const [text, setText] = useState(q);
-  const [sent, setSent] = useState(null);
 
   const go = (params, opts) => navigate(withQuery('/', { q, online, ...params }), opts);
   useEffect(() => {
@@ -44,6 +43,10 @@ export default function Fleet({ user, query, state }) {
       </form>
       <ErrorText error={error} />
       {data === undefined && !error && <p aria-busy="true">Loading…</p>}
+      {canOperate(user) && data && data.items.length > 0 && (
+        <BulkCommand key={`${q}|${online}|${cursor}`} listed={data.items.map((d) => d.id)}
+          q={q} online={online} />
+      )}
       {data && (
         <>
           {data.partial && (
@@ -86,23 +89,47 @@ export default function Fleet({ user, query, state }) {
             {(!cursor || back.length > 0) && <span>Page {back.length + 1}</span>}
             <button type="button" onClick={next} disabled={!data.next_cursor}>Next</button>
           </div>
-          {canOperate(user) && data.items.length > 0 && (
-            <>
-              <h2>Send a command to the {data.items.length} devices listed</h2>
-              <SendCommand key={`${q}|${online}|${cursor}`}
-                label={`Send a command to the ${data.items.length} devices listed`}
-                button={`Send to ${data.items.length} devices`}
-                send={(cmd) => api.sendCommands(data.items.map((d) => d.id), cmd)}
-                onSent={setSent} />
-              {sent && (
-                <p class={sent.failed ? 'error' : 'ok'} role="status" data-sent={sent.sent} data-failed={sent.failed}>
-                  Sent to {sent.sent} devices{sent.failed > 0 && `; ${sent.failed} failed: ${sent.items.filter((i) => i.status !== 201).slice(0, 5).map((i) => `${i.device_id} (${i.error?.message || i.status})`).join(', ')}`}
-                </p>
-              )}
-            </>
-          )}
         </>
       )}
     </section>
+  );
+}
+
+/**
+ * One command to many devices, folded away until asked for: to the devices
+ * on this page, or to every device the search and filter match (the
+ * server selects them, up to 10,000).
+ */
+function BulkCommand({ listed, q, online }) {
+  const [scope, setScope] = useState('page');
+  const [sent, setSent] = useState(null);
+  const n = listed.length;
+  const filtered = q || online;
+  const everyone = filtered ? 'every device matching this search' : 'every device in the fleet';
+  const filter = { ...(q ? { q } : {}), ...(online ? { online: online === 'true' } : {}) };
+  const page = scope === 'page';
+  const failures = (r) => r.items.filter((i) => i.status !== 201).slice(0, 5)
+    .map((i) => `${i.device_id} (${i.error?.message || i.status})`).join(', ');
+  return (
+    <details class="card bulk">
+      <summary>Send a command to many devices…</summary>
+      <fieldset class="scope">
+        <legend>To</legend>
+        <label><input type="radio" name="scope" value="page" checked={page} onChange={() => setScope('page')} /> the {n} devices listed</label>
+        <label><input type="radio" name="scope" value="all" checked={!page} onChange={() => setScope('all')} /> {everyone} (up to 10,000)</label>
+      </fieldset>
+      <SendCommand key={scope}
+        label={page ? `Send a command to the ${n} devices listed` : `Send a command to ${everyone}`}
+        button={page ? `Send to ${n} devices` : `Send to ${everyone}`}
+        send={(cmd) => (page ? api.sendCommands(listed, cmd) : api.sendCommandsWhere(filter, cmd))}
+        onSent={setSent} />
+      {sent && (
+        <p class={sent.failed ? 'error' : 'ok'} role="status" data-sent={sent.sent} data-failed={sent.failed}
+          data-matched={sent.matched ?? sent.items.length}>
+          Sent to {sent.sent} devices{sent.matched !== undefined && ` of ${sent.matched} matching`}
+          {sent.failed > 0 && `; ${sent.failed} failed: ${failures(sent)}`}
+        </p>
+      )}
+    </details>
   );
 }
