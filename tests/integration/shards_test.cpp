@@ -386,6 +386,25 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
                              {{"name", "reboot"}, {"args", json::object()}},
                              op.token),
                       201);
+  // One command to every device of a search: shard 1's fail alone (503
+  // each); with the online filter the selection itself cannot be made.
+  auto everyone = n.post("/api/v1/commands",
+                         {{"filter", {{"q", "sx"}}}, {"name", "sweep"}},
+                         op.token);
+  TROUPE_REQUIRE_STATUS(everyone, 200);
+  INFO(everyone.body.dump());
+  CHECK(everyone.body["matched"] == 40);
+  CHECK(everyone.body["failed"] == shard1_devices);
+  CHECK(everyone.body["sent"] == 40 - shard1_devices);
+  for (auto& item : everyone.body["items"]) {
+    CHECK(item["status"] == 503);
+    CHECK(placed[item["device_id"].get<std::string>()] == 1);
+  }
+  TROUPE_CHECK_ERROR(n.post("/api/v1/commands",
+                            {{"filter", {{"q", "sx"}, {"online", true}}},
+                             {"name", "sweep"}},
+                            op.token),
+                     503);
   TROUPE_CHECK_STATUS(n.get("/readyz"), 200);
   // A cancel whose write cannot reach the shard is refused, and the
   // command is held back all the same: the device does not get it.
