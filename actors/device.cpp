@@ -76,13 +76,20 @@ struct device_state {
   std::unordered_map<std::string, int64_t> tokens; // hash -> expires_ms
   std::map<uint64_t, waiter> waiters;
   uint64_t next_waiter = 0;
-  /// Command writes (delivery marks, cancels) sent to PostgreSQL and not
+  /// Command writes (new commands, delivery marks, cancels, expiries) sent
+  /// to PostgreSQL and not
   /// yet answered. Reads of command status wait for them (read your
   /// writes), and so does stop, so the next owner loads what they wrote.
   int64_t command_writes = 0;
   /// Failed logins of this device id (auth.max_failed_logins).
   std::unique_ptr<runtime::failure_window> failures;
   std::vector<std::function<void()>> after_writes;
+  /// Cancels whose write may not have landed (PostgreSQL did not answer):
+  /// command id -> who cancelled. Their commands stay held back from
+  /// delivery and the cancel is written again every few seconds until it
+  /// lands; the actor does not passivate meanwhile.
+  std::map<std::string, std::string> unsettled;
+  bool retry_armed = false;
   bool stop_requested = false;
   std::chrono::steady_clock::time_point last_activity;
 };
@@ -167,6 +174,9 @@ caf::error not_found(const std::string& id) {
 /// The in-memory status of a pending command whose cancel is being
 /// recorded: neither delivered nor counted as pending meanwhile.
 const std::string cancelling = "cancelling";
+
+/// Seconds between writes of a cancel PostgreSQL did not answer.
+constexpr int64_t cancel_retry_s = 2;
 
 caf::error cannot_cancel(const command& c) {
   return make_actor_error(errc::conflict,
@@ -437,6 +447,72 @@ void answer_waiters(device_ptr self, const std::vector<command>& cmds) {
   for (auto& [id, w] : st.waiters)
     w.rp.deliver(commands_reply{cmds});
   st.waiters.clear();
+}
+
+void arm_cancel_retry(device_ptr self);
+
+/// Records that `by` cancels command `cid` and hands `k` what the cancel
+/// answers: the cancelled command, 404, 409 for one past pending, or 503
+/// when PostgreSQL did not answer. Then the command stays held back from
+/// delivery (it may be cancelled already) and the write is retried until
+/// it lands (unsettled).
+void write_cancel(device_ptr self, const std::string& cid,
+                  const std::string& by, const std::string& req_id,
+                  std::function<void(caf::expected<command>)> k) {
+  auto& st = self->state;
+  ++st.command_writes;
+  db_call<storage::cancel_outcome>(
+    self, data_db(self),
+    [id = st.id, cid, by](storage::connection& c) {
+      return storage::cancel_command(c, id, cid, by, now_ms());
+    },
+    [=](caf::expected<storage::cancel_outcome> r) {
+      auto& st = self->state;
+      auto answer = [&]() -> caf::expected<command> {
+        if (!r) {
+          if (find_open(self, cid) == st.open.end())
+            return std::move(r.error());
+          if (st.unsettled.emplace(cid, by).second)
+            log().warn("device={} req={} command={} cancel not stored ({}); "
+                       "held back, retried until it lands",
+                       st.id, req_id, cid, config::describe(r.error()));
+          arm_cancel_retry(self);
+          return make_actor_error(errc::unavailable,
+                                  "the cancel could not be stored right now; "
+                                  "the command is held back and the cancel "
+                                  "is retried until it is stored");
+        }
+        st.unsettled.erase(cid);
+        if (!r->found)
+          return make_actor_error(errc::not_found,
+                                  "command " + cid + " not found");
+        auto cmd = to_command(r->row);
+        auto it = find_open(self, cmd.id);
+        if (cmd.status == "delivered" && it != st.open.end())
+          it->status = cmd.status; // PostgreSQL knows better
+        else if (it != st.open.end())
+          st.open.erase(it);
+        if (cmd.status != "cancelled")
+          return cannot_cancel(cmd);
+        if (r->cancelled) {
+          commands_probe().cancelled->inc();
+          log().info("device={} req={} command={} cancelled by={}", st.id,
+                     req_id, cmd.id, by);
+        }
+        return cmd;
+      }();
+      k(std::move(answer));
+      command_written(self);
+    });
+}
+
+void arm_cancel_retry(device_ptr self) {
+  auto& st = self->state;
+  if (st.retry_armed || st.unsettled.empty())
+    return;
+  st.retry_armed = true;
+  self->delayed_send(self, std::chrono::seconds(cancel_retry_s),
+                     retry_atom::value);
 }
 
 void passivate(device_ptr self) {
@@ -766,6 +842,9 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto ttl = req.ttl_s > 0 ? req.ttl_s : st.ctx->actors.command_ttl_s;
       row.expires_ms = row.created_ms + ttl * 1000;
       auto rp = self->make_response_promise<command>();
+      // A command write too: a stop (an admin change resets the device)
+      // waits for its answer instead of dropping the caller's.
+      ++st.command_writes;
       db_call<storage::command_row>(
         self, data_db(self),
         [row](storage::connection& c) { return storage::insert_command(c, row); },
@@ -773,6 +852,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           auto& st = self->state;
           if (!r) {
             rp.deliver(r.error());
+            command_written(self);
             return;
           }
           auto cmd = to_command(*r);
@@ -784,6 +864,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
           // A device waiting in a long-poll gets it at once.
           if (!st.waiters.empty())
             answer_waiters(self, take_pending(self, false));
+          command_written(self);
         });
       return rp;
     }),
@@ -796,48 +877,18 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       if (held != st.open.end() && held->status == "delivered")
         return cannot_cancel(*held);
       // Held back from delivery from now on: also when PostgreSQL's answer
-      // is lost (the update may still commit), until a cancel succeeds or
-      // the actor loads again from what PostgreSQL has.
+      // is lost (the update may still commit; the write is then retried
+      // until it lands).
       if (held != st.open.end())
         held->status = cancelling;
-      ++st.command_writes;
       auto rp = self->make_response_promise<command>();
-      db_call<storage::cancel_outcome>(
-        self, data_db(self),
-        [id = st.id, cid = req.command_id,
-         by = req.who.username](storage::connection& c) {
-          return storage::cancel_command(c, id, cid, by, now_ms());
-        },
-        [=](caf::expected<storage::cancel_outcome> r) mutable {
-          auto& st = self->state;
-          auto answer = [&]() -> caf::expected<command> {
-            if (!r)
-              return std::move(r.error());
-            if (!r->found)
-              return make_actor_error(errc::not_found, "command "
-                                                         + req.command_id
-                                                         + " not found");
-            auto cmd = to_command(r->row);
-            auto it = find_open(self, cmd.id);
-            if (cmd.status == "delivered" && it != st.open.end())
-              it->status = cmd.status; // PostgreSQL knows better
-            else if (it != st.open.end())
-              st.open.erase(it);
-            if (cmd.status != "cancelled")
-              return cannot_cancel(cmd);
-            if (r->cancelled) {
-              commands_probe().cancelled->inc();
-              log().info("device={} req={} command={} cancelled by={}", st.id,
-                         req.who.req_id, cmd.id, req.who.username);
-            }
-            return cmd;
-          }();
-          if (answer)
-            rp.deliver(std::move(*answer));
-          else
-            rp.deliver(std::move(answer.error()));
-          command_written(self);
-        });
+      write_cancel(self, req.command_id, req.who.username, req.who.req_id,
+                   [rp](caf::expected<command> r) mutable {
+                     if (r)
+                       rp.deliver(std::move(*r));
+                     else
+                       rp.deliver(std::move(r.error()));
+                   });
       return rp;
     }),
     serving(self, [=](list_commands& req) -> caf::result<command_page> {
@@ -944,10 +995,19 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       passivate(self);
       return done{};
     },
+    [=](retry_atom) {
+      auto& st = self->state;
+      st.retry_armed = false;
+      // Each is unsettled again if this write does not land either.
+      auto again = std::move(st.unsettled);
+      st.unsettled.clear();
+      for (auto& [cid, by] : again)
+        write_cancel(self, cid, by, "retry", [](caf::expected<command>) {});
+    },
     [=](tick_atom) {
       auto& st = self->state;
       auto idle = std::chrono::steady_clock::now() - st.last_activity;
-      if (st.waiters.empty()
+      if (st.waiters.empty() && st.unsettled.empty()
           && idle >= std::chrono::seconds(st.ctx->actors.passivate_after_s)) {
         passivate(self);
         return;

@@ -271,7 +271,8 @@ using device_actor = caf::typed_actor<
   caf::replies_to<history>::with<history_reply>,
   caf::replies_to<get_analysis>::with<analysis_reply>,
   caf::replies_to<reset_atom>::with<done>,
-  caf::reacts_to<timeout_atom, uint64_t>, caf::reacts_to<runtime::tick_atom>,
+  caf::reacts_to<timeout_atom, uint64_t>, caf::reacts_to<retry_atom>,
+  caf::reacts_to<runtime::tick_atom>,
   caf::reacts_to<runtime::drain_atom>, caf::reacts_to<runtime::stop_atom>>;
 
 /// Spawns the virtual actor of device `id` (called by the devices shard

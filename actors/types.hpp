@@ -23,6 +23,7 @@ using replay_atom = caf::atom_constant<caf::atom("replay")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using logout_atom = caf::atom_constant<caf::atom("logout")>;
 using load_atom = caf::atom_constant<caf::atom("load")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 // -- shared pieces --------------------------------------------------------------
 

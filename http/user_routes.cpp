@@ -228,39 +228,56 @@ void post_command(const call_ptr& c) {
 }
 
 /// Sends `cmd` to each device of `ids` through its own device actor (as
-/// POST /devices/{id}/commands), all at once, and answers 200 with
-/// {sent, failed, items}: per device 201 and the command, or the status and
-/// error its own POST would have had. `every` keeps an item per device, in
-/// the order given; otherwise only the failed ones (the first 100), and
-/// `matched` says how many devices there were.
+/// POST /devices/{id}/commands) and answers 200 with {sent, failed,
+/// items}: per device 201 and the command, or the status and error its own
+/// POST would have had. `every` keeps an item per device, in the order
+/// given; otherwise only the failed ones (the first 100), and `matched`
+/// says how many devices there were. At most `bulk_window` devices are
+/// asked at a time: each send is a database write, and ten thousand at
+/// once would fill the database queue that every other request (and the
+/// readiness probe) waits in.
 void send_to_devices(const call_ptr& c, std::vector<std::string> ids,
                      const actors::post_command& cmd, bool every) {
-  struct gathered {
-    std::mutex m;
-    std::vector<json> items;
-    size_t left = 0;
-    size_t sent = 0;
-  };
+  constexpr size_t bulk_window = 128;
   constexpr size_t max_failed_items = 100;
-  auto g = std::make_shared<gathered>();
-  g->items.resize(every ? ids.size() : 0);
-  g->left = ids.size();
-  auto total = ids.size();
-  auto finish = [c, every, total](gathered& g) {
-    json body = {{"sent", g.sent}, {"failed", total - g.sent}};
-    if (!every)
+  struct fan_out {
+    std::mutex m;
+    std::vector<std::string> ids;
+    actors::post_command cmd;
+    bool every = true;
+    std::vector<json> items;
+    size_t next = 0; // the next device to ask
+    size_t left = 0; // answers still to come
+    size_t sent = 0;
+    /// Asks one device; released with the answer (it refers to this).
+    std::shared_ptr<std::function<void(size_t)>> keep;
+  };
+  auto f = std::make_shared<fan_out>();
+  f->ids = std::move(ids);
+  f->cmd = cmd;
+  f->every = every;
+  f->items.resize(every ? f->ids.size() : 0);
+  f->left = f->ids.size();
+  auto finish = [c](fan_out& f) {
+    auto total = f.ids.size();
+    json body = {{"sent", f.sent}, {"failed", total - f.sent}};
+    if (!f.every)
       body["matched"] = total;
-    body["items"] = std::move(g.items);
+    body["items"] = std::move(f.items);
+    f.keep.reset();
     c->reply(200, std::move(body));
   };
-  if (ids.empty())
-    return finish(*g);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    auto& id = ids[i];
+  if (f->ids.empty())
+    return finish(*f);
+  // Asks device i; each answer asks the next one still waiting.
+  auto ask = std::make_shared<std::function<void(size_t)>>();
+  *ask = [c, f, finish, weak = std::weak_ptr<std::function<void(size_t)>>(ask)](
+           size_t i) {
+    auto& id = f->ids[i];
     c->ask_entity_result(
-      c->env().devices, id, cmd,
-      [g, i, id, every, finish](caf::expected<actors::command> r) {
-        json item = {{"device_id", id}};
+      c->env().devices, id, f->cmd,
+      [f, i, finish, weak](caf::expected<actors::command> r) {
+        json item = {{"device_id", f->ids[i]}};
         if (r) {
           item["status"] = 201;
           item["command"] = user_command_json(*r);
@@ -269,16 +286,34 @@ void send_to_devices(const call_ptr& c, std::vector<std::string> ids,
           item["status"] = e.status;
           item["error"] = {{"code", e.code}, {"message", e.message}};
         }
-        std::lock_guard<std::mutex> guard{g->m};
-        g->sent += r ? 1 : 0;
-        if (every)
-          g->items[i] = std::move(item);
-        else if (!r && g->items.size() < max_failed_items)
-          g->items.push_back(std::move(item));
-        if (--g->left == 0)
-          finish(*g);
+        std::optional<size_t> then;
+        {
+          std::lock_guard<std::mutex> guard{f->m};
+          f->sent += r ? 1 : 0;
+          if (f->every)
+            f->items[i] = std::move(item);
+          else if (!r && f->items.size() < max_failed_items)
+            f->items.push_back(std::move(item));
+          if (--f->left == 0)
+            return finish(*f);
+          if (f->next < f->ids.size())
+            then = f->next++;
+        }
+        if (then)
+          if (auto next = weak.lock())
+            (*next)(*then);
       });
+  };
+  // The function lives as long as some answer can still call it.
+  f->keep = ask;
+  size_t first;
+  {
+    std::lock_guard<std::mutex> guard{f->m};
+    first = std::min(bulk_window, f->ids.size());
+    f->next = first;
   }
+  for (size_t i = 0; i < first; ++i)
+    (*ask)(i);
 }
 
 /// The ids of every device the caller sees that matches `f`, page by page

@@ -733,13 +733,19 @@ caf::error delete_session(connection& c, const std::string& token_hash) {
 // -- commands ----------------------------------------------------------------------------
 
 caf::expected<command_row> insert_command(connection& c, command_row cmd) {
+  // A device deleted meanwhile has no row to refer to: not_found, not a
+  // foreign key violation.
   auto r = c.exec("INSERT INTO commands (id, device_id, name, args, status,"
-                  " created_ms, expires_ms) VALUES ($1, $2, $3, $4::jsonb,"
-                  " 'pending', $5, $6) RETURNING seq",
+                  " created_ms, expires_ms) SELECT $1, $2, $3, $4::jsonb,"
+                  " 'pending', $5, $6 WHERE EXISTS (SELECT 1 FROM devices"
+                  " WHERE id = $2) RETURNING seq",
                   {cmd.id, cmd.device_id, cmd.name, cmd.args_json,
                    num(cmd.created_ms), num(cmd.expires_ms)});
   if (!r)
     return r.error();
+  if (r->rows() == 0)
+    return make_storage_error(errc::not_found,
+                              "device " + cmd.device_id + " not found");
   cmd.seq = r->i64(0, 0);
   cmd.status = "pending";
   return cmd;

@@ -738,3 +738,34 @@ TEST_CASE("a filter that matches more than 10,000 devices is refused",
   CHECK(r.body["sent"] == r.body["matched"]);
   CHECK(pending_with(n, tenant, "sync").size() == 1112);
 }
+
+TEST_CASE("a command sent while an admin changes the device is answered",
+          "[commands]") {
+  // A PATCH resets the device's actor; a command it was storing meanwhile
+  // gets its answer (201), not a dropped reply that times out although the
+  // command was stored.
+  fixture f;
+  std::atomic<bool> stop{false};
+  std::atomic<int> patches{0};
+  std::thread admin([&] {
+    for (int i = 0; !stop; ++i) {
+      f.n.patch("/api/v1/admin/devices/" + f.dev.id,
+                {{"name", "renamed " + std::to_string(i)}}, f.n.admin_token());
+      ++patches;
+    }
+  });
+  std::vector<int> statuses;
+  for (int i = 0; i < 30; ++i)
+    statuses.push_back(
+      post_command(f.n, f.op.token, f.dev.id,
+                   {{"name", "c" + std::to_string(i)}, {"ttl_s", 600}})
+        .status);
+  stop = true;
+  admin.join();
+  INFO(patches.load() << " patches");
+  CHECK(patches.load() > 0);
+  CHECK(std::count(statuses.begin(), statuses.end(), 201) == 30);
+  auto stored = f.n.db()->query("SELECT count(*) FROM commands WHERE"
+                                " device_id = '" + f.dev.id + "'");
+  CHECK(stored[0][0] == "30");
+}

@@ -408,7 +408,12 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
   TROUPE_CHECK_STATUS(n.get("/readyz"), 200);
   // A cancel whose write cannot reach the shard is refused, and the
   // command is held back all the same: the device does not get it.
-  TROUPE_CHECK_ERROR(cancel_wipe(), 503);
+  auto refused_cancel = cancel_wipe();
+  TROUPE_CHECK_ERROR(refused_cancel, 503);
+  CHECK(refused_cancel.has_header("Retry-After"));
+  CHECK(refused_cancel.body["error"]["message"].get<std::string>().find(
+          "retried")
+        != std::string::npos);
   CHECK(!polled_wipe());
   quiet.clear(); // nor in its telemetry answers from now on
 
@@ -444,7 +449,16 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
       return after[0][202] + after[1][202] == 40;
     },
     30s, 500ms));
-  // The cancel, retried, lands; the command is never delivered.
+  // The cancel that was refused lands by itself once the shard is back
+  // (the device actor writes it again), and the command is never
+  // delivered; the operator's own retry then answers the same.
+  CHECK(eventually(
+    [&] {
+      return s.shard->query("SELECT status FROM commands WHERE id = '"
+                            + wipe_id + "'")[0][0]
+             == "cancelled";
+    },
+    30s, 250ms));
   auto cancelled = cancel_wipe();
   TROUPE_CHECK_STATUS(cancelled, 200);
   CHECK(cancelled.body["status"] == "cancelled");
