@@ -50,6 +50,13 @@ constexpr size_t max_waiters = 4;
 /// per interval instead of one per upload.
 constexpr int64_t upload_seen_interval_ms = 10'000;
 
+/// A cancel to write again: who cancelled, and when (a retry after the
+/// command's time to live still cancels it, as it would have then).
+struct unsettled_cancel {
+  std::string by;
+  int64_t at_ms = 0;
+};
+
 struct device_state {
   std::string name = "device";
   context_ptr ctx;
@@ -84,13 +91,16 @@ struct device_state {
   /// Failed logins of this device id (auth.max_failed_logins).
   std::unique_ptr<runtime::failure_window> failures;
   std::vector<std::function<void()>> after_writes;
-  /// Cancels whose write may not have landed (PostgreSQL did not answer):
-  /// command id -> who cancelled. Their commands stay held back from
-  /// delivery and the cancel is written again every few seconds until it
-  /// lands; the actor does not passivate meanwhile.
-  std::map<std::string, std::string> unsettled;
+  /// Cancels whose write may not have landed (PostgreSQL did not answer),
+  /// by command id. Their commands stay held back from delivery and the
+  /// cancel is written again, backing off, until it lands; the actor does
+  /// not passivate meanwhile, and a stop waits for them a while.
+  std::map<std::string, unsettled_cancel> unsettled;
   bool retry_armed = false;
+  /// Seconds until the next retry of the unsettled cancels.
+  int64_t retry_delay_s = 0;
   bool stop_requested = false;
+  std::chrono::steady_clock::time_point stop_since;
   std::chrono::steady_clock::time_point last_activity;
 };
 
@@ -175,8 +185,12 @@ caf::error not_found(const std::string& id) {
 /// recorded: neither delivered nor counted as pending meanwhile.
 const std::string cancelling = "cancelling";
 
-/// Seconds between writes of a cancel PostgreSQL did not answer.
-constexpr int64_t cancel_retry_s = 2;
+/// Seconds between writes of a cancel PostgreSQL did not answer: from the
+/// first to the last, doubling.
+constexpr int64_t cancel_retry_first_s = 2;
+constexpr int64_t cancel_retry_last_s = 60;
+/// How long a stop waits for unsettled cancels before it gives them up.
+constexpr auto stop_grace = std::chrono::seconds(10);
 
 caf::error cannot_cancel(const command& c) {
   return make_actor_error(errc::conflict,
@@ -266,6 +280,14 @@ bool visible_to(device_ptr self, const caller& who) {
   return st.known && sees(who, st.tenant);
 }
 
+/// Quits once a stop was asked for and no command write nor unsettled
+/// cancel is left.
+void maybe_quit(device_ptr self) {
+  auto& st = self->state;
+  if (st.stop_requested && st.command_writes == 0 && st.unsettled.empty())
+    self->quit();
+}
+
 /// A command write was answered: once none is left, the reads waiting for
 /// them run, and a stop requested meanwhile happens.
 void command_written(device_ptr self) {
@@ -276,8 +298,7 @@ void command_written(device_ptr self) {
   st.after_writes.clear();
   for (auto& f : waiting)
     f();
-  if (st.stop_requested)
-    self->quit();
+  maybe_quit(self);
 }
 
 /// Whether `who` may `verb` (send, cancel) commands of this device: 404 for
@@ -451,28 +472,36 @@ void answer_waiters(device_ptr self, const std::vector<command>& cmds) {
 
 void arm_cancel_retry(device_ptr self);
 
-/// Records that `by` cancels command `cid` and hands `k` what the cancel
-/// answers: the cancelled command, 404, 409 for one past pending, or 503
-/// when PostgreSQL did not answer. Then the command stays held back from
-/// delivery (it may be cancelled already) and the write is retried until
-/// it lands (unsettled).
+/// Whether a write that failed may still have landed: PostgreSQL's answer
+/// was lost (the link broke) or late. Other failures stored nothing.
+bool outcome_unknown(const caf::error& err) {
+  return err == storage::errc::unavailable || err == caf::sec::request_timeout
+         || err == caf::sec::request_receiver_down;
+}
+
+/// Records that `by` cancelled command `cid` at `at_ms` and hands `k` what
+/// the cancel answers: the cancelled command, 404, 409 for one past
+/// pending, or the error. When the write's outcome is unknown the command
+/// stays held back from delivery (it may be cancelled already), `k` gets
+/// 503, and the write is retried until it lands (unsettled); a write that
+/// stored nothing releases the command again.
 void write_cancel(device_ptr self, const std::string& cid,
-                  const std::string& by, const std::string& req_id,
+                  const unsettled_cancel& u, const std::string& req_id,
                   std::function<void(caf::expected<command>)> k) {
   auto& st = self->state;
   ++st.command_writes;
   db_call<storage::cancel_outcome>(
     self, data_db(self),
-    [id = st.id, cid, by](storage::connection& c) {
-      return storage::cancel_command(c, id, cid, by, now_ms());
+    [id = st.id, cid, u](storage::connection& c) {
+      return storage::cancel_command(c, id, cid, u.by, u.at_ms);
     },
     [=](caf::expected<storage::cancel_outcome> r) {
       auto& st = self->state;
       auto answer = [&]() -> caf::expected<command> {
-        if (!r) {
-          if (find_open(self, cid) == st.open.end())
-            return std::move(r.error());
-          if (st.unsettled.emplace(cid, by).second)
+        auto it = find_open(self, cid);
+        if (!r && outcome_unknown(r.error()) && it != st.open.end()) {
+          auto first = st.unsettled.emplace(cid, u).second;
+          if (first && req_id != "retry")
             log().warn("device={} req={} command={} cancel not stored ({}); "
                        "held back, retried until it lands",
                        st.id, req_id, cid, config::describe(r.error()));
@@ -482,12 +511,20 @@ void write_cancel(device_ptr self, const std::string& cid,
                                   "the command is held back and the cancel "
                                   "is retried until it is stored");
         }
-        st.unsettled.erase(cid);
+        if (!r) {
+          // Nothing was stored: the command is pending as before.
+          if (it != st.open.end() && it->status == cancelling)
+            it->status = "pending";
+          log().warn("device={} req={} command={} cancel failed: {}", st.id,
+                     req_id, cid, config::describe(r.error()));
+          return std::move(r.error());
+        }
+        if (st.unsettled.empty())
+          st.retry_delay_s = 0; // the next outage backs off from the start
         if (!r->found)
           return make_actor_error(errc::not_found,
                                   "command " + cid + " not found");
         auto cmd = to_command(r->row);
-        auto it = find_open(self, cmd.id);
         if (cmd.status == "delivered" && it != st.open.end())
           it->status = cmd.status; // PostgreSQL knows better
         else if (it != st.open.end())
@@ -497,7 +534,7 @@ void write_cancel(device_ptr self, const std::string& cid,
         if (r->cancelled) {
           commands_probe().cancelled->inc();
           log().info("device={} req={} command={} cancelled by={}", st.id,
-                     req_id, cmd.id, by);
+                     req_id, cmd.id, u.by);
         }
         return cmd;
       }();
@@ -511,8 +548,12 @@ void arm_cancel_retry(device_ptr self) {
   if (st.retry_armed || st.unsettled.empty())
     return;
   st.retry_armed = true;
-  self->delayed_send(self, std::chrono::seconds(cancel_retry_s),
-                     retry_atom::value);
+  st.retry_delay_s = st.retry_delay_s == 0
+                       ? cancel_retry_first_s
+                       : std::min(cancel_retry_last_s, st.retry_delay_s * 2);
+  // A stop waiting for them retries at the first pace.
+  auto delay = st.stop_requested ? cancel_retry_first_s : st.retry_delay_s;
+  self->delayed_send(self, std::chrono::seconds(delay), retry_atom::value);
 }
 
 void passivate(device_ptr self) {
@@ -882,7 +923,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       if (held != st.open.end())
         held->status = cancelling;
       auto rp = self->make_response_promise<command>();
-      write_cancel(self, req.command_id, req.who.username, req.who.req_id,
+      write_cancel(self, req.command_id, {req.who.username, now_ms()},
+                   req.who.req_id,
                    [rp](caf::expected<command> r) mutable {
                      if (r)
                        rp.deliver(std::move(*r));
@@ -898,7 +940,14 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto rp = self->make_response_promise<command_page>();
       // A command handed to the device is `delivered` in every later read:
       // query once our delivery marks are in PostgreSQL.
-      auto run = [=]() mutable { list_commands_now(self, req, rp); };
+      auto run = [=]() mutable {
+        // The writes landed as the actor stops: the next owner answers.
+        if (auto err = retired(self)) {
+          rp.deliver(std::move(err));
+          return;
+        }
+        list_commands_now(self, req, rp);
+      };
       if (st.command_writes > 0)
         st.after_writes.emplace_back(std::move(run));
       else
@@ -998,11 +1047,23 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
     [=](retry_atom) {
       auto& st = self->state;
       st.retry_armed = false;
+      if (st.stop_requested
+          && std::chrono::steady_clock::now() - st.stop_since >= stop_grace) {
+        // The next owner loads the command as PostgreSQL has it.
+        for (auto& [cid, u] : st.unsettled)
+          log().error("device={} command={} stopping without its cancel by "
+                      "{} stored: PostgreSQL still does not answer; the "
+                      "command may be delivered",
+                      st.id, cid, u.by);
+        st.unsettled.clear();
+        maybe_quit(self);
+        return;
+      }
       // Each is unsettled again if this write does not land either.
       auto again = std::move(st.unsettled);
       st.unsettled.clear();
-      for (auto& [cid, by] : again)
-        write_cancel(self, cid, by, "retry", [](caf::expected<command>) {});
+      for (auto& [cid, u] : again)
+        write_cancel(self, cid, u, "retry", [](caf::expected<command>) {});
     },
     [=](tick_atom) {
       auto& st = self->state;
@@ -1022,11 +1083,15 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto& st = self->state;
       answer_waiters(self, {});
       store_last_seen(self);
-      // Delivery marks and cancels land first, so the next owner loads them.
-      if (st.command_writes > 0)
-        st.stop_requested = true;
-      else
-        self->quit();
+      // Command writes and unsettled cancels land first, so the next owner
+      // loads them.
+      st.stop_requested = true;
+      st.stop_since = std::chrono::steady_clock::now();
+      if (!st.unsettled.empty()) {
+        st.retry_armed = true; // now, not after the backoff
+        self->send(self, retry_atom::value);
+      }
+      maybe_quit(self);
     },
   };
 }

@@ -235,10 +235,12 @@ public:
   /// returns nullopt when there is none or it is malformed.
   std::optional<std::string> device(std::string& token);
 
-private:
+  /// How long one request may take (http.request_timeout_ms).
   std::chrono::milliseconds request_timeout() const {
     return std::chrono::milliseconds(env_.cfg.request_timeout_ms);
   }
+
+private:
 
   template <class T>
   void entity_attempt(const caf::actor& region, caf::message envelope,

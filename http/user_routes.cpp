@@ -227,93 +227,115 @@ void post_command(const call_ptr& c) {
   });
 }
 
+/// One command on its way to many devices (send_to_devices). Owned by the
+/// answers still to come, so a call whose answers never come is released
+/// (and answers 503 from ~call) instead of leaking.
+struct fan_out {
+  std::mutex m;
+  std::vector<std::string> ids;
+  actors::post_command cmd;
+  bool every = true; // an item per device, or only the failed ones
+  std::chrono::steady_clock::time_point deadline;
+  std::vector<json> items;
+  size_t next = 0; // the next device to ask
+  size_t left = 0; // answers still to come
+  size_t sent = 0;
+};
+
+/// At most this many devices of one bulk command are asked at a time: each
+/// send is a database write, and ten thousand at once would fill the
+/// database queue that every other request (and the readiness probe)
+/// waits in.
+constexpr size_t bulk_window = 128;
+/// A filter's answer lists at most this many failed devices.
+constexpr size_t max_failed_items = 100;
+
+/// Records device i's answer; the last one answers the call.
+void record(const call_ptr& c, fan_out& f, size_t i,
+            const caf::expected<actors::command>& r) {
+  json item = {{"device_id", f.ids[i]}};
+  if (r) {
+    item["status"] = 201;
+    item["command"] = user_command_json(*r);
+  } else {
+    auto e = to_api_error(r.error());
+    item["status"] = e.status;
+    item["error"] = {{"code", e.code}, {"message", e.message}};
+  }
+  f.sent += r ? 1 : 0;
+  if (f.every)
+    f.items[i] = std::move(item);
+  else if (!r && f.items.size() < max_failed_items)
+    f.items.push_back(std::move(item));
+  if (--f.left > 0)
+    return;
+  auto total = f.ids.size();
+  json body = {{"sent", f.sent}, {"failed", total - f.sent}};
+  if (!f.every)
+    body["matched"] = total;
+  body["items"] = std::move(f.items);
+  c->reply(200, std::move(body));
+}
+
+/// Asks device i, within what is left of the whole request's time; its
+/// answer asks the next device still waiting. Past the deadline the devices
+/// not asked yet fail (503) without being asked.
+void ask_one(const call_ptr& c, const std::shared_ptr<fan_out>& f, size_t i) {
+  using namespace std::chrono;
+  auto left = duration_cast<milliseconds>(f->deadline - steady_clock::now());
+  if (left <= milliseconds(0)) {
+    std::lock_guard<std::mutex> guard{f->m};
+    record(c, *f, i,
+           actors::make_actor_error(actors::errc::unavailable,
+                                    "not sent: the request ran out of time; "
+                                    "send to this device again"));
+    return;
+  }
+  c->ask_entity_result(
+    c->env().devices, f->ids[i], f->cmd,
+    [c, f, i](caf::expected<actors::command> r) {
+      std::optional<size_t> then;
+      {
+        std::lock_guard<std::mutex> guard{f->m};
+        record(c, *f, i, r);
+        if (f->next < f->ids.size())
+          then = f->next++;
+      }
+      if (then)
+        ask_one(c, f, *then);
+    },
+    left);
+}
+
 /// Sends `cmd` to each device of `ids` through its own device actor (as
-/// POST /devices/{id}/commands) and answers 200 with {sent, failed,
-/// items}: per device 201 and the command, or the status and error its own
-/// POST would have had. `every` keeps an item per device, in the order
-/// given; otherwise only the failed ones (the first 100), and `matched`
-/// says how many devices there were. At most `bulk_window` devices are
-/// asked at a time: each send is a database write, and ten thousand at
-/// once would fill the database queue that every other request (and the
-/// readiness probe) waits in.
+/// POST /devices/{id}/commands), bulk_window at a time, all within one
+/// request timeout, and answers 200 with {sent, failed, items}: per device
+/// 201 and the command, or the status and error its own POST would have
+/// had. `every` keeps an item per device, in the order given; otherwise
+/// only the failed ones (the first 100), and `matched` says how many
+/// devices there were.
 void send_to_devices(const call_ptr& c, std::vector<std::string> ids,
                      const actors::post_command& cmd, bool every) {
-  constexpr size_t bulk_window = 128;
-  constexpr size_t max_failed_items = 100;
-  struct fan_out {
-    std::mutex m;
-    std::vector<std::string> ids;
-    actors::post_command cmd;
-    bool every = true;
-    std::vector<json> items;
-    size_t next = 0; // the next device to ask
-    size_t left = 0; // answers still to come
-    size_t sent = 0;
-    /// Asks one device; released with the answer (it refers to this).
-    std::shared_ptr<std::function<void(size_t)>> keep;
-  };
   auto f = std::make_shared<fan_out>();
   f->ids = std::move(ids);
   f->cmd = cmd;
   f->every = every;
+  f->deadline = std::chrono::steady_clock::now() + c->request_timeout();
   f->items.resize(every ? f->ids.size() : 0);
   f->left = f->ids.size();
-  auto finish = [c](fan_out& f) {
-    auto total = f.ids.size();
-    json body = {{"sent", f.sent}, {"failed", total - f.sent}};
-    if (!f.every)
-      body["matched"] = total;
-    body["items"] = std::move(f.items);
-    f.keep.reset();
-    c->reply(200, std::move(body));
-  };
-  if (f->ids.empty())
-    return finish(*f);
-  // Asks device i; each answer asks the next one still waiting.
-  auto ask = std::make_shared<std::function<void(size_t)>>();
-  *ask = [c, f, finish, weak = std::weak_ptr<std::function<void(size_t)>>(ask)](
-           size_t i) {
-    auto& id = f->ids[i];
-    c->ask_entity_result(
-      c->env().devices, id, f->cmd,
-      [f, i, finish, weak](caf::expected<actors::command> r) {
-        json item = {{"device_id", f->ids[i]}};
-        if (r) {
-          item["status"] = 201;
-          item["command"] = user_command_json(*r);
-        } else {
-          auto e = to_api_error(r.error());
-          item["status"] = e.status;
-          item["error"] = {{"code", e.code}, {"message", e.message}};
-        }
-        std::optional<size_t> then;
-        {
-          std::lock_guard<std::mutex> guard{f->m};
-          f->sent += r ? 1 : 0;
-          if (f->every)
-            f->items[i] = std::move(item);
-          else if (!r && f->items.size() < max_failed_items)
-            f->items.push_back(std::move(item));
-          if (--f->left == 0)
-            return finish(*f);
-          if (f->next < f->ids.size())
-            then = f->next++;
-        }
-        if (then)
-          if (auto next = weak.lock())
-            (*next)(*then);
-      });
-  };
-  // The function lives as long as some answer can still call it.
-  f->keep = ask;
-  size_t first;
+  if (f->ids.empty()) {
+    c->reply(200, {{"sent", 0}, {"failed", 0}, {"matched", 0},
+                   {"items", json::array()}});
+    return;
+  }
+  size_t first = 0;
   {
     std::lock_guard<std::mutex> guard{f->m};
     first = std::min(bulk_window, f->ids.size());
     f->next = first;
   }
   for (size_t i = 0; i < first; ++i)
-    (*ask)(i);
+    ask_one(c, f, i);
 }
 
 /// The ids of every device the caller sees that matches `f`, page by page

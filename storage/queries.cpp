@@ -734,18 +734,29 @@ caf::error delete_session(connection& c, const std::string& token_hash) {
 
 caf::expected<command_row> insert_command(connection& c, command_row cmd) {
   // A device deleted meanwhile has no row to refer to: not_found, not a
-  // foreign key violation.
+  // foreign key violation (also when the delete commits between the check
+  // and the insert's own).
+  auto gone = [&] {
+    return make_storage_error(errc::not_found,
+                              "device " + cmd.device_id + " not found");
+  };
   auto r = c.exec("INSERT INTO commands (id, device_id, name, args, status,"
                   " created_ms, expires_ms) SELECT $1, $2, $3, $4::jsonb,"
                   " 'pending', $5, $6 WHERE EXISTS (SELECT 1 FROM devices"
                   " WHERE id = $2) RETURNING seq",
                   {cmd.id, cmd.device_id, cmd.name, cmd.args_json,
                    num(cmd.created_ms), num(cmd.expires_ms)});
-  if (!r)
+  if (!r) {
+    if (r.error() == errc::query_failed) {
+      auto there = c.exec("SELECT 1 FROM devices WHERE id = $1",
+                          {cmd.device_id});
+      if (there && there->rows() == 0)
+        return gone();
+    }
     return r.error();
+  }
   if (r->rows() == 0)
-    return make_storage_error(errc::not_found,
-                              "device " + cmd.device_id + " not found");
+    return gone();
   cmd.seq = r->i64(0, 0);
   cmd.status = "pending";
   return cmd;

@@ -416,10 +416,30 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
         != std::string::npos);
   CHECK(!polled_wipe());
   quiet.clear(); // nor in its telemetry answers from now on
+  // An admin change resets the device's actor meanwhile (the catalog is
+  // up): its stop waits for the unsettled cancel instead of dropping it,
+  // so the next copy does not load the command as pending.
+  auto rotated = n.request("POST",
+                           "/api/v1/admin/devices/" + victim.c.id
+                             + "/rotate-secret",
+                           "", "application/json", {}, admin);
+  TROUPE_REQUIRE_STATUS(rotated, 200);
+  victim.c.secret = rotated.body["secret"].get<std::string>();
 
   // Back: the spool drains, and every acknowledged point is stored once.
   s.catalog->query("ALTER DATABASE \"" + shard_name
                    + "\" WITH ALLOW_CONNECTIONS true");
+  // Its new secret logs in once the node serves the shard again.
+  REQUIRE(eventually(
+    [&] {
+      auto r = n.post("/api/v1/device/login", {{"device_id", victim.c.id},
+                                               {"secret", victim.c.secret}});
+      if (r.status != 200)
+        return false;
+      victim.token = r.body["token"].get<std::string>();
+      return true;
+    },
+    30s, 250ms));
   for (auto& d : devs) {
     INFO("device " << d.c.id << " on shard " << d.shard);
     auto key = s.key_of(d.c.id);
