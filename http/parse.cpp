@@ -1324,6 +1324,10 @@ std::optional<api_error> bulk_args_error(size_t args_bytes, size_t devices) {
                      + " bytes of args in all"};
 }
 
+bool valid_search(const std::string& q) {
+  return q.size() <= 128 && printable(q);
+}
+
 namespace {
 
 parsed<device_filter> parse_device_filter(const nlohmann::json& f) {
@@ -1332,8 +1336,7 @@ parsed<device_filter> parse_device_filter(const nlohmann::json& f) {
   device_filter out;
   for (auto& [k, v] : f.items()) {
     if (k == "q") {
-      if (!v.is_string() || v.get<std::string>().size() > 128
-          || !printable(v.get<std::string>()))
+      if (!v.is_string() || !valid_search(v.get<std::string>()))
         return bad("filter.q must be at most 128 printable characters");
       out.q = v.get<std::string>();
     } else if (k == "online") {

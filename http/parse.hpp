@@ -67,6 +67,10 @@ parsed<actors::post_command> parse_post_command(const nlohmann::json& body);
 
 /// The most devices one POST /commands reaches.
 constexpr size_t max_bulk_devices = 1000;
+/// Whether `q` is a device search (GET /devices, a command's filter): at
+/// most 128 printable characters.
+bool valid_search(const std::string& q);
+
 /// The most devices one POST /commands with a filter reaches.
 constexpr size_t max_filter_devices = 10'000;
 /// The most bytes of args one POST /commands stores (args x devices).

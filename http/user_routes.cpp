@@ -120,7 +120,7 @@ void devices(const call_ptr& c) {
     actors::list_devices req;
     req.who = who;
     req.q = c->query("q").value_or("");
-    if (req.q.size() > 128 || !printable(req.q))
+    if (!valid_search(req.q))
       return c->fail(api_error{400, "invalid_request",
                                "q must be at most 128 printable "
                                "characters"});
