@@ -483,10 +483,13 @@ bool outcome_unknown(const caf::error& err) {
 /// the cancel answers: the cancelled command, 404, 409 for one past
 /// pending, or the error. When the write's outcome is unknown the command
 /// stays held back from delivery (it may be cancelled already), `k` gets
-/// 503, and the write is retried until it lands (unsettled); a write that
-/// stored nothing releases the command again.
+/// 503, and the write is retried while this actor lives (unsettled). A
+/// first write that stored nothing releases the command again; a retry
+/// that fails in any way keeps it held, as the write before it may have
+/// landed.
 void write_cancel(device_ptr self, const std::string& cid,
                   const unsettled_cancel& u, const std::string& req_id,
+                  bool retry,
                   std::function<void(caf::expected<command>)> k) {
   auto& st = self->state;
   ++st.command_writes;
@@ -499,17 +502,19 @@ void write_cancel(device_ptr self, const std::string& cid,
       auto& st = self->state;
       auto answer = [&]() -> caf::expected<command> {
         auto it = find_open(self, cid);
-        if (!r && outcome_unknown(r.error()) && it != st.open.end()) {
+        if (!r && (retry || outcome_unknown(r.error()))
+            && it != st.open.end()) {
           auto first = st.unsettled.emplace(cid, u).second;
-          if (first && req_id != "retry")
+          if (first && !retry)
             log().warn("device={} req={} command={} cancel not stored ({}); "
                        "held back, retried until it lands",
                        st.id, req_id, cid, config::describe(r.error()));
           arm_cancel_retry(self);
-          return make_actor_error(errc::unavailable,
-                                  "the cancel could not be stored right now; "
-                                  "the command is held back and the cancel "
-                                  "is retried until it is stored");
+          return make_actor_error(
+            errc::unavailable,
+            "the cancel could not be stored right now (it may have been): "
+            "this node holds the command back and writes the cancel again; "
+            "retry to learn the outcome");
         }
         if (!r) {
           // Nothing was stored: the command is pending as before.
@@ -924,7 +929,7 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
         held->status = cancelling;
       auto rp = self->make_response_promise<command>();
       write_cancel(self, req.command_id, {req.who.username, now_ms()},
-                   req.who.req_id,
+                   req.who.req_id, false,
                    [rp](caf::expected<command> r) mutable {
                      if (r)
                        rp.deliver(std::move(*r));
@@ -1063,7 +1068,8 @@ device_actor::behavior_type device(device_ptr self, context_ptr ctx,
       auto again = std::move(st.unsettled);
       st.unsettled.clear();
       for (auto& [cid, u] : again)
-        write_cancel(self, cid, u, "retry", [](caf::expected<command>) {});
+        write_cancel(self, cid, u, "retry", true,
+                     [](caf::expected<command>) {});
     },
     [=](tick_atom) {
       auto& st = self->state;

@@ -240,6 +240,9 @@ public:
     return std::chrono::milliseconds(env_.cfg.request_timeout_ms);
   }
 
+  /// When the request arrived.
+  clock::time_point started() const { return started_; }
+
 private:
 
   template <class T>

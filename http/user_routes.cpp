@@ -284,11 +284,14 @@ void ask_one(const call_ptr& c, const std::shared_ptr<fan_out>& f, size_t i) {
   using namespace std::chrono;
   auto left = duration_cast<milliseconds>(f->deadline - steady_clock::now());
   if (left <= milliseconds(0)) {
+    // This device and every one not asked yet.
+    auto late = actors::make_actor_error(actors::errc::unavailable,
+                                         "not sent: the request ran out of "
+                                         "time; send to this device again");
     std::lock_guard<std::mutex> guard{f->m};
-    record(c, *f, i,
-           actors::make_actor_error(actors::errc::unavailable,
-                                    "not sent: the request ran out of time; "
-                                    "send to this device again"));
+    record(c, *f, i, late);
+    while (f->next < f->ids.size())
+      record(c, *f, f->next++, late);
     return;
   }
   c->ask_entity_result(
@@ -308,8 +311,8 @@ void ask_one(const call_ptr& c, const std::shared_ptr<fan_out>& f, size_t i) {
 }
 
 /// Sends `cmd` to each device of `ids` through its own device actor (as
-/// POST /devices/{id}/commands), bulk_window at a time, all within one
-/// request timeout, and answers 200 with {sent, failed, items}: per device
+/// POST /devices/{id}/commands), bulk_window at a time, all within the
+/// request's timeout, and answers 200 with {sent, failed, items}: per device
 /// 201 and the command, or the status and error its own POST would have
 /// had. `every` keeps an item per device, in the order given; otherwise
 /// only the failed ones (the first 100), and `matched` says how many
@@ -320,7 +323,11 @@ void send_to_devices(const call_ptr& c, std::vector<std::string> ids,
   f->ids = std::move(ids);
   f->cmd = cmd;
   f->every = every;
-  f->deadline = std::chrono::steady_clock::now() + c->request_timeout();
+  // The request's own time, less a margin: the devices not answered by
+  // then fail in the 200, before the edge gives up on the whole request.
+  auto t = c->request_timeout();
+  f->deadline = c->started() + t - std::min<std::chrono::milliseconds>(
+                                      t / 10, std::chrono::seconds(1));
   f->items.resize(every ? f->ids.size() : 0);
   f->left = f->ids.size();
   if (f->ids.empty()) {

@@ -804,3 +804,37 @@ TEST_CASE("a command sent while an admin changes the device is answered",
                                 " device_id = '" + f.dev.id + "'");
   CHECK(stored[0][0] == "30");
 }
+
+TEST_CASE("a bulk command answers within the request timeout although its "
+          "writes wait",
+          "[commands][bulk]") {
+  // Every insert waits on a table lock for longer than a request may take:
+  // the answer is still the 200 with an item per device (503: not known
+  // to be stored), not a 503 for the whole request.
+  auto& n = shared_node();
+  auto tenant = make_tenant(n);
+  auto op = make_user(n, "operator", tenant);
+  std::vector<std::string> ids;
+  auto prefix = unique_id("slow");
+  for (int i = 0; i < 300; ++i) // more than one window of 128
+    ids.push_back(prefix + "-" + std::to_string(i));
+  n.register_devices(n.admin_token(), ids, tenant);
+  std::atomic<bool> locked{false};
+  std::thread holder([&] {
+    locked = true;
+    n.db()->query("BEGIN; LOCK TABLE commands IN EXCLUSIVE MODE;"
+                  " SELECT pg_sleep(13); COMMIT");
+  });
+  while (!locked)
+    std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(500ms); // the lock is taken
+  auto r = n.post("/api/v1/commands",
+                  {{"device_ids", ids}, {"name", "late"}}, op.token);
+  holder.join();
+  TROUPE_REQUIRE_STATUS(r, 200);
+  INFO(r.body.dump().substr(0, 400));
+  REQUIRE(r.body["items"].size() == ids.size());
+  CHECK(r.body["failed"] == ids.size());
+  for (auto& item : r.body["items"])
+    CHECK(item["status"] == 503);
+}

@@ -412,7 +412,7 @@ TEST_CASE("shards: a shard that is down fails or spools only its own "
   TROUPE_CHECK_ERROR(refused_cancel, 503);
   CHECK(refused_cancel.has_header("Retry-After"));
   CHECK(refused_cancel.body["error"]["message"].get<std::string>().find(
-          "retried")
+          "again")
         != std::string::npos);
   CHECK(!polled_wipe());
   quiet.clear(); // nor in its telemetry answers from now on
