@@ -630,6 +630,14 @@ TEST_CASE("one command for 1,000 devices", "[commands][bulk]") {
 
 namespace {
 
+/// prefix-0 .. prefix-(n-1).
+std::vector<std::string> numbered(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i)
+    out.push_back(prefix + "-" + std::to_string(i));
+  return out;
+}
+
 /// Devices of `tenant` with a pending command `name`, sorted.
 std::vector<std::string> pending_with(node& n, const std::string& tenant,
                                       const std::string& name) {
@@ -715,9 +723,7 @@ TEST_CASE("a filter that matches more than 10,000 devices is refused",
   auto tenant = make_tenant(n);
   auto op = make_user(n, "operator", tenant);
   auto prefix = unique_id("many");
-  std::vector<std::string> ids;
-  for (int i = 0; i < 10'000; ++i)
-    ids.push_back(prefix + "-" + std::to_string(i));
+  auto ids = numbered(prefix, 10'000);
   n.register_devices(n.admin_token(), ids, tenant);
   n.register_devices(n.admin_token(), {prefix + "x"}, tenant);
   auto r = n.post("/api/v1/commands",
@@ -755,9 +761,7 @@ TEST_CASE("a command for a device deleted meanwhile is 404, never 500",
   auto tenant = make_tenant(n);
   auto op = make_user(n, "operator", tenant);
   auto prefix = unique_id("gone");
-  std::vector<std::string> ids;
-  for (int i = 0; i < 20; ++i)
-    ids.push_back(prefix + "-" + std::to_string(i));
+  auto ids = numbered(prefix, 20);
   n.register_devices(n.admin_token(), ids, tenant);
   std::thread admin([&] {
     for (auto& id : ids) {
@@ -814,10 +818,7 @@ TEST_CASE("a bulk command answers within the request timeout although its "
   auto& n = shared_node();
   auto tenant = make_tenant(n);
   auto op = make_user(n, "operator", tenant);
-  std::vector<std::string> ids;
-  auto prefix = unique_id("slow");
-  for (int i = 0; i < 300; ++i) // more than one window of 128
-    ids.push_back(prefix + "-" + std::to_string(i));
+  auto ids = numbered(unique_id("slow"), 300); // more than one window of 128
   n.register_devices(n.admin_token(), ids, tenant);
   std::atomic<bool> locked{false};
   std::thread holder([&] {
